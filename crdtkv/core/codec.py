@@ -1,0 +1,329 @@
+"""CBOR wire forms of entries, deltas and snapshots, decoded strictly.
+
+Everything that arrives from outside (a peer's message, a snapshot file) goes
+through :func:`strict_loads` after a size check: bounded nesting, no
+indefinite lengths, no duplicate map keys, no semantic tags except bignums,
+no trailing bytes. The decoded tree is then checked against the schema below
+before anything touches replica state. Any failure is a
+:class:`~crdtkv.errors.DecodeError`; no ``cbor2`` exception escapes.
+
+Schema (CBOR arrays throughout; ``w`` indexes the message's origin table)::
+
+    delta    = [FORMAT, store_name, [origin...], [[w, stamp]...] (vv), [entry...]]
+    entry    = [key, register] / [key, register, counter]
+    register = [] (never written) / [stamp, w] (tombstone) / [stamp, w, value]
+             / [stamp, w, value, expires_ms / null, meta]
+    value    = str / bytes / int / float / bool / null / [bytes] (canonical CBOR list or map)
+    counter  = [[[w, inc, dec, stamp]...] totals, [[w, inc, dec, stamp]...] removed,
+                [[w, stamp]...] context]
+
+A snapshot is ``MAGIC + delta + blake2b-128(delta)``, so truncation and bit
+flips are detected even where the damaged bytes would still decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, NoReturn
+
+import cbor2
+
+from ..errors import DecodeError, InvalidKey, TooLarge
+from .entry import TOMBSTONE, CounterState, Entry, Totals
+from .hlc import MAX_STAMP
+from .limits import Limits
+from .values import SCALAR_TYPES, Packed, check_key, packed_from_wire
+
+FORMAT: Final = 1
+SNAPSHOT_MAGIC: Final = b"CRDTKV\x00S"
+CHECKSUM_BYTES: Final = 16
+MAX_ORIGIN_CHARS: Final = 256
+
+# cbor2 decodes these tags itself; everything but bignums (2, 3) is refused.
+_BUILTIN_TAGS: Final = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799)
+
+
+def _refuse_tag(decoder: Any, *args: object) -> NoReturn:
+    raise ValueError("CBOR tags are not accepted")
+
+
+_REFUSE_SEMANTIC: Final = {tag: _refuse_tag for tag in _BUILTIN_TAGS}
+
+
+@dataclass
+class Delta:
+    """A batch of whole entries plus the version vector the sender had."""
+
+    name: str
+    vv: dict[str, int] = field(default_factory=dict)
+    entries: list[tuple[str, Entry]] = field(default_factory=list)
+
+
+def strict_loads(data: bytes, *, max_depth: int) -> Any:
+    """Decode exactly one CBOR item from ``data`` under crdtkv's strict rules."""
+    stream = io.BytesIO(data)
+    decoder = cbor2.CBORDecoder(
+        stream,
+        tag_hook=_refuse_tag,
+        semantic_decoders=_REFUSE_SEMANTIC,
+        max_depth=max_depth,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+        strict_hashable_types=True,
+    )
+    try:
+        item = decoder.decode()
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        raise DecodeError(f"malformed CBOR: {exc}") from exc
+    if stream.tell() != len(data):
+        raise DecodeError(f"{len(data) - stream.tell()} trailing bytes after the CBOR item")
+    return item
+
+
+# -- encoding -------------------------------------------------------------------
+
+
+def _value_to_wire(value: object) -> object:
+    return [value.data] if type(value) is Packed else value  # type: ignore[attr-defined]
+
+
+def _totals_to_wire(totals: dict[str, Totals], ref: Callable[[str], object]) -> list[list[object]]:
+    return [[ref(origin), inc, dec, stamp] for origin, (inc, dec, stamp) in sorted(totals.items())]
+
+
+def entry_to_wire(key: str, entry: Entry, ref: Callable[[str], object]) -> list[object]:
+    """The wire form of one entry; ``ref`` maps an origin to its reference."""
+    if not entry.stamp:
+        register: list[object] = []
+    elif entry.value is TOMBSTONE:
+        register = [entry.stamp, ref(entry.writer)]
+    elif entry.expires is None and entry.meta is None:
+        register = [entry.stamp, ref(entry.writer), _value_to_wire(entry.value)]
+    else:
+        register = [
+            entry.stamp,
+            ref(entry.writer),
+            _value_to_wire(entry.value),
+            entry.expires,
+            _value_to_wire(entry.meta),
+        ]
+    counter = entry.counter
+    if counter is None:
+        return [key, register]
+    return [
+        key,
+        register,
+        [
+            _totals_to_wire(counter.totals, ref),
+            _totals_to_wire(counter.removed, ref),
+            [[ref(origin), stamp] for origin, stamp in sorted(counter.context.items())],
+        ],
+    ]
+
+
+class _OriginTable:
+    """Assigns each origin named in a message a small index."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def ref(self, origin: str) -> int:
+        found = self.index.get(origin)
+        if found is None:
+            found = self.index[origin] = len(self.index)
+        return found
+
+
+def encode_delta(delta: Delta) -> bytes:
+    """The CBOR bytes of a delta (or of a whole state)."""
+    table = _OriginTable()
+    ref = table.ref
+    entries = [entry_to_wire(key, entry, ref) for key, entry in delta.entries]
+    vv = [[ref(origin), stamp] for origin, stamp in delta.vv.items()]
+    return cbor2.dumps([FORMAT, delta.name, list(table.index), vv, entries])
+
+
+def encode_snapshot(delta: Delta) -> bytes:
+    """A self-checking snapshot: magic, delta bytes, checksum."""
+    body = encode_delta(delta)
+    return SNAPSHOT_MAGIC + body + hashlib.blake2b(body, digest_size=CHECKSUM_BYTES).digest()
+
+
+def digest_entries(items: Iterable[tuple[str, Entry]]) -> str:
+    """SHA-256 over the canonical encoding of entries, in key order."""
+    hasher = hashlib.sha256()
+    same = str
+    for key, entry in sorted(items, key=lambda item: item[0]):
+        hasher.update(cbor2.dumps(entry_to_wire(key, entry, same), canonical=True))
+    return hasher.hexdigest()
+
+
+# -- decoding -------------------------------------------------------------------
+
+
+def _fail(what: str) -> NoReturn:
+    raise DecodeError(what)
+
+
+def _array(item: object, what: str) -> list[Any]:
+    if type(item) is not list:
+        _fail(f"{what} must be an array")
+    return item  # type: ignore[return-value]
+
+
+def _stamp(item: object, what: str) -> int:
+    if type(item) is not int or not 0 < item <= MAX_STAMP:  # type: ignore[operator]
+        _fail(f"{what} must be a stamp (an integer in 1..2**64-1)")
+    return item  # type: ignore[return-value]
+
+
+def _count(item: object, what: str) -> int:
+    if type(item) is not int or item < 0:  # type: ignore[operator]
+        _fail(f"{what} must be a non-negative integer")
+    return item  # type: ignore[return-value]
+
+
+class _Reader:
+    """Turns a checked wire tree back into entries."""
+
+    def __init__(self, origins: list[str], limits: Limits) -> None:
+        self.origins = origins
+        self.limits = limits
+
+    def origin(self, item: object) -> str:
+        if type(item) is not int or not 0 <= item < len(self.origins):  # type: ignore[operator]
+            _fail("origin reference out of range")
+        return self.origins[item]  # type: ignore[index]
+
+    def value(self, item: object) -> object:
+        kind = type(item)
+        if kind is list:
+            if len(item) != 1 or type(item[0]) is not bytes:  # type: ignore[arg-type,index]
+                _fail("a packed value must be [bytes]")
+            return packed_from_wire(item[0], self.limits)  # type: ignore[index]
+        if kind not in SCALAR_TYPES:
+            _fail(f"values may not be of CBOR type {kind.__name__}")
+        if kind is str or kind is bytes:
+            size = len(item.encode("utf-8")) if kind is str else len(item)  # type: ignore[union-attr,arg-type]
+            if size > self.limits.max_value_bytes:
+                _fail(f"value is {size} bytes; the limit is {self.limits.max_value_bytes}")
+        return item
+
+    def totals(self, item: object, what: str) -> dict[str, Totals]:
+        result: dict[str, Totals] = {}
+        for row in _array(item, what):
+            row = _array(row, what)
+            if len(row) != 4:
+                _fail(f"{what} rows must be [origin, inc, dec, stamp]")
+            origin = self.origin(row[0])
+            if origin in result:
+                _fail(f"{what} names an origin twice")
+            result[origin] = (_count(row[1], what), _count(row[2], what), _stamp(row[3], what))
+        return result
+
+    def entry(self, item: object) -> tuple[str, Entry]:
+        item = _array(item, "an entry")
+        if not 2 <= len(item) <= 3:
+            _fail("an entry must be [key, register] or [key, register, counter]")
+        try:
+            key = check_key(item[0], self.limits)
+        except InvalidKey as exc:
+            raise DecodeError(f"bad key from remote: {exc}") from exc
+        register = _array(item[1], "a register")
+        size = len(register)
+        if size == 0:
+            entry = Entry(0, "", TOMBSTONE)
+        elif size == 2:
+            entry = Entry(_stamp(register[0], "a stamp"), self.origin(register[1]), TOMBSTONE)
+        elif size == 3:
+            entry = Entry(
+                _stamp(register[0], "a stamp"), self.origin(register[1]), self.value(register[2])
+            )
+        elif size == 5:
+            expires = register[3]
+            if expires is not None:
+                expires = _count(expires, "an expiry")
+            entry = Entry(
+                _stamp(register[0], "a stamp"),
+                self.origin(register[1]),
+                self.value(register[2]),
+                expires,
+                self.value(register[4]),
+            )
+        else:
+            _fail("a register must have 0, 2, 3 or 5 fields")
+        if len(item) == 3:
+            counter = _array(item[2], "a counter")
+            if len(counter) != 3:
+                _fail("a counter must be [totals, removed, context]")
+            totals = self.totals(counter[0], "counter totals")
+            removed = self.totals(counter[1], "counter removed")
+            context: dict[str, int] = {}
+            for row in _array(counter[2], "counter context"):
+                row = _array(row, "counter context")
+                if len(row) != 2:
+                    _fail("counter context rows must be [origin, stamp]")
+                context[self.origin(row[0])] = _stamp(row[1], "a context stamp")
+            for origin, (_, _, stamp) in totals.items():
+                if context.get(origin, 0) < stamp:
+                    _fail("counter context is behind its totals")
+            for origin, (inc, dec, stamp) in removed.items():
+                have = totals.get(origin)
+                if have is None or have[2] < stamp or have[0] < inc or have[1] < dec:
+                    _fail("counter removed baseline exceeds its totals")
+            entry.counter = CounterState(totals, removed, context)
+        elif not entry.stamp:
+            _fail("an entry needs a register write or a counter")
+        return key, entry
+
+
+def decode_delta(data: bytes, limits: Limits, *, max_bytes: int | None = None) -> Delta:
+    """Decode and check a delta; raise :class:`DecodeError` on anything amiss."""
+    cap = limits.max_message_bytes if max_bytes is None else max_bytes
+    if len(data) > cap:
+        raise TooLarge(f"input is {len(data)} bytes; the limit is {cap}")
+    tree = _array(strict_loads(data, max_depth=limits.max_value_depth + 8), "a delta")
+    if len(tree) != 5:
+        _fail("a delta must have 5 fields")
+    version, name, origins, vv_rows, entry_rows = tree
+    if version != FORMAT or type(version) is not int:
+        _fail(f"unsupported format version {version!r} (this build reads {FORMAT})")
+    if type(name) is not str:
+        _fail("the store name must be a string")
+    origins = _array(origins, "the origin table")
+    for origin in origins:
+        if type(origin) is not str or not 0 < len(origin) <= MAX_ORIGIN_CHARS:
+            _fail("origins must be non-empty strings of at most 256 characters")
+    if len(set(origins)) != len(origins):
+        _fail("the origin table names an origin twice")
+    reader = _Reader(origins, limits)
+    vv: dict[str, int] = {}
+    for row in _array(vv_rows, "the version vector"):
+        row = _array(row, "the version vector")
+        if len(row) != 2:
+            _fail("version vector rows must be [origin, stamp]")
+        vv[reader.origin(row[0])] = _stamp(row[1], "a version vector stamp")
+    entries = [reader.entry(row) for row in _array(entry_rows, "the entries")]
+    if len({key for key, _ in entries}) != len(entries):
+        _fail("a delta names a key twice")
+    return Delta(name, vv, entries)
+
+
+def decode_snapshot(data: bytes, limits: Limits) -> Delta:
+    """Check a snapshot's framing and checksum, then decode it."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"a snapshot must be bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > limits.max_snapshot_bytes:
+        raise TooLarge(f"snapshot is {len(data)} bytes; the limit (max_snapshot_bytes) is {limits.max_snapshot_bytes}")
+    if not data.startswith(SNAPSHOT_MAGIC):
+        raise DecodeError("not a crdtkv snapshot (bad magic bytes)")
+    if len(data) < len(SNAPSHOT_MAGIC) + CHECKSUM_BYTES + 1:
+        raise DecodeError("snapshot is truncated")
+    body = data[len(SNAPSHOT_MAGIC) : -CHECKSUM_BYTES]
+    if hashlib.blake2b(body, digest_size=CHECKSUM_BYTES).digest() != data[-CHECKSUM_BYTES:]:
+        raise DecodeError("snapshot is truncated or corrupted (checksum mismatch)")
+    return decode_delta(body, limits, max_bytes=len(body))

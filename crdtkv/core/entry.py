@@ -1,0 +1,265 @@
+"""The per-key CRDT: a last-writer-wins register beside a PN-counter.
+
+One :class:`Entry` holds everything replicated about a key:
+
+* a **register**: the winning ``put``/``delete`` by ``(stamp, writer)``, where a
+  delete is a tombstone write;
+* optionally a **counter** (:class:`CounterState`): per-origin increment and
+  decrement totals, plus a *removed* baseline recording which totals a delete
+  (or an overwriting ``put``) observed. The counter's value is the totals minus
+  the baseline, so an increment the delete did not see survives it, and two
+  concurrent deletes, each joining the baseline by maximum, never subtract twice.
+
+Both halves are join-semilattices, so the entry is one too: :func:`join` is
+commutative, associative and idempotent. Reading (:func:`resolve`) is a pure
+function of the joined state, so every replica reads the same thing.
+
+Kinds rule for one key: the register is *live* when its winning write is not a
+tombstone and has not expired; the counter is *live* when some origin has
+increments the baseline does not cover. If both are live (a ``put`` and an
+``incr`` that did not see each other), the half whose latest live write has the
+larger ``(stamp, origin)`` wins. Tombstones never compete: a delete only hides
+what it observed.
+
+Change tracking: each entry knows its *dots*, the latest stamp per origin of the
+operations reflected in it. For a plain register that is just its writer's
+stamp; a key that ever held a counter keeps a full ``context`` map.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Marks a deleted register (and a key that has no register write at all).
+TOMBSTONE: Final = type("Tombstone", (), {"__repr__": lambda self: "TOMBSTONE", "__slots__": ()})()
+
+#: ``(increments, decrements, stamp of the origin's latest operation)``
+Totals = tuple[int, int, int]
+
+
+class CounterState:
+    """The counter half of an entry (a PN-counter with observed-remove)."""
+
+    __slots__ = ("totals", "removed", "context")
+
+    def __init__(
+        self,
+        totals: dict[str, Totals] | None = None,
+        removed: dict[str, Totals] | None = None,
+        context: dict[str, int] | None = None,
+    ) -> None:
+        #: origin -> its cumulative totals on this key
+        self.totals: dict[str, Totals] = totals if totals is not None else {}
+        #: origin -> the totals a delete observed (never above ``totals``)
+        self.removed: dict[str, Totals] = removed if removed is not None else {}
+        #: origin -> stamp of its latest operation of any kind on this key
+        self.context: dict[str, int] = context if context is not None else {}
+
+    def value(self) -> int:
+        """The counter's value: everything added minus everything removed."""
+        total = 0
+        for inc, dec, _ in self.totals.values():
+            total += inc - dec
+        for inc, dec, _ in self.removed.values():
+            total -= inc - dec
+        return total
+
+    def live_stamp(self) -> tuple[int, str] | None:
+        """``(stamp, origin)`` of the latest increment not covered by a delete, or None."""
+        best: tuple[int, str] | None = None
+        removed = self.removed
+        for origin, (_, _, stamp) in self.totals.items():
+            gone = removed.get(origin)
+            if gone is None or stamp > gone[2]:
+                if best is None or (stamp, origin) > best:
+                    best = (stamp, origin)
+        return best
+
+    def remove_observed(self) -> None:
+        """Record a delete: everything currently counted is removed."""
+        self.removed = dict(self.totals)
+
+    def copy(self) -> CounterState:
+        return CounterState(dict(self.totals), dict(self.removed), dict(self.context))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CounterState)
+            and self.totals == other.totals
+            and self.removed == other.removed
+            and self.context == other.context
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CounterState(totals={self.totals!r}, removed={self.removed!r}, context={self.context!r})"
+
+
+class Entry:
+    """Everything replicated about one key."""
+
+    __slots__ = ("stamp", "writer", "value", "expires", "meta", "counter")
+
+    def __init__(
+        self,
+        stamp: int,
+        writer: str,
+        value: object,
+        expires: int | None = None,
+        meta: object = None,
+        counter: CounterState | None = None,
+    ) -> None:
+        #: stamp of the winning register write (0: no register write yet)
+        self.stamp = stamp
+        #: origin of the winning register write ("" when ``stamp`` is 0)
+        self.writer = writer
+        #: the stored value (see :mod:`.values`) or :data:`TOMBSTONE`
+        self.value = value
+        #: expiry in epoch milliseconds, or None
+        self.expires = expires
+        #: metadata attached to the write (stored form), or None
+        self.meta = meta
+        self.counter = counter
+
+    def copy(self) -> Entry:
+        return Entry(
+            self.stamp,
+            self.writer,
+            self.value,
+            self.expires,
+            self.meta,
+            self.counter.copy() if self.counter is not None else None,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Entry)
+            and self.stamp == other.stamp
+            and self.writer == other.writer
+            and self.value == other.value
+            and self.expires == other.expires
+            and self.meta == other.meta
+            and self.counter == other.counter
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry(stamp={self.stamp}, writer={self.writer!r}, value={self.value!r}, "
+            f"expires={self.expires!r}, meta={self.meta!r}, counter={self.counter!r})"
+        )
+
+
+# -- reading --------------------------------------------------------------------
+
+#: What :func:`resolve` says a key holds.
+MISSING: Final = 0
+REGISTER: Final = 1
+COUNTER: Final = 2
+
+
+def register_live(entry: Entry, now_ms: int) -> bool:
+    """True if the register half holds a value that has not expired."""
+    if entry.value is TOMBSTONE:
+        return False
+    expires = entry.expires
+    return expires is None or expires > now_ms
+
+
+def resolve(entry: Entry, now_ms: int) -> int:
+    """Which half of the entry a read sees: MISSING, REGISTER or COUNTER."""
+    counter = entry.counter
+    reg = register_live(entry, now_ms)
+    if counter is None:
+        return REGISTER if reg else MISSING
+    live = counter.live_stamp()
+    if live is None:
+        return REGISTER if reg else MISSING
+    if reg and (entry.stamp, entry.writer) > live:
+        return REGISTER
+    return COUNTER
+
+
+# -- dots -----------------------------------------------------------------------
+
+
+def dots(entry: Entry) -> dict[str, int]:
+    """Latest stamp per origin of the operations this entry reflects."""
+    if entry.counter is not None:
+        return entry.counter.context
+    return {entry.writer: entry.stamp} if entry.stamp else {}
+
+
+def dot_of(entry: Entry, origin: str) -> int:
+    """The entry's dot for ``origin`` (0 if it reflects nothing from there)."""
+    counter = entry.counter
+    if counter is not None:
+        return counter.context.get(origin, 0)
+    return entry.stamp if entry.writer == origin else 0
+
+
+def max_stamp(entry: Entry) -> int:
+    """The largest stamp anywhere in the entry (for clock checks)."""
+    counter = entry.counter
+    if counter is None:
+        return entry.stamp
+    return max(entry.stamp, max(counter.context.values(), default=0))
+
+
+# -- joining --------------------------------------------------------------------
+
+
+def _join_totals(mine: dict[str, Totals], theirs: dict[str, Totals]) -> bool:
+    """Per origin, keep the totals of the later operation (totals only grow)."""
+    changed = False
+    for origin, item in theirs.items():
+        have = mine.get(origin)
+        if have is None or item[2] > have[2]:
+            mine[origin] = item
+            changed = True
+    return changed
+
+
+def _raise_dot(context: dict[str, int], origin: str, stamp: int) -> bool:
+    if context.get(origin, 0) < stamp:
+        context[origin] = stamp
+        return True
+    return False
+
+
+def join_into(local: Entry, remote: Entry) -> bool:
+    """Join ``remote`` into ``local`` in place; return True if ``local`` changed.
+
+    ``remote`` is not modified and no mutable part of it is shared afterwards.
+    A key with a counter keeps every register write's dot in its context, since
+    a superseded delete may still hold part of the removed baseline; a plain
+    register only needs its winner's dot.
+    """
+    changed = False
+    if (remote.stamp, remote.writer) > (local.stamp, local.writer):
+        local.stamp = remote.stamp
+        local.writer = remote.writer
+        local.value = remote.value
+        local.expires = remote.expires
+        local.meta = remote.meta
+        changed = True
+    rc = remote.counter
+    lc = local.counter
+    if rc is None and lc is None:
+        return changed
+    if lc is None:
+        lc = local.counter = CounterState()
+        changed = True
+    context = lc.context
+    if rc is not None:
+        changed = _join_totals(lc.totals, rc.totals) or changed
+        changed = _join_totals(lc.removed, rc.removed) or changed
+        for origin, stamp in rc.context.items():
+            changed = _raise_dot(context, origin, stamp) or changed
+    if remote.stamp:
+        changed = _raise_dot(context, remote.writer, remote.stamp) or changed
+    if local.stamp:
+        changed = _raise_dot(context, local.writer, local.stamp) or changed
+    return changed

@@ -1,0 +1,272 @@
+"""One replica's state: entries, version vector, change logs, local operations.
+
+Sans-I/O and synchronous: callers hand in already validated keys and stored
+values (see :mod:`.values`) and get results back; nothing here waits, sleeps or
+touches a socket. Time comes from the injected :class:`~.hlc.HybridClock`.
+
+Every local operation gets a dot ``(origin, stamp)``; stamps from the hybrid
+clock strictly increase per origin, so they double as sequence numbers. The
+version vector maps each origin to the highest stamp up to which this replica
+holds all of that origin's operations.
+"""
+
+from __future__ import annotations
+
+from ..errors import StoreMismatch, WrongType
+from .changelog import OriginLog
+from .codec import Delta, digest_entries
+from .entry import (
+    COUNTER,
+    MISSING,
+    REGISTER,
+    TOMBSTONE,
+    CounterState,
+    Entry,
+    dot_of,
+    dots,
+    join_into,
+    max_stamp,
+    register_live,
+    resolve,
+)
+from .hlc import HybridClock
+
+
+class ReplicaState:
+    """The CRDT state of one replica of one named store."""
+
+    def __init__(self, name: str, origin: str, clock: HybridClock) -> None:
+        self.name = name
+        #: the id this replica's operations are stamped with
+        self.origin = origin
+        self.clock = clock
+        self.entries: dict[str, Entry] = {}
+        #: origin -> highest stamp up to which all its operations are held
+        self.vv: dict[str, int] = {}
+        self._logs: dict[str, OriginLog] = {origin: OriginLog()}
+        self._own_log = self._logs[origin]
+        self._digest: str | None = None
+
+    # -- change tracking ---------------------------------------------------------
+
+    def _log(self, origin: str) -> OriginLog:
+        log = self._logs.get(origin)
+        if log is None:
+            log = self._logs[origin] = OriginLog()
+        return log
+
+    def _retire(self, origin: str) -> None:
+        """Count one row of ``origin``'s log as dead; compact when it pays."""
+        log = self._logs[origin]
+        log.dead += 1
+        if log.dead > log.compact_at:
+            entries = self.entries
+
+            def is_live(stamp: int, key: str) -> bool:
+                entry = entries.get(key)
+                return entry is not None and dot_of(entry, origin) == stamp
+
+            log.compact(is_live)
+
+    def _note_dots(self, key: str, before: dict[str, int], entry: Entry) -> None:
+        """Log the dots ``entry`` gained since it had ``before``."""
+        after = dots(entry)
+        for origin, stamp in after.items():
+            old = before.get(origin)
+            if old != stamp:
+                self._log(origin).append(stamp, key)
+                if old is not None:
+                    self._retire(origin)
+        for origin in before:
+            if origin not in after:
+                self._retire(origin)
+
+    # -- local operations -----------------------------------------------------------
+
+    def write(self, key: str, value: object, expires: int | None = None, meta: object = None) -> int:
+        """Write a register value (or :data:`TOMBSTONE`); return its stamp.
+
+        Overwriting a counter removes every increment this replica has seen.
+        """
+        stamp = self.clock.tick()
+        origin = self.origin
+        entry = self.entries.get(key)
+        if entry is None:
+            self.entries[key] = Entry(stamp, origin, value, expires, meta)
+        else:
+            counter = entry.counter
+            if counter is None:
+                if entry.stamp:
+                    self._retire(entry.writer)
+            else:
+                counter.remove_observed()
+                if origin in counter.context:
+                    self._retire(origin)
+                counter.context[origin] = stamp
+            entry.stamp = stamp
+            entry.writer = origin
+            entry.value = value
+            entry.expires = expires
+            entry.meta = meta
+        self._own_log.append(stamp, key)
+        self.vv[origin] = stamp
+        self._digest = None
+        return stamp
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key`` (a tombstone write); return True if it was live here."""
+        entry = self.entries.get(key)
+        was_live = entry is not None and resolve(entry, self.clock.now_ms()) != MISSING
+        self.write(key, TOMBSTONE)
+        return was_live
+
+    def incr(self, key: str, by: int) -> int:
+        """Add ``by`` to the counter at ``key``; return its new value here.
+
+        Raises :class:`WrongType` if the key holds a live register value.
+        """
+        entry = self.entries.get(key)
+        origin = self.origin
+        if entry is None:
+            counter = CounterState()
+            entry = self.entries[key] = Entry(0, "", TOMBSTONE, None, None, counter)
+        else:
+            if resolve(entry, self.clock.now_ms()) == REGISTER:
+                raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
+            counter_or_none = entry.counter
+            if counter_or_none is None:
+                counter = entry.counter = CounterState()
+                if entry.stamp:
+                    counter.context[entry.writer] = entry.stamp
+            else:
+                counter = counter_or_none
+        stamp = self.clock.tick()
+        inc, dec, _ = counter.totals.get(origin, (0, 0, 0))
+        if by >= 0:
+            counter.totals[origin] = (inc + by, dec, stamp)
+        else:
+            counter.totals[origin] = (inc, dec - by, stamp)
+        context = counter.context
+        if origin in context:
+            self._retire(origin)
+        context[origin] = stamp
+        self._own_log.append(stamp, key)
+        self.vv[origin] = stamp
+        self._digest = None
+        return counter.value()
+
+    def read(self, key: str) -> tuple[int, object]:
+        """``(kind, stored value)`` of a key: kind is MISSING, REGISTER or COUNTER."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return MISSING, None
+        if entry.counter is None:
+            if register_live(entry, self.clock.now_ms()):
+                return REGISTER, entry.value
+            return MISSING, None
+        kind = resolve(entry, self.clock.now_ms())
+        if kind == REGISTER:
+            return kind, entry.value
+        if kind == COUNTER:
+            return kind, entry.counter.value()
+        return MISSING, None
+
+    def live_keys(self, prefix: str = "") -> list[str]:
+        """Sorted keys that read as present, optionally only those with ``prefix``."""
+        now_ms = self.clock.now_ms()
+        return sorted(
+            key
+            for key, entry in self.entries.items()
+            if key.startswith(prefix) and resolve(entry, now_ms) != MISSING
+        )
+
+    # -- replication -----------------------------------------------------------
+
+    def changed_keys_since(self, vv: dict[str, int]) -> set[str]:
+        """Keys carrying an operation that ``vv`` does not cover."""
+        changed: set[str] = set()
+        entries = self.entries
+        for origin, log in self._logs.items():
+            seen = vv.get(origin, 0)
+            if log.top <= seen:
+                continue
+            for stamp, key in log.after(seen):
+                entry = entries.get(key)
+                if entry is not None and dot_of(entry, origin) == stamp:
+                    changed.add(key)
+        return changed
+
+    def delta_since(self, vv: dict[str, int]) -> Delta:
+        """Every entry that has changes ``vv`` lacks, as independent copies."""
+        entries = self.entries
+        keys = self.changed_keys_since(vv)
+        return Delta(self.name, dict(self.vv), [(key, entries[key].copy()) for key in keys])
+
+    def full_state(self, *, copy: bool = True) -> Delta:
+        """The whole state (a snapshot's content).
+
+        With ``copy=False`` the delta shares this replica's live entries: only
+        for immediate, synchronous encoding.
+        """
+        if copy:
+            items = [(key, entry.copy()) for key, entry in self.entries.items()]
+        else:
+            items = list(self.entries.items())
+        return Delta(self.name, dict(self.vv), items)
+
+    def apply(self, delta: Delta) -> int:
+        """Join a delta into this state; return how many keys changed.
+
+        All-or-nothing with respect to validation: a store-name mismatch or a
+        stamp beyond the clock-skew limit raises before any entry is touched.
+        """
+        if delta.name != self.name:
+            raise StoreMismatch(f"state of store {delta.name!r} cannot merge into store {self.name!r}")
+        top = max(delta.vv.values(), default=0)
+        for _, remote in delta.entries:
+            stamp = max_stamp(remote)
+            if stamp > top:
+                top = stamp
+        if top:
+            self.clock.check(top)
+        changed = 0
+        entries = self.entries
+        for key, remote in delta.entries:
+            local = entries.get(key)
+            if local is None:
+                local = entries[key] = Entry(0, "", TOMBSTONE)
+                join_into(local, remote)
+                self._note_dots(key, {}, local)
+                changed += 1
+            elif local.counter is None and remote.counter is None:
+                # the common case, two plain registers: no dot maps needed
+                if (remote.stamp, remote.writer) > (local.stamp, local.writer):
+                    if local.stamp:
+                        self._retire(local.writer)
+                    join_into(local, remote)
+                    self._log(local.writer).append(local.stamp, key)
+                    changed += 1
+            else:
+                before = dict(dots(local))
+                if join_into(local, remote):
+                    self._note_dots(key, before, local)
+                    changed += 1
+        vv = self.vv
+        for origin, stamp in delta.vv.items():
+            if vv.get(origin, 0) < stamp:
+                vv[origin] = stamp
+        self.clock.observe(top)
+        if changed:
+            self._digest = None
+        return changed
+
+    def digest(self) -> str:
+        """Hash of the replicated entries; equal exactly when the entries are equal."""
+        if self._digest is None:
+            self._digest = digest_entries(self.entries.items())
+        return self._digest
+
+    def log_rows(self) -> int:
+        """Rows held across all change logs (live and dead): for memory checks."""
+        return sum(len(log) for log in self._logs.values())
+

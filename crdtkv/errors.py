@@ -1,0 +1,90 @@
+"""The one exception hierarchy of crdtkv.
+
+Every error the package raises on purpose derives from :class:`CrdtKvError`.
+Errors split by whose fault they are, as in h11: a *local* error means the
+caller misused the API (a bad key, a value CBOR cannot carry, an ``incr`` on a
+register); a *remote* error means bytes or stamps that came from elsewhere (a
+peer, a snapshot file) are unacceptable. Where a built-in exception is the
+natural match, the class derives from it too, so ``except ValueError`` keeps
+working.
+"""
+
+from __future__ import annotations
+
+
+class CrdtKvError(Exception):
+    """Base class of every crdtkv error."""
+
+
+# -- the caller's fault ------------------------------------------------------
+
+
+class LocalError(CrdtKvError):
+    """The caller used the API in a way it does not allow."""
+
+
+class InvalidArgument(LocalError, ValueError):
+    """An argument is outside what the call accepts."""
+
+
+class InvalidArgumentType(InvalidArgument, TypeError):
+    """An argument has the wrong type."""
+
+
+class InvalidKey(InvalidArgument):
+    """A key is empty, too long or not valid UTF-8."""
+
+
+class InvalidKeyType(InvalidKey, TypeError):
+    """A key is not a ``str``."""
+
+
+class InvalidValue(InvalidArgument):
+    """A value is too large, nested too deeply or otherwise not storable."""
+
+
+class InvalidValueType(InvalidValue, TypeError):
+    """A value (or something inside it) has a type CBOR values may not hold."""
+
+
+class WrongType(LocalError, TypeError):
+    """An operation does not apply to the kind of value the key holds.
+
+    Like Redis ``WRONGTYPE``: ``incr`` on a key that holds a register value.
+    """
+
+
+class StoreClosed(LocalError, RuntimeError):
+    """The store was closed and can no longer be used."""
+
+
+class StoreMismatch(LocalError, ValueError):
+    """State of another store (by name) was offered to ``merge``."""
+
+
+# -- somebody else's fault -----------------------------------------------------
+
+
+class RemoteError(CrdtKvError):
+    """Data that came from outside the process is unacceptable."""
+
+
+class DecodeError(RemoteError, ValueError):
+    """Bytes are not a well-formed crdtkv message or snapshot.
+
+    Raised for truncated or corrupted input, input over a size limit,
+    CBOR outside the strict subset crdtkv accepts, and CBOR whose shape does
+    not match the expected schema.
+    """
+
+
+class TooLarge(DecodeError):
+    """Input is larger than the configured limit; it was not decoded."""
+
+
+class ClockSkewError(RemoteError, ValueError):
+    """A remote timestamp lies further in the future than ``max_clock_skew``.
+
+    The whole batch carrying it is rejected, so one bad clock cannot push every
+    replica's hybrid logical clock into the future.
+    """

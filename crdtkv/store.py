@@ -1,0 +1,247 @@
+"""``KvStore``: the public, synchronous face of one replica."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, NoReturn
+
+from .core.codec import decode_snapshot, encode_snapshot
+from .core.entry import COUNTER, MISSING
+from .core.hlc import HybridClock
+from .core.limits import DEFAULT_LIMITS, Limits
+from .core.replica import ReplicaState
+from .core.values import check_key, pack_value, unpack_value
+from .errors import InvalidArgument, InvalidArgumentType, StoreClosed
+
+MAX_REPLICA_ID_CHARS = 64
+MAX_NAME_CHARS = 256
+INCARNATION_SEPARATOR = "~"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise InvalidArgumentType(f"store names must be str, not {type(name).__name__}")
+    if not 0 < len(name) <= MAX_NAME_CHARS:
+        raise InvalidArgument(f"store names must have 1 to {MAX_NAME_CHARS} characters")
+    return name
+
+
+def _check_replica_id(replica_id: object) -> str:
+    if not isinstance(replica_id, str):
+        raise InvalidArgumentType(f"replica ids must be str, not {type(replica_id).__name__}")
+    if not 0 < len(replica_id) <= MAX_REPLICA_ID_CHARS:
+        raise InvalidArgument(f"replica ids must have 1 to {MAX_REPLICA_ID_CHARS} characters")
+    if INCARNATION_SEPARATOR in replica_id or not replica_id.isprintable() or " " in replica_id:
+        raise InvalidArgument(
+            f"replica id {replica_id!r} may not contain spaces, {INCARNATION_SEPARATOR!r} "
+            "or unprintable characters"
+        )
+    return replica_id
+
+
+def _expiry_ms(ttl: object, now_ms: int) -> int:
+    if type(ttl) not in (int, float):
+        raise InvalidArgumentType(f"ttl must be a number of seconds, not {type(ttl).__name__}")
+    assert isinstance(ttl, (int, float))
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise InvalidArgument(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
+    return now_ms + max(1, math.ceil(ttl * 1000))
+
+
+class _Closed:
+    """Stands in for the state of a closed store: every use raises."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise StoreClosed("the store is closed")
+
+
+class KvStore:
+    """A replica of a named key-value store whose state is a CRDT.
+
+    Reads and writes are local and synchronous: a write is readable at once
+    here and reaches other replicas through :meth:`merge` (or a replication
+    node). Not thread-safe: use one store from one thread or event loop.
+    """
+
+    def __init__(self, state: ReplicaState, replica_id: str, limits: Limits) -> None:
+        """Use :meth:`open`; this constructor is internal."""
+        self._state: ReplicaState = state
+        self._replica_id = replica_id
+        self._limits = limits
+
+    @classmethod
+    def open(
+        cls,
+        name: str = "default",
+        *,
+        path: str | None = None,
+        replica_id: str | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> KvStore:
+        """Open a replica of store ``name``.
+
+        ``replica_id`` names this replica (random if omitted). An in-memory
+        replica stamps its writes with ``replica_id`` plus a fresh incarnation
+        suffix, so a restarted process never reuses an old operation id or
+        restarts its counter totals from zero under an id peers already know.
+        ``clock`` returns nanoseconds since the epoch (default
+        :func:`time.time_ns`); tests inject their own.
+        """
+        name = _check_name(name)
+        if path is not None:
+            raise NotImplementedError("durable (SQLite) replicas are not available yet; omit path")
+        limits = DEFAULT_LIMITS if limits is None else limits
+        if not isinstance(limits, Limits):
+            raise InvalidArgumentType(f"limits must be a crdtkv Limits, not {type(limits).__name__}")
+        if replica_id is None:
+            replica_id = "r-" + secrets.token_hex(6)
+            origin = replica_id
+        else:
+            replica_id = _check_replica_id(replica_id)
+            origin = replica_id + INCARNATION_SEPARATOR + secrets.token_hex(4)
+        hybrid = HybridClock(time.time_ns if clock is None else clock, limits.max_clock_skew)
+        return cls(ReplicaState(name, origin, hybrid), replica_id, limits)
+
+    # -- identity -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The store's name; only states of the same name merge."""
+        return self._state.name
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's id, as given to :meth:`open` (or generated)."""
+        return self._replica_id
+
+    @property
+    def origin(self) -> str:
+        """The id this replica's operations carry (replica id plus incarnation)."""
+        return self._state.origin
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    # -- local operations ---------------------------------------------------------
+
+    def put(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+        """Set ``key`` to ``value`` (last writer wins).
+
+        ``value`` may be str, bytes, int, float, bool, None, or lists and
+        str-keyed dicts of those (tuples are stored as lists). With ``ttl``
+        (seconds), the value reads as missing everywhere once it expires.
+        Overwriting a counter removes the increments this replica has seen.
+        """
+        state = self._state
+        limits = self._limits
+        key = check_key(key, limits)
+        stored = pack_value(value, limits)
+        if ttl is None:
+            state.write(key, stored)
+        else:
+            state.write(key, stored, _expiry_ms(ttl, state.clock.now_ms()))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value at ``key``; ``default`` if missing, deleted or expired.
+
+        Counters read as ``int``. Lists and dicts come back as fresh copies.
+        """
+        kind, stored = self._state.read(check_key(key, self._limits))
+        if kind == MISSING:
+            return default
+        if kind == COUNTER:
+            return stored
+        return unpack_value(stored)
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``, register or counter; return True if it was present here.
+
+        A delete removes what this replica has seen: increments made elsewhere
+        that it had not yet received survive it.
+        """
+        return self._state.delete(check_key(key, self._limits))
+
+    def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` (may be negative) to the counter at ``key``; return its local value.
+
+        A missing key becomes a counter starting at 0. Raises
+        :class:`~crdtkv.errors.WrongType` if the key holds a register value.
+        Concurrent increments at any number of replicas all count.
+        """
+        if type(by) is not int:
+            raise InvalidArgumentType(f"incr takes an int amount, not {type(by).__name__}")
+        return self._state.incr(check_key(key, self._limits), by)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Iterate, in sorted order, over live keys starting with ``prefix``."""
+        if not isinstance(prefix, str):
+            raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
+        return iter(self._state.live_keys(prefix))
+
+    def __contains__(self, key: object) -> bool:
+        return self._state.read(check_key(key, self._limits))[0] != MISSING
+
+    # -- state exchange -------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole CRDT state as self-checking CBOR bytes (see :meth:`merge`)."""
+        return encode_snapshot(self._state.full_state(copy=False))
+
+    def merge(self, other: KvStore | bytes) -> int:
+        """Join another replica's state into this one; return the keys changed.
+
+        ``other`` is a :class:`KvStore` of the same name or bytes from
+        :meth:`snapshot`. Merging is idempotent, commutative and associative,
+        so replicas that have merged the same states read the same values.
+        Raises :class:`~crdtkv.errors.DecodeError` for damaged snapshots,
+        :class:`~crdtkv.errors.StoreMismatch` for another store's state and
+        :class:`~crdtkv.errors.ClockSkewError` for stamps too far in the future;
+        in each case this store is left unchanged.
+        """
+        state = self._state
+        if isinstance(other, KvStore):
+            delta = other._state.delta_since(state.vv)
+        elif isinstance(other, (bytes, bytearray, memoryview)):
+            delta = decode_snapshot(bytes(other), self._limits)
+        else:
+            raise InvalidArgumentType(f"merge takes a KvStore or snapshot bytes, not {type(other).__name__}")
+        return state.apply(delta)
+
+    def digest(self) -> str:
+        """A hash of the replicated state: equal on two replicas exactly when their states are."""
+        return self._state.digest()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the store; later calls raise :class:`~crdtkv.errors.StoreClosed`."""
+        self._state = _Closed()  # type: ignore[assignment]
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self._state, _Closed)
+
+    def __enter__(self) -> KvStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<KvStore {self._replica_id!r} closed>"
+        return f"<KvStore {self.name!r} replica={self._replica_id!r} keys={len(self._state.entries)}>"
+
+
+__all__ = ["KvStore"]
