@@ -186,18 +186,31 @@ def resolve(entry: Entry, now_ms: int) -> int:
 
 
 def dots(entry: Entry) -> dict[str, int]:
-    """Latest stamp per origin of the operations this entry reflects."""
-    if entry.counter is not None:
-        return entry.counter.context
-    return {entry.writer: entry.stamp} if entry.stamp else {}
+    """Latest stamp per origin of the operations this entry reflects.
+
+    That is the counter's context (operations at replicas that held a counter
+    for the key, including their deletes) plus the winning register write. A
+    register write that lost to another and never touched a counter is
+    dominated by the winner, so it needs no dot.
+    """
+    counter = entry.counter
+    stamp = entry.stamp
+    if counter is None:
+        return {entry.writer: stamp} if stamp else {}
+    result = dict(counter.context)
+    if stamp and result.get(entry.writer, 0) < stamp:
+        result[entry.writer] = stamp
+    return result
 
 
 def dot_of(entry: Entry, origin: str) -> int:
     """The entry's dot for ``origin`` (0 if it reflects nothing from there)."""
+    own = entry.stamp if entry.writer == origin else 0
     counter = entry.counter
-    if counter is not None:
-        return counter.context.get(origin, 0)
-    return entry.stamp if entry.writer == origin else 0
+    if counter is None:
+        return own
+    in_context = counter.context.get(origin, 0)
+    return in_context if in_context > own else own
 
 
 def max_stamp(entry: Entry) -> int:
@@ -222,20 +235,10 @@ def _join_totals(mine: dict[str, Totals], theirs: dict[str, Totals]) -> bool:
     return changed
 
 
-def _raise_dot(context: dict[str, int], origin: str, stamp: int) -> bool:
-    if context.get(origin, 0) < stamp:
-        context[origin] = stamp
-        return True
-    return False
-
-
 def join_into(local: Entry, remote: Entry) -> bool:
     """Join ``remote`` into ``local`` in place; return True if ``local`` changed.
 
     ``remote`` is not modified and no mutable part of it is shared afterwards.
-    A key with a counter keeps every register write's dot in its context, since
-    a superseded delete may still hold part of the removed baseline; a plain
-    register only needs its winner's dot.
     """
     changed = False
     if (remote.stamp, remote.writer) > (local.stamp, local.writer):
@@ -246,20 +249,17 @@ def join_into(local: Entry, remote: Entry) -> bool:
         local.meta = remote.meta
         changed = True
     rc = remote.counter
-    lc = local.counter
-    if rc is None and lc is None:
+    if rc is None:
         return changed
+    lc = local.counter
     if lc is None:
         lc = local.counter = CounterState()
         changed = True
+    changed = _join_totals(lc.totals, rc.totals) or changed
+    changed = _join_totals(lc.removed, rc.removed) or changed
     context = lc.context
-    if rc is not None:
-        changed = _join_totals(lc.totals, rc.totals) or changed
-        changed = _join_totals(lc.removed, rc.removed) or changed
-        for origin, stamp in rc.context.items():
-            changed = _raise_dot(context, origin, stamp) or changed
-    if remote.stamp:
-        changed = _raise_dot(context, remote.writer, remote.stamp) or changed
-    if local.stamp:
-        changed = _raise_dot(context, local.writer, local.stamp) or changed
+    for origin, stamp in rc.context.items():
+        if context.get(origin, 0) < stamp:
+            context[origin] = stamp
+            changed = True
     return changed

@@ -95,14 +95,15 @@ class ReplicaState:
             self.entries[key] = Entry(stamp, origin, value, expires, meta)
         else:
             counter = entry.counter
-            if counter is None:
-                if entry.stamp:
-                    self._retire(entry.writer)
-            else:
-                counter.remove_observed()
-                if origin in counter.context:
+            if entry.stamp and entry.writer != origin:
+                self._retire(entry.writer)
+            if counter is not None:
+                if dot_of(entry, origin):
                     self._retire(origin)
+                counter.remove_observed()
                 counter.context[origin] = stamp
+            elif entry.writer == origin:
+                self._retire(origin)
             entry.stamp = stamp
             entry.writer = origin
             entry.value = value
@@ -136,8 +137,6 @@ class ReplicaState:
             counter_or_none = entry.counter
             if counter_or_none is None:
                 counter = entry.counter = CounterState()
-                if entry.stamp:
-                    counter.context[entry.writer] = entry.stamp
             else:
                 counter = counter_or_none
         stamp = self.clock.tick()
@@ -146,10 +145,9 @@ class ReplicaState:
             counter.totals[origin] = (inc + by, dec, stamp)
         else:
             counter.totals[origin] = (inc, dec - by, stamp)
-        context = counter.context
-        if origin in context:
+        if dot_of(entry, origin):
             self._retire(origin)
-        context[origin] = stamp
+        counter.context[origin] = stamp
         self._own_log.append(stamp, key)
         self.vv[origin] = stamp
         self._digest = None

@@ -1,0 +1,759 @@
+#!/usr/bin/env python3
+"""By-hand benchmark of crdtkv's local operations, deltas, merges and memory.
+
+Not run by CI and not a test: run it by hand and paste the Markdown table it
+prints into the README. The machine is assumed shared and noisy, so every
+figure is set against a baseline measured in the same process, in the same
+run, in the same loop shape:
+
+* each timing is the best (minimum) of ``repeats`` runs;
+* the variants of one comparison (the operation and its baselines) are run
+  round-robin, A B C A B C ..., so a slow spell hits them alike;
+* the cyclic garbage collector is disabled during every timed region, for the
+  measured operation and its baselines alike (``gc.collect()`` runs just before
+  each timed region, outside it);
+* "goal met" is computed from the measured numbers, never assumed.
+
+Usage::
+
+    .venv/bin/python bench/local_ops.py              # N = 1,000,000 keys
+    .venv/bin/python bench/local_ops.py --quick      # N = 100,000 keys, 3 repeats
+    .venv/bin/python bench/local_ops.py --keys 250000 --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import platform
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from crdtkv import KvStore
+from crdtkv.core import DEFAULT_LIMITS, Delta, decode_delta, encode_delta
+
+DEFAULT_KEYS = 1_000_000
+QUICK_KEYS = 100_000
+DEFAULT_REPEATS = 5
+QUICK_REPEATS = 3
+#: operations per timed loop for get / put / incr (capped at N)
+DEFAULT_OPS = 200_000
+#: keys overwritten before a delta extraction
+CHANGED_KEYS = 1_000
+#: register entries in the merged delta batch
+MERGE_ENTRIES = 200_000
+#: entries in the bytes-per-entry delta
+WIRE_ENTRIES = 1_000
+#: pycrdt sets per transaction while building the N-key map
+PYCRDT_BATCH = 100_000
+
+GET_GOAL = 1 / 3
+WRITE_GOAL = 1 / 4
+MERGE_GOAL = 500_000.0
+WIRE_GOAL = 60.0
+MEMORY_GOAL = 300.0
+
+
+def key_of(i: int) -> str:
+    return f"user:{i:07d}"
+
+
+def value_of(i: int) -> str:
+    return f"v{i}"
+
+
+# -- loop shapes (each shared by an operation and its baselines) ------------------------
+
+
+def loop_call1(fn: Callable[[str], object], keys: Sequence[str]) -> None:
+    """``fn(key)`` for each key: store.get, wrapper.get and Map.get all go through here."""
+    for k in keys:
+        fn(k)
+
+
+def loop_call2(fn: Callable[[str, Any], object], keys: Sequence[str], values: Sequence[Any]) -> None:
+    """``fn(key, value)`` for each pair: store.put, store.incr, wrapper.put, Map.__setitem__."""
+    for k, v in zip(keys, values):
+        fn(k, v)
+
+
+def loop_raw_get(d: dict[str, Any], keys: Sequence[str]) -> None:
+    for k in keys:
+        d[k]  # noqa: B018 (the lookup is the point)
+
+
+def loop_raw_set(d: dict[str, Any], keys: Sequence[str], values: Sequence[Any]) -> None:
+    for k, v in zip(keys, values):
+        d[k] = v
+
+
+class DictWrapper:
+    """The like-for-like baseline: a dict behind methods, called the way KvStore is."""
+
+    def __init__(self, d: dict[str, Any] | None = None) -> None:
+        self._d: dict[str, Any] = {} if d is None else d
+
+    def get(self, key: str) -> Any:
+        return self._d.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self._d[key] = value
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+
+def _no_setup() -> None:
+    return None
+
+
+@dataclass
+class Variant:
+    """One contestant in a round-robin race: ``run(setup())`` is timed, setup is not."""
+
+    name: str
+    run: Callable[[Any], object]
+    setup: Callable[[], Any] = _no_setup
+    #: turns run's result into a small summary kept for checks (the result itself is dropped)
+    check: Callable[[Any], object] | None = None
+    best: float = math.inf
+    times: list[float] = field(default_factory=list)
+    summary: object = None
+    error: str | None = None
+
+    def rate(self, ops: float) -> float:
+        return ops / self.best if self.ok else math.nan
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and math.isfinite(self.best)
+
+
+def race(variants: Sequence[Variant], repeats: int) -> dict[str, Variant]:
+    """Time each variant ``repeats`` times, round-robin; keep each one's minimum."""
+    for _ in range(repeats):
+        for v in variants:
+            if v.error is not None:
+                continue
+            try:
+                ctx = v.setup()
+            except Exception as exc:
+                v.error = f"setup failed: {type(exc).__name__}: {exc}"
+                continue
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                result = v.run(ctx)
+                elapsed = time.perf_counter() - start
+            except Exception as exc:
+                v.error = f"{type(exc).__name__}: {exc}"
+                continue
+            finally:
+                gc.enable()
+            v.times.append(elapsed)
+            v.best = min(v.best, elapsed)
+            if v.check is not None:
+                v.summary = v.check(result)
+            del ctx, result
+    return {v.name: v for v in variants}
+
+
+def timed_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """One timed call (used for one-off builds), under the same gc rule."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+    finally:
+        gc.enable()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def fmt_num(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
+    if x >= 1e6:
+        return f"{x / 1e6:.2f} M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f} k"
+    return f"{x:.3g}"
+
+
+def fmt_rate(x: float, unit: str = "ops/s") -> str:
+    return f"{fmt_num(x)} {unit}"
+
+
+def fmt_ratio(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
+    if 0 < x < 1:
+        return f"{x:.3f} (1/{1 / x:.1f})"
+    return f"{x:.2f}x" if x < 100 else f"{x:,.0f}x"
+
+
+def fmt_time(seconds: float) -> str:
+    if math.isnan(seconds) or math.isinf(seconds):
+        return "n/a"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def met(ok: bool | None) -> str:
+    if ok is None:
+        return "n/a"
+    return "yes" if ok else "**NO**"
+
+
+@dataclass
+class Row:
+    num: str
+    what: str
+    measured: str
+    baseline_name: str
+    baseline: str
+    ratio: str
+    goal: str = "-"
+    met: str = "n/a"
+    notes: str = ""
+
+
+def error_row(num: str, what: str, baseline_name: str, variants: Iterable[Variant]) -> Row | None:
+    errors = [f"{v.name}: {v.error}" for v in variants if v.error is not None]
+    if not errors:
+        return None
+    text = "; ".join(errors).replace("|", "/").replace("\n", " ")
+    return Row(num, what, "ERROR", baseline_name, "ERROR", "n/a", notes=text[:300])
+
+
+def rate_row(
+    num: str,
+    what: str,
+    measured: Variant,
+    baseline: Variant,
+    baseline_name: str,
+    ops: float,
+    *,
+    unit: str = "ops/s",
+    goal: float | None = None,
+    goal_text: str = "-",
+    notes: str = "",
+) -> Row:
+    failed = error_row(num, what, baseline_name, (measured, baseline))
+    if failed is not None:
+        return failed
+    rate = measured.rate(ops)
+    base = baseline.rate(ops)
+    ratio = rate / base
+    return Row(
+        num,
+        what,
+        fmt_rate(rate, unit),
+        baseline_name,
+        fmt_rate(base, unit),
+        fmt_ratio(ratio),
+        goal_text,
+        met(None if goal is None else ratio >= goal),
+        notes,
+    )
+
+
+def render(rows: Sequence[Row]) -> str:
+    header = ("#", "Measurement", "crdtkv", "Baseline", "Baseline figure", "Ratio", "Goal", "Met", "Notes")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        cells = (r.num, r.what, r.measured, r.baseline_name, r.baseline, r.ratio, r.goal, r.met, r.notes)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+def build_store(name: str, keys: Sequence[str], values: Sequence[Any]) -> KvStore:
+    store = KvStore.open(name)
+    loop_call2(store.put, keys, values)
+    return store
+
+
+def build_counter_store(name: str, keys: Sequence[str]) -> KvStore:
+    store = KvStore.open(name)
+    incr = store.incr
+    for k in keys:
+        incr(k, 1)
+    return store
+
+
+def build_pycrdt_map(pycrdt: Any, keys: Sequence[str], values: Sequence[Any]) -> tuple[Any, Any]:
+    doc = pycrdt.Doc()
+    pmap = doc.get("m", type=pycrdt.Map)
+    for start in range(0, len(keys), PYCRDT_BATCH):
+        with doc.transaction():
+            loop_call2(pmap.__setitem__, keys[start : start + PYCRDT_BATCH], values[start : start + PYCRDT_BATCH])
+    return doc, pmap
+
+
+def pycrdt_set_fresh(pycrdt: Any, keys: Sequence[str], values: Sequence[Any]) -> Callable[[Any], None]:
+    def run(ctx: tuple[Any, Any]) -> None:
+        doc, pmap = ctx
+        with doc.transaction():
+            loop_call2(pmap.__setitem__, keys, values)
+
+    return run
+
+
+def fresh_pycrdt(pycrdt: Any) -> tuple[Any, Any]:
+    doc = pycrdt.Doc()
+    return doc, doc.get("m", type=pycrdt.Map)
+
+
+# -- the benchmark ----------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    keys: int
+    ops: int
+    repeats: int
+    merge_entries: int
+
+
+def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
+    n, ops, repeats = cfg.keys, cfg.ops, cfg.repeats
+    rng = random.Random(20240601)
+    try:
+        import pycrdt
+    except Exception as exc:  # reported in the pycrdt rows
+        pycrdt = None
+        pycrdt_import_error = f"import pycrdt failed: {type(exc).__name__}: {exc}"
+    else:
+        pycrdt_import_error = ""
+
+    progress(f"building key/value lists (N = {n:,})")
+    keys = [key_of(i) for i in range(n)]
+    values = [value_of(i) for i in range(n)]
+    sample = rng.sample(keys, ops)  # existing keys, random order
+    new_keys = keys[:ops]  # new to the fresh, empty containers they go into
+    new_values = values[:ops]
+    over_values = [f"x{i}" for i in range(ops)]
+    ones = [1] * ops
+
+    progress(f"building the {n:,}-key store, dict and pycrdt map (one run each)")
+    t_store_build, store = timed_once(lambda: build_store("bench", keys, values))
+    t_dict_build, big = timed_once(lambda: dict(zip(keys, values)))
+    wrapped = DictWrapper(big)
+    t_ctr_build, counters = timed_once(lambda: build_counter_store("bench-counters", keys))
+    pdoc: Any = None
+    pmap: Any = None
+    pycrdt_build_error = pycrdt_import_error
+    t_pycrdt_build = math.nan
+    if pycrdt is not None:
+        try:
+            t_pycrdt_build, (pdoc, pmap) = timed_once(lambda: build_pycrdt_map(pycrdt, keys, values))
+        except Exception as exc:
+            pycrdt_build_error = f"building the pycrdt map failed: {type(exc).__name__}: {exc}"
+    # everything built so far lives to the end: keep it out of every gc.collect() below
+    gc.collect()
+    gc.freeze()
+
+    def pyc_variant(name: str, run: Callable[[Any], object], setup: Callable[[], Any] = _no_setup) -> Variant:
+        v = Variant(name, run, setup)
+        if pycrdt_build_error:
+            v.error = pycrdt_build_error
+        return v
+
+    # 1. get ----------------------------------------------------------------------------------
+    progress("1. get")
+    get = race(
+        [
+            Variant("raw", lambda _: loop_raw_get(big, sample)),
+            Variant("wrapper", lambda _: loop_call1(wrapped.get, sample)),
+            Variant("store", lambda _: loop_call1(store.get, sample)),
+            pyc_variant("pycrdt", lambda _: loop_call1(pmap.get, sample)),
+        ],
+        repeats,
+    )
+    assert store.get(sample[0]) == big[sample[0]]
+    where = f"{ops:,} random existing keys of {n:,}"
+    rows.append(rate_row("1a", "`store.get(key)`, existing str key", get["store"], get["raw"],
+                         "raw `d[k]`", ops, goal=GET_GOAL, goal_text=">= 1/3", notes=where))
+    rows.append(rate_row("1b", "`store.get(key)`, existing str key", get["store"], get["wrapper"],
+                         "method `get()` -> `self._d.get(k)`", ops, goal=GET_GOAL, goal_text=">= 1/3",
+                         notes=where))
+
+    # 2-3. writes to existing keys ---------------------------------------------------------------
+    progress("2-3. put / incr on existing keys")
+    existing = race(
+        [
+            Variant("raw", lambda _: loop_raw_set(big, sample, over_values)),
+            Variant("wrapper", lambda _: loop_call2(wrapped.put, sample, over_values)),
+            Variant("put", lambda _: loop_call2(store.put, sample, over_values)),
+            Variant("incr", lambda _: loop_call2(counters.incr, sample, ones)),
+        ],
+        repeats,
+    )
+    # 2-3. writes to new keys ---------------------------------------------------------------------
+    progress("2-3. put / incr on new keys (fresh containers each repeat)")
+    fresh = race(
+        [
+            Variant("raw", lambda d: loop_raw_set(d, new_keys, new_values), dict),
+            Variant("wrapper", lambda w: loop_call2(w.put, new_keys, new_values), DictWrapper),
+            Variant("put", lambda s: loop_call2(s.put, new_keys, new_values), lambda: KvStore.open("fresh")),
+            Variant("incr", lambda s: loop_call2(s.incr, new_keys, ones), lambda: KvStore.open("fresh")),
+            pyc_variant("pycrdt", pycrdt_set_fresh(pycrdt, new_keys, new_values),
+                        lambda: fresh_pycrdt(pycrdt)),
+        ],
+        repeats,
+    )
+    new_where = f"{ops:,} new keys into an empty container"
+    old_where = f"{ops:,} random existing keys of {n:,}"
+    for num, what, variants, variant, base_kind, where in (
+        ("2a", "`store.put(k, v)`, new keys", fresh, "put", "insert", new_where),
+        ("2b", "`store.put(k, v)`, overwrite", existing, "put", "overwrite", old_where),
+        ("3a", "`store.incr(k)`, existing counter", existing, "incr", "overwrite", old_where),
+        ("3b", "`store.incr(k)`, first incr (new key)", fresh, "incr", "insert", new_where),
+    ):
+        for suffix, base, base_name in (
+            ("", "raw", f"raw `d[k] = v` ({base_kind})"),
+            ("'", "wrapper", f"method `put()` -> `self._d[k] = v` ({base_kind})"),
+        ):
+            rows.append(rate_row(num + suffix, what, variants[variant], variants[base], base_name, ops,
+                                 goal=WRITE_GOAL, goal_text=">= 1/4", notes=where))
+    notes.append(
+        "Rows 2-3: `incr` is called as `incr(k, 1)` through the same `fn(k, v)` loop as `put` and the "
+        "wrapper. Overwrites and repeated increments leave dead change-log rows that are compacted once "
+        "they outnumber the live ones; a repeat that includes a compaction is slower and best-of-N "
+        f"keeps the fastest, so rows 2b/3a show the common path. All timings per repeat: "
+        f"put overwrite {', '.join(fmt_time(t) for t in existing['put'].times)}; "
+        f"incr existing {', '.join(fmt_time(t) for t in existing['incr'].times)}."
+    )
+
+    # 4. delta extraction --------------------------------------------------------------------------
+    progress("4. delta extraction")
+    state = store._state
+    vv = dict(state.vv)  # a copy: the store's own vv moves on with the writes below
+    pyc_sv: bytes | None = None
+    if pdoc is not None:
+        try:
+            pyc_sv = pdoc.get_state()
+        except Exception as exc:
+            pycrdt_build_error = f"get_state failed: {type(exc).__name__}: {exc}"
+    changed = rng.sample(keys, CHANGED_KEYS)
+    for k in changed:
+        store.put(k, "changed")
+    if pmap is not None and not pycrdt_build_error:
+        try:
+            with pdoc.transaction():
+                for k in changed:
+                    pmap[k] = "changed"
+        except Exception as exc:
+            pycrdt_build_error = f"setting {CHANGED_KEYS} keys failed: {type(exc).__name__}: {exc}"
+    delta = race(
+        [
+            Variant("full", lambda _: state.full_state(), check=lambda d: len(d.entries)),
+            Variant("delta", lambda _: state.delta_since(vv), check=lambda d: sorted(k for k, _ in d.entries)),
+            Variant("delta+encode", lambda _: encode_delta(state.delta_since(vv)), check=len),
+            pyc_variant("pycrdt", lambda _: pdoc.get_update(pyc_sv)),
+        ],
+        repeats,
+    )
+    delta["pycrdt"].check = None
+    d_var, f_var = delta["delta"], delta["full"]
+    failed = error_row("4", "`delta_since(vv)` after 1,000 overwrites", "`full_state()`", (d_var, f_var))
+    if failed is not None:
+        rows.append(failed)
+    else:
+        got = d_var.summary if isinstance(d_var.summary, list) else []
+        right = got == sorted(changed)
+        per_delta = d_var.best / max(1, len(got))
+        per_full = f_var.best / n
+        rows.append(Row(
+            "4", f"`delta_since(vv)` after {CHANGED_KEYS:,} overwrites, N = {n:,}",
+            f"{fmt_rate(1 / d_var.best, 'calls/s')} ({fmt_time(d_var.best)})",
+            "`full_state()` (all N entries)",
+            f"{fmt_rate(1 / f_var.best, 'calls/s')} ({fmt_time(f_var.best)})",
+            fmt_ratio(f_var.best / d_var.best),
+            f"returns exactly the {CHANGED_KEYS:,} changed keys",
+            met(right),
+            f"returned {len(got):,} entries; {per_delta * 1e6:.2f} us/entry vs {per_full * 1e6:.2f} us/entry "
+            f"for full_state (changed/N = {CHANGED_KEYS / n:.4f}, time ratio = {d_var.best / f_var.best:.4f})",
+        ))
+
+    # 5. merge -----------------------------------------------------------------------------------
+    progress(f"5. merge of a {cfg.merge_entries:,}-entry delta")
+    m = cfg.merge_entries
+    merge_keys = [key_of(i) for i in range(m)]
+    merge_values = [value_of(i) for i in range(m)]
+    src = build_store("bench-merge", merge_keys, merge_values)
+    batch = src._state.full_state()
+    assert len(batch.entries) == m
+    data = encode_delta(batch)
+    limits = DEFAULT_LIMITS
+
+    def fresh_dst() -> KvStore:
+        return KvStore.open("bench-merge")
+
+    def fill_dict(_: None) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for k, e in batch.entries:
+            d[k] = e
+        return d
+
+    merge = race(
+        [
+            Variant("dict", fill_dict, check=len),
+            Variant("loads", lambda _: cbor2.loads(data), check=lambda t: len(t[4])),
+            Variant("decode", lambda _: decode_delta(data, limits, max_bytes=len(data)),
+                    check=lambda d: len(d.entries)),
+            Variant("apply", lambda s: s._state.apply(batch), fresh_dst, check=int),
+            Variant("decode+apply", lambda s: s._state.apply(decode_delta(data, limits, max_bytes=len(data))),
+                    fresh_dst, check=int),
+        ],
+        repeats,
+    )
+    for name in ("apply", "decode+apply"):
+        if merge[name].ok and merge[name].summary != m:
+            merge[name].error = f"changed {merge[name].summary} keys, expected {m}"
+    size_note = f"{m:,} register entries from `full_state()`, {len(data):,} bytes encoded"
+    for num, what, name, base, base_name in (
+        ("5a", "merge: `dst._state.apply(delta)`", "apply", "dict",
+         "plain `d[k] = entry` over the same pairs"),
+        ("5b", "merge: `decode_delta` + `apply` from bytes", "decode+apply", "loads",
+         "`cbor2.loads(data)` alone (no strict options)"),
+    ):
+        row = rate_row(num, what, merge[name], merge[base], base_name, m, unit="entries/s", notes=size_note)
+        if merge[name].ok and merge[base].ok:
+            row.goal = ">= 500 k entries/s (absolute)"
+            row.met = met(merge[name].rate(m) >= MERGE_GOAL)
+        rows.append(row)
+    rows.append(rate_row("5c", "decode only: `decode_delta(data, ...)`", merge["decode"], merge["loads"],
+                         "`cbor2.loads(data)` alone", m, unit="entries/s",
+                         notes="the strict decode's cost over plain CBOR parsing"))
+    del batch, src, data, merge
+
+    # 8. pycrdt side by side ------------------------------------------------------------------------
+    def pyc_row(num: str, what: str, ours: Variant, theirs: Variant, theirs_name: str, n_ops: float,
+                unit: str, note: str) -> None:
+        rows.append(rate_row(num, what, ours, theirs, theirs_name, n_ops, unit=unit,
+                             notes=note + "; ratio = crdtkv / pycrdt (> 1: crdtkv faster)"))
+
+    pyc_row("8a", "put, new keys", fresh["put"], fresh["pycrdt"],
+            "pycrdt `Map[k] = v` (one transaction)", ops, "ops/s",
+            f"{ops:,} new keys into an empty store / map, best of {repeats}")
+    pyc_row("8b", "get, existing keys", get["store"], get["pycrdt"], "pycrdt `Map.get(k)` (no transaction)",
+            ops, "ops/s", f"{ops:,} random keys of {n:,}, best of {repeats}")
+    pyc_row("8c", f"delta since a version / state vector ({CHANGED_KEYS:,} changed of {n:,})",
+            delta["delta"], delta["pycrdt"], "pycrdt `doc.get_update(state_vector)`", 1, "calls/s",
+            "crdtkv returns a Delta object, pycrdt returns encoded bytes")
+    encoded_size = delta["delta+encode"].summary
+    pyc_size = len(pdoc.get_update(pyc_sv)) if delta["pycrdt"].ok else None
+    pyc_row("8d", "delta since ..., encoded to bytes", delta["delta+encode"], delta["pycrdt"],
+            "pycrdt `doc.get_update(state_vector)`", 1, "calls/s",
+            f"`encode_delta(delta_since(vv))`: {encoded_size} bytes; pycrdt update: {pyc_size} bytes")
+    if pycrdt_build_error:
+        rows.append(Row("8e", f"build {n:,} keys (one run)", fmt_time(t_store_build), "pycrdt",
+                        "ERROR", "n/a", notes=pycrdt_build_error))
+    else:
+        rows.append(Row(
+            "8e", f"build {n:,} keys (one run, not best-of)", fmt_rate(n / t_store_build),
+            f"pycrdt `Map[k] = v`, transactions of {PYCRDT_BATCH:,}", fmt_rate(n / t_pycrdt_build),
+            fmt_ratio(t_pycrdt_build / t_store_build),
+            notes=f"crdtkv {fmt_time(t_store_build)}, pycrdt {fmt_time(t_pycrdt_build)}; "
+            f"for context a plain dict: {fmt_time(t_dict_build)}, an all-counter store: {fmt_time(t_ctr_build)}",
+        ))
+
+    del store, counters, big, wrapped, pdoc, pmap, get, existing, fresh, delta
+    gc.unfreeze()
+    gc.collect()
+
+
+def bench_wire(rows: list[Row]) -> None:
+    progress("6. bytes per LWW delta entry")
+    store = KvStore.open("bench-wire")
+    value = "hello world"
+    pairs = [(f"user:{i:04d}", value) for i in range(WIRE_ENTRIES)]
+    assert all(len(k) == 9 for k, _ in pairs)
+    for k, v in pairs:
+        store.put(k, v)
+    many = encode_delta(store._state.full_state())
+    one_store = KvStore.open("bench-wire")
+    one_store.put(pairs[0][0], value)
+    one = encode_delta(one_store._state.full_state())
+    raw_many = cbor2.dumps([[k, v] for k, v in pairs])
+    raw_one = cbor2.dumps([list(pairs[0])])
+    per = len(many) / WIRE_ENTRIES
+    raw_per = len(raw_many) / WIRE_ENTRIES
+    marginal = (len(many) - len(one)) / (WIRE_ENTRIES - 1)
+    rows.append(Row(
+        "6a", f"bytes per LWW delta entry ({WIRE_ENTRIES:,}-entry delta / {WIRE_ENTRIES:,})",
+        f"{per:.1f} B/entry", "plain `cbor2.dumps([[k, v], ...])`", f"{raw_per:.1f} B/entry",
+        fmt_ratio(per / raw_per), "<= 60 B/entry", met(per <= WIRE_GOAL),
+        f"9-char keys, 11-char values; {len(many):,} bytes in all; marginal {marginal:.1f} B/entry",
+    ))
+    rows.append(Row(
+        "6b", "size of a 1-entry delta (with headers)", f"{len(one)} B", "plain `cbor2.dumps([[k, v]])`",
+        f"{len(raw_one)} B", fmt_ratio(len(one) / len(raw_one)),
+        notes=f"store name {store.name!r}, origin {len(store.origin)} chars (sent once per message)",
+    ))
+
+
+def _traced(build: Callable[[], Any]) -> tuple[int, Any]:
+    """Bytes (tracemalloc, current) still allocated after ``build()``, and its result."""
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    gc.disable()
+    try:
+        result = build()
+    finally:
+        gc.enable()
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0] - before, result
+
+
+def bench_memory(n: int, rows: list[Row]) -> None:
+    progress(f"7. memory per key (tracemalloc, N = {n:,})")
+    tracemalloc.start()
+    try:
+        total, key_list = _traced(lambda: [key_of(i) for i in range(n)])
+        key_bytes = total - sys.getsizeof(key_list)
+        del key_list
+        total, value_list = _traced(lambda: [value_of(i) for i in range(n)])
+        value_bytes = total - sys.getsizeof(value_list)
+        del value_list
+
+        def build_dict() -> dict[str, str]:
+            d: dict[str, str] = {}
+            for i in range(n):
+                d[key_of(i)] = value_of(i)
+            return d
+
+        def build_registers() -> KvStore:
+            store = KvStore.open("bench-memory")
+            put = store.put
+            for i in range(n):
+                put(key_of(i), value_of(i))
+            return store
+
+        def build_counters() -> KvStore:
+            store = KvStore.open("bench-memory")
+            incr = store.incr
+            for i in range(n):
+                incr(key_of(i), 1)
+            return store
+
+        total, obj = _traced(build_dict)
+        dict_over = (total - key_bytes - value_bytes) / n
+        del obj
+        total, obj = _traced(build_registers)
+        reg_over = (total - key_bytes - value_bytes) / n
+        reg_rows = obj._state.log_rows()
+        del obj
+        total, obj = _traced(build_counters)
+        ctr_over = (total - key_bytes) / n
+        del obj
+    finally:
+        tracemalloc.stop()
+    strings = (
+        f"N = {n:,}; key strings {key_bytes / n:.1f} B/key and value strings {value_bytes / n:.1f} B/key "
+        "measured separately and subtracted"
+    )
+    rows.append(Row(
+        "7a", "memory per key beyond key and value (str registers)", f"{reg_over:.1f} B/key",
+        "plain dict, same keys / values", f"{dict_over:.1f} B/key", fmt_ratio(reg_over / dict_over),
+        "< 300 B/key", met(reg_over < MEMORY_GOAL), f"{strings}; change-log rows: {reg_rows:,}",
+    ))
+    rows.append(Row(
+        "7b", "memory per key beyond key (all counters, `incr(k, 1)` once)", f"{ctr_over:.1f} B/key",
+        "plain dict, same keys / values", f"{dict_over:.1f} B/key", fmt_ratio(ctr_over / dict_over),
+        "- (no goal)", "n/a", "key strings subtracted; no value strings",
+    ))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--keys", type=int, default=None,
+                        help=f"N, keys in the large store / map (default {DEFAULT_KEYS:,})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"N = {QUICK_KEYS:,} (unless --keys) and {QUICK_REPEATS} repeats")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"repeats per timing, best kept (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})")
+    parser.add_argument("--ops", type=int, default=DEFAULT_OPS,
+                        help=f"operations per timed get/put/incr loop, capped at N (default {DEFAULT_OPS:,})")
+    args = parser.parse_args(argv)
+    n = args.keys if args.keys is not None else (QUICK_KEYS if args.quick else DEFAULT_KEYS)
+    repeats = args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
+    if n < CHANGED_KEYS or repeats < 1 or args.ops < 1:
+        parser.error(f"--keys must be at least {CHANGED_KEYS:,}; --repeats and --ops at least 1")
+    cfg = Config(keys=n, ops=min(args.ops, n), repeats=repeats, merge_entries=MERGE_ENTRIES)
+
+    started = time.perf_counter()
+    rows: list[Row] = []
+    notes: list[str] = []
+    bench_timings(cfg, rows, notes)
+    bench_wire(rows)
+    bench_memory(n, rows)
+    rows.sort(key=lambda r: (r.num[0], r.num))
+    elapsed = time.perf_counter() - started
+
+    try:
+        import pycrdt
+
+        pycrdt_version = getattr(pycrdt, "__version__", "?")
+    except Exception:
+        pycrdt_version = "not importable"
+    print(
+        f"crdtkv bench/local_ops.py: Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"machine {platform.machine()}, {os.cpu_count()} CPUs, N = {n:,} keys, "
+        f"cbor2 {getattr(cbor2, '__version__', '?')}, pycrdt {pycrdt_version}"
+    )
+    print()
+    print(
+        f"Each timing is the best of {repeats} repeats, the variants of each comparison run round-robin; "
+        f"get/put/incr loops do {cfg.ops:,} operations each; the merged delta has {cfg.merge_entries:,} "
+        "entries. The cyclic gc is disabled during every timed region, for measured operations and "
+        "baselines alike. Ratio = crdtkv rate / baseline rate (for sizes: crdtkv size / baseline size)."
+    )
+    print()
+    print(render(rows))
+    print()
+    for note in notes:
+        print(f"- {note}")
+    print(
+        "- Row 4: ratio = full_state time / delta_since time; the per-entry costs in the notes show the "
+        "catch-up cost following the number of changes, not the store size."
+    )
+    print(
+        "- Row 5 goal is an absolute rate, so it depends on this machine; 5a's baseline is the floor "
+        "of touching each pair once in Python."
+    )
+    print(
+        "- Rows 8a-8c reuse the crdtkv timings of rows 2a, 1a and 4 (same race, same samples); "
+        "pycrdt memory is not counted by tracemalloc and is not reported."
+    )
+    print()
+    print(f"Total wall time: {elapsed:.1f} s (pid {os.getpid()}).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

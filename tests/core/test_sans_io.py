@@ -1,0 +1,14 @@
+import subprocess
+import sys
+
+FORBIDDEN = ("asyncio", "anyio", "socket", "selectors", "trio", "threading", "ssl", "websockets")
+
+
+def test_core_imports_no_event_loop_or_socket_module():
+    code = (
+        "import sys, crdtkv.core, crdtkv.store\n"
+        f"bad = [m for m in {FORBIDDEN!r} if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

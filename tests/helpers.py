@@ -1,0 +1,44 @@
+"""Shared test tools: a controllable clock and store factories."""
+
+from __future__ import annotations
+
+from crdtkv import KvStore, Limits
+from crdtkv.core.codec import Delta
+
+import time
+
+# Fake clocks start at the real time of the test run, so stores on fake and real
+# clocks can merge without tripping the clock-skew guard.
+EPOCH_NS = time.time_ns()
+
+
+#: Limits for test-side observer replicas that must accept any test clock.
+TRUSTING = Limits(max_clock_skew=10**7)
+
+
+class FakeClock:
+    """A wall clock tests move by hand (nanoseconds since the epoch)."""
+
+    def __init__(self, offset_s: float = 0.0) -> None:
+        self.ns = EPOCH_NS + int(offset_s * 1e9)
+
+    def __call__(self) -> int:
+        return self.ns
+
+    def advance(self, seconds: float) -> None:
+        self.ns += int(seconds * 1e9)
+
+
+def open_store(replica_id: str, clock: FakeClock | None = None, name: str = "default") -> KvStore:
+    return KvStore.open(name, replica_id=replica_id, clock=clock or FakeClock())
+
+
+def copy_of(store: KvStore, replica_id: str = "copy") -> KvStore:
+    """An independent replica holding exactly ``store``'s state."""
+    other = KvStore.open(store.name, replica_id=replica_id, limits=TRUSTING)
+    other.merge(store.snapshot())
+    return other
+
+
+def delta_between(src: KvStore, vv: dict[str, int]) -> Delta:
+    return src._state.delta_since(vv)
