@@ -20,6 +20,7 @@ test: $(READY)
 
 lint: $(READY)
 	$(BIN)/ruff check crdtkv transports tests bench examples
+	$(BIN)/ruff format --check crdtkv transports tests bench examples
 	$(BIN)/mypy
 
 bench: $(READY)

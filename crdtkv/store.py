@@ -107,6 +107,22 @@ class KvStore:
         hybrid = HybridClock(time.time_ns if clock is None else clock, limits.max_clock_skew)
         return cls(ReplicaState(name, origin, hybrid), replica_id, limits)
 
+    @classmethod
+    def from_snapshot(
+        cls,
+        snapshot: bytes,
+        *,
+        replica_id: str | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> KvStore:
+        """Open an in-memory replica holding the state in ``snapshot`` (its store name included)."""
+        limits = DEFAULT_LIMITS if limits is None else limits
+        delta = decode_snapshot(snapshot, limits)
+        store = cls.open(delta.name, replica_id=replica_id, limits=limits, clock=clock)
+        store._state.apply(delta)
+        return store
+
     # -- identity -----------------------------------------------------------------
 
     @property

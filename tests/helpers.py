@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from crdtkv import KvStore, Limits
 from crdtkv.core.codec import Delta
-
-import time
 
 # Fake clocks start at the real time of the test run, so stores on fake and real
 # clocks can merge without tripping the clock-skew guard.

@@ -42,8 +42,24 @@ def test_put_get_and_read_your_writes(store):
 
 @pytest.mark.parametrize(
     "value",
-    ["", "héllo ✓", b"\x00\xff", 0, -1, 2**200, -(2**200), 1.5, math.inf, True, False, None,
-     [], {}, [1, "a", None, [2.5]], {"nested": {"list": [1, 2], "b": b"x"}}],
+    [
+        "",
+        "héllo ✓",
+        b"\x00\xff",
+        0,
+        -1,
+        2**200,
+        -(2**200),
+        1.5,
+        math.inf,
+        True,
+        False,
+        None,
+        [],
+        {},
+        [1, "a", None, [2.5]],
+        {"nested": {"list": [1, 2], "b": b"x"}},
+    ],
 )
 def test_every_cbor_value_kind_round_trips(store, value):
     store.put("k", value)
@@ -211,8 +227,12 @@ def test_incr_amount_must_be_an_int(store):
 
 def test_every_error_is_a_crdtkv_error(store):
     store.put("r", 1)
-    for call in (lambda: store.put(1, 1), lambda: store.incr("r"), lambda: store.merge(b"junk"),
-                 lambda: store.merge(42)):
+    for call in (
+        lambda: store.put(1, 1),
+        lambda: store.incr("r"),
+        lambda: store.merge(b"junk"),
+        lambda: store.merge(42),
+    ):
         with pytest.raises(CrdtKvError):
             call()
 
@@ -221,8 +241,13 @@ def test_close_and_context_manager():
     with KvStore.open() as store:
         store.put("k", "v")
     assert store.closed
-    for call in (lambda: store.get("k"), lambda: store.put("k", 1), lambda: store.snapshot(),
-                 lambda: store.digest(), lambda: store.incr("n")):
+    for call in (
+        lambda: store.get("k"),
+        lambda: store.put("k", 1),
+        lambda: store.snapshot(),
+        lambda: store.digest(),
+        lambda: store.incr("n"),
+    ):
         with pytest.raises(StoreClosed):
             call()
     store.close()  # closing twice is fine

@@ -93,7 +93,7 @@ def test_any_merge_order_gives_the_same_state(program, offsets, rnd):
     # duplicated and repeated deliveries change nothing
     noisy = [rnd.choice(range(3)) for _ in range(6)] + [0, 1, 2]
     rnd.shuffle(noisy)
-    sinks.append(converge(stores, noisy + [0, 1, 2]))
+    sinks.append(converge(stores, [*noisy, 0, 1, 2]))
     digests = {sink.digest() for sink in sinks}
     assert len(digests) == 1
     expected = reads(sinks[0])
@@ -146,8 +146,11 @@ def test_counter_value_is_the_sum_of_all_unremoved_increments(program, offsets):
         assert sink.get(key) == model.value(key)
 
 
-@given(st.lists(st.tuples(replica_index, st.sampled_from(KEYS), st.integers(-1000, 1000)), max_size=60),
-       st.lists(st.tuples(replica_index, replica_index), max_size=20), st.randoms(use_true_random=False))
+@given(
+    st.lists(st.tuples(replica_index, st.sampled_from(KEYS), st.integers(-1000, 1000)), max_size=60),
+    st.lists(st.tuples(replica_index, replica_index), max_size=20),
+    st.randoms(use_true_random=False),
+)
 def test_increments_are_never_lost_under_any_delivery(incrs, merges, rnd):
     stores = [KvStore.open("t", replica_id=f"r{i}") for i in range(3)]
     expected: dict[str, int] = {}

@@ -22,7 +22,7 @@ MIN_COMPACT_ROWS = 1024
 class OriginLog:
     """Rows ``(stamp, key)`` of one origin's changes."""
 
-    __slots__ = ("stamps", "keys", "dead", "ordered", "top", "compact_at")
+    __slots__ = ("compact_at", "dead", "keys", "ordered", "stamps", "top")
 
     def __init__(self) -> None:
         self.stamps: list[int] = []
@@ -48,7 +48,7 @@ class OriginLog:
     def sort(self) -> None:
         """Restore stamp order after out-of-order appends (merges)."""
         if not self.ordered:
-            rows = sorted(zip(self.stamps, self.keys))
+            rows = sorted(zip(self.stamps, self.keys, strict=True))
             self.stamps = [stamp for stamp, _ in rows]
             self.keys = [key for _, key in rows]
             self.ordered = True
@@ -63,7 +63,8 @@ class OriginLog:
 
     def compact(self, is_live: Callable[[int, str], bool]) -> None:
         """Drop dead rows; ``is_live(stamp, key)`` decides which."""
-        rows = [(stamp, key) for stamp, key in zip(self.stamps, self.keys) if is_live(stamp, key)]
+        pairs = zip(self.stamps, self.keys, strict=True)
+        rows = [(stamp, key) for stamp, key in pairs if is_live(stamp, key)]
         self.stamps = [stamp for stamp, _ in rows]
         self.keys = [key for _, key in rows]
         self.dead = 0

@@ -40,7 +40,7 @@ Totals = tuple[int, int, int]
 class CounterState:
     """The counter half of an entry (a PN-counter with observed-remove)."""
 
-    __slots__ = ("totals", "removed", "context")
+    __slots__ = ("context", "removed", "totals")
 
     def __init__(
         self,
@@ -70,9 +70,8 @@ class CounterState:
         removed = self.removed
         for origin, (_, _, stamp) in self.totals.items():
             gone = removed.get(origin)
-            if gone is None or stamp > gone[2]:
-                if best is None or (stamp, origin) > best:
-                    best = (stamp, origin)
+            if (gone is None or stamp > gone[2]) and (best is None or (stamp, origin) > best):
+                best = (stamp, origin)
         return best
 
     def remove_observed(self) -> None:
@@ -99,7 +98,7 @@ class CounterState:
 class Entry:
     """Everything replicated about one key."""
 
-    __slots__ = ("stamp", "writer", "value", "expires", "meta", "counter")
+    __slots__ = ("counter", "expires", "meta", "stamp", "value", "writer")
 
     def __init__(
         self,

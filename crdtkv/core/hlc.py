@@ -32,7 +32,7 @@ def stamp_ms(stamp: int) -> int:
 class HybridClock:
     """Hands out strictly increasing stamps and absorbs remote ones."""
 
-    __slots__ = ("_now_ns", "_last", "_max_skew_ms")
+    __slots__ = ("_last", "_max_skew_ms", "_now_ns")
 
     def __init__(self, now_ns: Callable[[], int], max_skew: float, last: int = 0) -> None:
         self._now_ns = now_ns
@@ -71,5 +71,4 @@ class HybridClock:
 
         Call :meth:`check` first for stamps from untrusted sources.
         """
-        if stamp > self._last:
-            self._last = stamp
+        self._last = max(self._last, stamp)

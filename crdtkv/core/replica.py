@@ -223,8 +223,7 @@ class ReplicaState:
         top = max(delta.vv.values(), default=0)
         for _, remote in delta.entries:
             stamp = max_stamp(remote)
-            if stamp > top:
-                top = stamp
+            top = max(top, stamp)
         if top:
             self.clock.check(top)
         changed = 0
@@ -267,4 +266,3 @@ class ReplicaState:
     def log_rows(self) -> int:
         """Rows held across all change logs (live and dead): for memory checks."""
         return sum(len(log) for log in self._logs.values())
-

@@ -83,8 +83,7 @@ def _check_tree(value: object, depth: int, limits: Limits) -> None:
             raise InvalidValue(f"string inside value is not valid UTF-8: {exc.reason}") from exc
     elif kind not in SCALAR_TYPES:
         raise InvalidValueType(
-            f"values may hold str, bytes, int, float, bool, None, list and dict; "
-            f"not {kind.__name__}"
+            f"values may hold str, bytes, int, float, bool, None, list and dict; not {kind.__name__}"
         )
 
 
@@ -125,11 +124,11 @@ def pack_value(value: object, limits: Limits) -> object:
         if len(data) > limits.max_value_bytes:
             raise _too_large(len(data), limits)
         return Packed(data)
-    if isinstance(value, (str, bytes, int, float, list, tuple, dict)):
-        # Subclasses (an IntEnum, a str subclass...) are stored as the base type.
-        for base in (bool, int, float, str, bytes, list, tuple, dict):
-            if isinstance(value, base):
-                return pack_value(base(value), limits)  # type: ignore[call-arg]
+    # Subclasses (an IntEnum, a str subclass...) are stored as their base type.
+    base: type[Any]
+    for base in (bool, int, float, str, bytes, list, tuple, dict):
+        if isinstance(value, base):
+            return pack_value(base(value), limits)
     raise InvalidValueType(
         f"values may be str, bytes, int, float, bool, None, list or dict; not {kind.__name__}"
     )
@@ -138,7 +137,7 @@ def pack_value(value: object, limits: Limits) -> object:
 def unpack_value(stored: object) -> Any:
     """Return the caller-facing form of a stored value (a fresh copy for containers)."""
     if type(stored) is Packed:
-        return cbor2.loads(stored.data)  # type: ignore[attr-defined]
+        return cbor2.loads(stored.data)
     return stored
 
 
