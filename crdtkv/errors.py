@@ -58,6 +58,10 @@ class StoreClosed(LocalError, RuntimeError):
     """The store was closed and can no longer be used."""
 
 
+class NotSupported(LocalError, NotImplementedError):
+    """A feature this release does not provide was asked for."""
+
+
 class StoreMismatch(LocalError, ValueError):
     """State of another store (by name) was offered to ``merge``."""
 

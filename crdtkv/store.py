@@ -10,12 +10,11 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from .core.codec import decode_snapshot, encode_snapshot
-from .core.entry import COUNTER, MISSING
 from .core.hlc import HybridClock
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
-from .core.values import check_key, pack_value, unpack_value
-from .errors import InvalidArgument, InvalidArgumentType, StoreClosed
+from .core.values import Packed, check_key, pack_value, unpack_value
+from .errors import InvalidArgument, InvalidArgumentType, NotSupported, StoreClosed
 
 MAX_REPLICA_ID_CHARS = 64
 MAX_NAME_CHARS = 256
@@ -72,6 +71,10 @@ class KvStore:
         self._state: ReplicaState = state
         self._replica_id = replica_id
         self._limits = limits
+        # Plain ASCII keys and string values up to these lengths are valid
+        # without further checks: the hot paths test only that much.
+        self._max_key = limits.max_key_bytes
+        self._max_str = limits.max_value_bytes
 
     @classmethod
     def open(
@@ -94,7 +97,7 @@ class KvStore:
         """
         name = _check_name(name)
         if path is not None:
-            raise NotImplementedError("durable (SQLite) replicas are not available yet; omit path")
+            raise NotSupported("durable (SQLite) replicas are not available in this release; omit path")
         limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, Limits):
             raise InvalidArgumentType(f"limits must be a crdtkv Limits, not {type(limits).__name__}")
@@ -155,9 +158,12 @@ class KvStore:
         Overwriting a counter removes the increments this replica has seen.
         """
         state = self._state
-        limits = self._limits
-        key = check_key(key, limits)
-        stored = pack_value(value, limits)
+        if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
+            key = check_key(key, self._limits)
+        if type(value) is str and value.isascii() and len(value) <= self._max_str:
+            stored: object = value
+        else:
+            stored = pack_value(value, self._limits)
         if ttl is None:
             state.write(key, stored)
         else:
@@ -168,12 +174,12 @@ class KvStore:
 
         Counters read as ``int``. Lists and dicts come back as fresh copies.
         """
-        kind, stored = self._state.read(check_key(key, self._limits))
-        if kind == MISSING:
-            return default
-        if kind == COUNTER:
-            return stored
-        return unpack_value(stored)
+        if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
+            key = check_key(key, self._limits)
+        stored = self._state.lookup(key, default)
+        if type(stored) is Packed:
+            return unpack_value(stored)
+        return stored
 
     def delete(self, key: str) -> bool:
         """Delete ``key``, register or counter; return True if it was present here.
@@ -192,7 +198,9 @@ class KvStore:
         """
         if type(by) is not int:
             raise InvalidArgumentType(f"incr takes an int amount, not {type(by).__name__}")
-        return self._state.incr(check_key(key, self._limits), by)
+        if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
+            key = check_key(key, self._limits)
+        return self._state.incr(key, by)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Iterate, in sorted order, over live keys starting with ``prefix``."""
@@ -201,7 +209,8 @@ class KvStore:
         return iter(self._state.live_keys(prefix))
 
     def __contains__(self, key: object) -> bool:
-        return self._state.read(check_key(key, self._limits))[0] != MISSING
+        missing = object()
+        return self._state.lookup(check_key(key, self._limits), missing) is not missing
 
     # -- state exchange -------------------------------------------------------------
 

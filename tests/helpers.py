@@ -42,3 +42,16 @@ def copy_of(store: KvStore, replica_id: str = "copy") -> KvStore:
 
 def delta_between(src: KvStore, vv: dict[str, int]) -> Delta:
     return src._state.delta_since(vv)
+
+
+def assert_logs_cover_dots(store: KvStore) -> None:
+    """Every dot an entry carries is findable in its origin's change log."""
+    from crdtkv.core.entry import dots
+
+    state = store._state
+    for key, entry in state.entries.items():
+        for origin, stamp in dots(entry).items():
+            assert state._logs[origin].latest.get(key, 0) >= stamp, (key, origin)
+    for log in state._logs.values():
+        stamps = list(log.latest.values())
+        assert log.ordered is False or stamps == sorted(stamps)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from crdtkv import KvStore
 from crdtkv.errors import WrongType
 
-from .helpers import TRUSTING, FakeClock, copy_of
+from .helpers import TRUSTING, FakeClock, assert_logs_cover_dots, copy_of
 from .model import CounterModel
 
 KEYS = ["a", "b", "c"]
@@ -70,6 +70,8 @@ def run(program: list[tuple], offsets: list[float], model: CounterModel | None =
                 model.merge(who, op[2])
         elif kind == "tick":
             clocks[who].advance(op[2])
+    for store in stores:
+        assert_logs_cover_dots(store)
     return stores
 
 
@@ -82,6 +84,7 @@ def converge(stores: list[KvStore], order: list[int]) -> KvStore:
     target = KvStore.open("t", replica_id="sink", limits=TRUSTING)
     for index in order:
         target.merge(stores[index].snapshot())
+    assert_logs_cover_dots(target)
     return target
 
 
@@ -231,3 +234,26 @@ def test_a_delete_of_everything_seen_leaves_the_counter_missing():
     assert a.incr("n") == 1  # a fresh counter
     b.merge(a)
     assert b.get("n") == 1
+
+
+@given(mixed_programs, clock_offsets, st.randoms(use_true_random=False))
+def test_any_permutation_of_deltas_gives_the_same_state(program, offsets, rnd):
+    stores = run(program, offsets)
+    deltas = []
+    for store in stores:
+        # deltas against a range of version vectors: empty, partial, another replica's
+        deltas.append(store._state.delta_since({}))
+        partial = {origin: stamp - 1 for origin, stamp in store._state.vv.items()}
+        deltas.append(store._state.delta_since(partial))
+        deltas.append(store._state.delta_since(dict(rnd.choice(stores)._state.vv)))
+    results = set()
+    for _ in range(3):
+        sink = KvStore.open("t", replica_id="sink", limits=TRUSTING)
+        order = deltas + [rnd.choice(deltas) for _ in range(4)]
+        rnd.shuffle(order)
+        for delta in order:
+            sink._state.apply(delta)
+        assert_logs_cover_dots(sink)
+        results.add(sink.digest())
+    assert len(results) == 1
+    assert results == {converge(stores, [0, 1, 2]).digest()}

@@ -1,71 +1,66 @@
 """Per-origin change logs: which keys changed after a given stamp.
 
-For every origin a replica keeps two parallel lists, stamps and keys, in stamp
-order. When a key's dot for that origin moves on, the old row is left in place
-and counted as dead; a row is live only while the entry still carries that
-exact dot. Dead rows are dropped once they outnumber the live ones, so memory
-stays proportional to the number of keys and appends stay O(1) amortised.
+For every origin a replica keeps a dict ``key -> stamp`` of that origin's
+latest dot on each key. A key whose dot moves is popped and re-inserted, so
+the dict's insertion order is stamp order (operations of one origin are
+stamped in increasing order). Dots learned from peers can arrive out of
+order; the log then notes it and re-sorts itself once, before the next search.
 
-"Keys changed by this origin after stamp s" is a binary search plus a walk over
-the rows after it: its cost follows the number of changes, not the store size.
+"Keys changed by this origin after stamp s" walks the dict backwards from the
+newest entry and stops at the first stamp not above s: its cost follows the
+number of changes, not the store size. Memory is one dict slot per key and
+origin, with nothing left behind by overwrites.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from operator import itemgetter
 
-#: Compact a log once it holds more dead rows than this and than live rows.
-MIN_COMPACT_ROWS = 1024
+_BY_STAMP = itemgetter(1)
 
 
 class OriginLog:
-    """Rows ``(stamp, key)`` of one origin's changes."""
+    """Latest dot per key of one origin, in stamp order."""
 
-    __slots__ = ("compact_at", "dead", "keys", "ordered", "stamps", "top")
+    __slots__ = ("latest", "ordered")
 
     def __init__(self) -> None:
-        self.stamps: list[int] = []
-        self.keys: list[str] = []
-        self.dead = 0
-        #: False after an out-of-order append; sorted again before a search
+        #: key -> stamp of this origin's latest operation reflected in the key
+        self.latest: dict[str, int] = {}
+        #: False after an out-of-order record; sorted again before a search
         self.ordered = True
-        #: the largest stamp ever appended
-        self.top = 0
-        self.compact_at = MIN_COMPACT_ROWS
 
     def __len__(self) -> int:
-        return len(self.stamps)
+        return len(self.latest)
 
-    def append(self, stamp: int, key: str) -> None:
-        if stamp < self.top:
+    def record(self, key: str, stamp: int) -> None:
+        """Note that ``key`` now carries this origin's dot ``stamp``."""
+        latest = self.latest
+        latest.pop(key, None)
+        if self.ordered and latest and stamp < next(reversed(latest.values())):
             self.ordered = False
-        else:
-            self.top = stamp
-        self.stamps.append(stamp)
-        self.keys.append(key)
+        latest[key] = stamp
 
-    def sort(self) -> None:
-        """Restore stamp order after out-of-order appends (merges)."""
+    def forget(self, key: str) -> None:
+        """Note that ``key`` no longer carries a dot of this origin."""
+        self.latest.pop(key, None)
+
+    def top(self) -> int:
+        """The largest stamp recorded (0 if none)."""
+        self._sort()
+        latest = self.latest
+        return next(reversed(latest.values())) if latest else 0
+
+    def _sort(self) -> None:
         if not self.ordered:
-            rows = sorted(zip(self.stamps, self.keys, strict=True))
-            self.stamps = [stamp for stamp, _ in rows]
-            self.keys = [key for _, key in rows]
+            self.latest = dict(sorted(self.latest.items(), key=_BY_STAMP))
             self.ordered = True
 
-    def after(self, stamp: int) -> Iterator[tuple[int, str]]:
-        """Rows (live or dead) with a stamp above ``stamp``, in order."""
-        self.sort()
-        stamps = self.stamps
-        keys = self.keys
-        for index in range(bisect_right(stamps, stamp), len(stamps)):
-            yield stamps[index], keys[index]
-
-    def compact(self, is_live: Callable[[int, str], bool]) -> None:
-        """Drop dead rows; ``is_live(stamp, key)`` decides which."""
-        pairs = zip(self.stamps, self.keys, strict=True)
-        rows = [(stamp, key) for stamp, key in pairs if is_live(stamp, key)]
-        self.stamps = [stamp for stamp, _ in rows]
-        self.keys = [key for _, key in rows]
-        self.dead = 0
-        self.compact_at = max(MIN_COMPACT_ROWS, len(rows))
+    def after(self, stamp: int) -> Iterator[tuple[str, int]]:
+        """``(key, stamp)`` of every dot above ``stamp``, newest first."""
+        self._sort()
+        for key, seen in reversed(self.latest.items()):
+            if seen <= stamp:
+                return
+            yield key, seen

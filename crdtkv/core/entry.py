@@ -202,16 +202,6 @@ def dots(entry: Entry) -> dict[str, int]:
     return result
 
 
-def dot_of(entry: Entry, origin: str) -> int:
-    """The entry's dot for ``origin`` (0 if it reflects nothing from there)."""
-    own = entry.stamp if entry.writer == origin else 0
-    counter = entry.counter
-    if counter is None:
-        return own
-    in_context = counter.context.get(origin, 0)
-    return in_context if in_context > own else own
-
-
 def max_stamp(entry: Entry) -> int:
     """The largest stamp anywhere in the entry (for clock checks)."""
     counter = entry.counter

@@ -22,7 +22,6 @@ from .entry import (
     TOMBSTONE,
     CounterState,
     Entry,
-    dot_of,
     dots,
     join_into,
     max_stamp,
@@ -55,31 +54,15 @@ class ReplicaState:
             log = self._logs[origin] = OriginLog()
         return log
 
-    def _retire(self, origin: str) -> None:
-        """Count one row of ``origin``'s log as dead; compact when it pays."""
-        log = self._logs[origin]
-        log.dead += 1
-        if log.dead > log.compact_at:
-            entries = self.entries
-
-            def is_live(stamp: int, key: str) -> bool:
-                entry = entries.get(key)
-                return entry is not None and dot_of(entry, origin) == stamp
-
-            log.compact(is_live)
-
     def _note_dots(self, key: str, before: dict[str, int], entry: Entry) -> None:
         """Log the dots ``entry`` gained since it had ``before``."""
         after = dots(entry)
         for origin, stamp in after.items():
-            old = before.get(origin)
-            if old != stamp:
-                self._log(origin).append(stamp, key)
-                if old is not None:
-                    self._retire(origin)
+            if before.get(origin, 0) < stamp:
+                self._log(origin).record(key, stamp)
         for origin in before:
             if origin not in after:
-                self._retire(origin)
+                self._logs[origin].forget(key)
 
     # -- local operations -----------------------------------------------------------
 
@@ -90,26 +73,26 @@ class ReplicaState:
         """
         stamp = self.clock.tick()
         origin = self.origin
+        own = self._own_log.latest
         entry = self.entries.get(key)
         if entry is None:
             self.entries[key] = Entry(stamp, origin, value, expires, meta)
         else:
             counter = entry.counter
-            if entry.stamp and entry.writer != origin:
-                self._retire(entry.writer)
-            if counter is not None:
-                if dot_of(entry, origin):
-                    self._retire(origin)
+            if counter is None:
+                if entry.writer != origin and entry.stamp:
+                    # the old write is superseded and never touched a counter
+                    self._logs[entry.writer].forget(key)
+            else:
                 counter.remove_observed()
                 counter.context[origin] = stamp
-            elif entry.writer == origin:
-                self._retire(origin)
             entry.stamp = stamp
             entry.writer = origin
             entry.value = value
             entry.expires = expires
             entry.meta = meta
-        self._own_log.append(stamp, key)
+            own.pop(key, None)
+        own[key] = stamp
         self.vv[origin] = stamp
         self._digest = None
         return stamp
@@ -128,46 +111,51 @@ class ReplicaState:
         """
         entry = self.entries.get(key)
         origin = self.origin
+        own = self._own_log.latest
         if entry is None:
             counter = CounterState()
-            entry = self.entries[key] = Entry(0, "", TOMBSTONE, None, None, counter)
+            self.entries[key] = Entry(0, "", TOMBSTONE, None, None, counter)
         else:
-            if resolve(entry, self.clock.now_ms()) == REGISTER:
+            if entry.value is not TOMBSTONE and resolve(entry, self.clock.now_ms()) == REGISTER:
                 raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
             counter_or_none = entry.counter
             if counter_or_none is None:
                 counter = entry.counter = CounterState()
             else:
                 counter = counter_or_none
+            own.pop(key, None)
         stamp = self.clock.tick()
-        inc, dec, _ = counter.totals.get(origin, (0, 0, 0))
+        totals = counter.totals
+        inc, dec, _ = totals.get(origin, (0, 0, 0))
         if by >= 0:
-            counter.totals[origin] = (inc + by, dec, stamp)
+            totals[origin] = (inc + by, dec, stamp)
         else:
-            counter.totals[origin] = (inc, dec - by, stamp)
-        if dot_of(entry, origin):
-            self._retire(origin)
+            totals[origin] = (inc, dec - by, stamp)
         counter.context[origin] = stamp
-        self._own_log.append(stamp, key)
+        own[key] = stamp
         self.vv[origin] = stamp
         self._digest = None
         return counter.value()
 
-    def read(self, key: str) -> tuple[int, object]:
-        """``(kind, stored value)`` of a key: kind is MISSING, REGISTER or COUNTER."""
+    def lookup(self, key: str, default: object) -> object:
+        """The stored value a read of ``key`` sees (a counter's int), or ``default``."""
         entry = self.entries.get(key)
         if entry is None:
-            return MISSING, None
+            return default
         if entry.counter is None:
-            if register_live(entry, self.clock.now_ms()):
-                return REGISTER, entry.value
-            return MISSING, None
+            value = entry.value
+            if value is TOMBSTONE:
+                return default
+            expires = entry.expires
+            if expires is not None and expires <= self.clock.now_ms():
+                return default
+            return value
         kind = resolve(entry, self.clock.now_ms())
         if kind == REGISTER:
-            return kind, entry.value
+            return entry.value
         if kind == COUNTER:
-            return kind, entry.counter.value()
-        return MISSING, None
+            return entry.counter.value()
+        return default
 
     def live_keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that read as present, optionally only those with ``prefix``."""
@@ -183,15 +171,8 @@ class ReplicaState:
     def changed_keys_since(self, vv: dict[str, int]) -> set[str]:
         """Keys carrying an operation that ``vv`` does not cover."""
         changed: set[str] = set()
-        entries = self.entries
         for origin, log in self._logs.items():
-            seen = vv.get(origin, 0)
-            if log.top <= seen:
-                continue
-            for stamp, key in log.after(seen):
-                entry = entries.get(key)
-                if entry is not None and dot_of(entry, origin) == stamp:
-                    changed.add(key)
+            changed.update(key for key, _ in log.after(vv.get(origin, 0)))
         return changed
 
     def delta_since(self, vv: dict[str, int]) -> Delta:
@@ -239,9 +220,9 @@ class ReplicaState:
                 # the common case, two plain registers: no dot maps needed
                 if (remote.stamp, remote.writer) > (local.stamp, local.writer):
                     if local.stamp:
-                        self._retire(local.writer)
+                        self._logs[local.writer].forget(key)
                     join_into(local, remote)
-                    self._log(local.writer).append(local.stamp, key)
+                    self._log(local.writer).record(key, local.stamp)
                     changed += 1
             else:
                 before = dict(dots(local))
@@ -264,5 +245,5 @@ class ReplicaState:
         return self._digest
 
     def log_rows(self) -> int:
-        """Rows held across all change logs (live and dead): for memory checks."""
+        """Rows held across all change logs: for memory checks."""
         return sum(len(log) for log in self._logs.values())
