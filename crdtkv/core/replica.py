@@ -25,7 +25,6 @@ from .entry import (
     dots,
     join_into,
     max_stamp,
-    register_live,
     resolve,
 )
 from .hlc import HybridClock
