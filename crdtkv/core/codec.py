@@ -9,8 +9,10 @@ before anything touches replica state. Any failure is a
 
 Schema (CBOR arrays throughout; ``w`` indexes the message's origin table)::
 
-    delta    = [FORMAT, store_name, [origin...], [[w, stamp]...] (vv), [entry...]]
-    entry    = [key, register] / [key, register, counter]
+    delta    = [FORMAT, store_name, [origin...], [[w, stamp]...] (vv), registers, [entry...]]
+    registers = [[key...], [stamp...], [w...], [value...]]
+             (plain live registers, column by column: compact, and fast to check)
+    entry    = [key, register] / [key, register, counter]   (everything else)
     register = [] (never written) / [stamp, w] (tombstone) / [stamp, w, value]
              / [stamp, w, value, expires_ms / null, meta]
     value    = str / bytes / int / float / bool / null / [bytes] (canonical CBOR list or map)
@@ -32,6 +34,7 @@ from typing import Any, Final, NoReturn
 import cbor2
 
 from ..errors import DecodeError, InvalidKey, TooLarge
+from .bulk import collector_paused
 from .entry import TOMBSTONE, CounterState, Entry, Totals
 from .hlc import MAX_STAMP
 from .limits import Limits
@@ -144,9 +147,27 @@ def encode_delta(delta: Delta) -> bytes:
     """The CBOR bytes of a delta (or of a whole state)."""
     table = _OriginTable()
     ref = table.ref
-    entries = [entry_to_wire(key, entry, ref) for key, entry in delta.entries]
+    keys: list[str] = []
+    stamps: list[int] = []
+    refs: list[int] = []
+    values: list[object] = []
+    others: list[list[object]] = []
+    for key, entry in delta.entries:
+        if (
+            entry.counter is None
+            and entry.expires is None
+            and entry.meta is None
+            and entry.stamp
+            and entry.value is not TOMBSTONE
+        ):
+            keys.append(key)
+            stamps.append(entry.stamp)
+            refs.append(ref(entry.writer))
+            values.append(_value_to_wire(entry.value))
+        else:
+            others.append(entry_to_wire(key, entry, ref))
     vv = [[ref(origin), stamp] for origin, stamp in delta.vv.items()]
-    return cbor2.dumps([FORMAT, delta.name, list(table.index), vv, entries])
+    return cbor2.dumps([FORMAT, delta.name, list(table.index), vv, [keys, stamps, refs, values], others])
 
 
 def encode_snapshot(delta: Delta) -> bytes:
@@ -195,6 +216,8 @@ class _Reader:
     def __init__(self, origins: list[str], limits: Limits) -> None:
         self.origins = origins
         self.limits = limits
+        self.max_key = limits.max_key_bytes
+        self.max_value = limits.max_value_bytes
 
     def origin(self, item: object) -> str:
         if type(item) is not int or not 0 <= item < len(self.origins):
@@ -228,14 +251,54 @@ class _Reader:
             result[origin] = (_count(row[1], what), _count(row[2], what), _stamp(row[3], what))
         return result
 
+    def registers(self, block: object) -> list[tuple[str, Entry]]:
+        """Check and convert the column block of plain registers.
+
+        Each column is checked as a whole with builtins running at C speed;
+        a column that fails the quick check is checked item by item, which
+        either accepts it (non-ASCII text, containers) or names the problem.
+        """
+        columns = _array(block, "the register block")
+        if len(columns) != 4:
+            _fail("the register block must have 4 columns")
+        keys, stamps, refs, values = (_array(column, "a register column") for column in columns)
+        count = len(keys)
+        if not len(stamps) == len(refs) == len(values) == count:
+            _fail("register columns differ in length")
+        if not count:
+            return []
+        if (
+            set(map(type, keys)) != {str}
+            or not all(map(str.isascii, keys))
+            or min(map(len, keys)) == 0
+            or max(map(len, keys)) > self.max_key
+        ):
+            keys = [self.key(key) for key in keys]
+        if set(map(type, stamps)) != {int} or min(stamps) <= 0 or max(stamps) > MAX_STAMP:
+            _fail("register stamps must be integers in 1..2**64-1")
+        if set(map(type, refs)) != {int} or min(refs) < 0 or max(refs) >= len(self.origins):
+            _fail("origin reference out of range")
+        if (
+            set(map(type, values)) != {str}
+            or not all(map(str.isascii, values))
+            or max(map(len, values)) > self.max_value
+        ):
+            values = [self.value(value) for value in values]
+        writers = list(map(self.origins.__getitem__, refs))
+        return list(zip(keys, map(Entry, stamps, writers, values), strict=True))
+
+    def key(self, item: object) -> str:
+        try:
+            return check_key(item, self.limits)
+        except InvalidKey as exc:
+            raise DecodeError(f"bad key from remote: {exc}") from exc
+
     def entry(self, item: object) -> tuple[str, Entry]:
+        """Check and convert one entry of the general form."""
         item = _array(item, "an entry")
         if not 2 <= len(item) <= 3:
             _fail("an entry must be [key, register] or [key, register, counter]")
-        try:
-            key = check_key(item[0], self.limits)
-        except InvalidKey as exc:
-            raise DecodeError(f"bad key from remote: {exc}") from exc
+        key = self.key(item[0])
         register = _array(item[1], "a register")
         size = len(register)
         if size == 0:
@@ -287,10 +350,15 @@ def decode_delta(data: bytes, limits: Limits, *, max_bytes: int | None = None) -
     cap = limits.max_message_bytes if max_bytes is None else max_bytes
     if len(data) > cap:
         raise TooLarge(f"input is {len(data)} bytes; the limit is {cap}")
-    tree = _array(strict_loads(data, max_depth=limits.max_value_depth + 8), "a delta")
-    if len(tree) != 5:
-        _fail("a delta must have 5 fields")
-    version, name, origins, vv_rows, entry_rows = tree
+    with collector_paused(len(data) // 16):  # about one entry per 16 bytes at most
+        return _decode_delta_tree(strict_loads(data, max_depth=limits.max_value_depth + 8), limits)
+
+
+def _decode_delta_tree(tree: object, limits: Limits) -> Delta:
+    tree = _array(tree, "a delta")
+    if len(tree) != 6:
+        _fail("a delta must have 6 fields")
+    version, name, origins, vv_rows, register_block, entry_rows = tree
     if version != FORMAT or type(version) is not int:
         _fail(f"unsupported format version {version!r} (this build reads {FORMAT})")
     if type(name) is not str:
@@ -308,7 +376,8 @@ def decode_delta(data: bytes, limits: Limits, *, max_bytes: int | None = None) -
         if len(row) != 2:
             _fail("version vector rows must be [origin, stamp]")
         vv[reader.origin(row[0])] = _stamp(row[1], "a version vector stamp")
-    entries = [reader.entry(row) for row in _array(entry_rows, "the entries")]
+    entries = reader.registers(register_block)
+    entries.extend(reader.entry(row) for row in _array(entry_rows, "the entries"))
     if len({key for key, _ in entries}) != len(entries):
         _fail("a delta names a key twice")
     return Delta(name, vv, entries)

@@ -13,6 +13,7 @@ holds all of that origin's operations.
 from __future__ import annotations
 
 from ..errors import StoreMismatch, WrongType
+from .bulk import collector_paused
 from .changelog import OriginLog
 from .codec import Delta, digest_entries
 from .entry import (
@@ -206,14 +207,32 @@ class ReplicaState:
             top = max(top, stamp)
         if top:
             self.clock.check(top)
+        with collector_paused(len(delta.entries)):
+            changed = self._join_all(delta)
+        vv = self.vv
+        for origin, stamp in delta.vv.items():
+            if vv.get(origin, 0) < stamp:
+                vv[origin] = stamp
+        self.clock.observe(top)
+        if changed:
+            self._digest = None
+        return changed
+
+    def _join_all(self, delta: Delta) -> int:
         changed = 0
         entries = self.entries
         for key, remote in delta.entries:
             local = entries.get(key)
             if local is None:
-                local = entries[key] = Entry(0, "", TOMBSTONE)
-                join_into(local, remote)
-                self._note_dots(key, {}, local)
+                if remote.counter is None:  # a new plain register: adopt a copy
+                    entries[key] = Entry(
+                        remote.stamp, remote.writer, remote.value, remote.expires, remote.meta
+                    )
+                    self._log(remote.writer).record(key, remote.stamp)
+                else:
+                    local = entries[key] = Entry(0, "", TOMBSTONE)
+                    join_into(local, remote)
+                    self._note_dots(key, {}, local)
                 changed += 1
             elif local.counter is None and remote.counter is None:
                 # the common case, two plain registers: no dot maps needed
@@ -228,13 +247,6 @@ class ReplicaState:
                 if join_into(local, remote):
                     self._note_dots(key, before, local)
                     changed += 1
-        vv = self.vv
-        for origin, stamp in delta.vv.items():
-            if vv.get(origin, 0) < stamp:
-                vv[origin] = stamp
-        self.clock.observe(top)
-        if changed:
-            self._digest = None
         return changed
 
     def digest(self) -> str:

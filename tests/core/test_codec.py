@@ -36,6 +36,8 @@ def sample_store(name: str = "default") -> KvStore:
     store.put("gone", 1)
     store.delete("gone")
     store.put("ttl", "v", ttl=30)
+    store.put("ключ", "значение ✓")
+    store.put("neg", -(2**70))
     return store
 
 
@@ -50,7 +52,7 @@ def test_snapshot_round_trip_preserves_every_kind():
     dst = KvStore.open("default", replica_id="dst", clock=FakeClock())
     dst.merge(src.snapshot())
     assert dst.digest() == src.digest()
-    for key in ("s", "b", "big", "f", "doc", "n", "gone", "ttl"):
+    for key in ("s", "b", "big", "f", "doc", "n", "gone", "ttl", "ключ", "neg"):
         assert dst.get(key) == src.get(key)
     assert dst.get("n") == 5
     assert dst.get("gone") is None
@@ -122,8 +124,20 @@ def test_stamps_from_a_clock_far_ahead_are_refused_whole():
 
 
 def delta_bytes(entries: list, origins: list | None = None, vv: list | None = None, **kw) -> bytes:
-    fields = [kw.get("version", FORMAT), kw.get("name", "default"), origins or ["o"], vv or [], entries]
+    registers = kw.get("registers", [[], [], [], []])
+    fields = [
+        kw.get("version", FORMAT),
+        kw.get("name", "default"),
+        origins or ["o"],
+        vv or [],
+        registers,
+        entries,
+    ]
     return cbor2.dumps(fields)
+
+
+def columns(keys: list, stamps: list, refs: list, values: list) -> bytes:
+    return delta_bytes([], registers=[keys, stamps, refs, values])
 
 
 STAMP = 116_000_000_000_000_000
@@ -134,7 +148,7 @@ STAMP = 116_000_000_000_000_000
     [
         (b"", "malformed"),
         (b"\xff\xfe\xfd", "malformed"),
-        (cbor2.dumps([FORMAT, "default", ["o"], [], []]) + b"\x00", "trailing"),
+        (delta_bytes([]) + b"\x00", "trailing"),
         (b"\x81" * 100_000 + b"\x00", "malformed"),  # nested far beyond max_depth
         (b"\x9f\xff", "malformed"),  # indefinite-length array
         (cbor2.dumps(cbor2.CBORTag(1, 0)), "malformed"),  # a datetime tag
@@ -142,7 +156,20 @@ STAMP = 116_000_000_000_000_000
         (b"\xa2\x61a\x01\x61a\x02", "malformed"),  # duplicate map keys
         (cbor2.dumps({"a": 1}), "array"),
         (delta_bytes([], version=99), "format version"),
-        (cbor2.dumps([FORMAT, "default", ["o"], []]), "5 fields"),
+        (cbor2.dumps([FORMAT, "default", ["o"], [], []]), "6 fields"),
+        (delta_bytes([], registers=[[], [], []]), "4 columns"),
+        (columns(["k", "j"], [STAMP], [0], ["v"]), "differ in length"),
+        (columns(["k"], [0], [0], ["v"]), "stamps"),
+        (columns(["k"], [True], [0], ["v"]), "stamps"),
+        (columns(["k"], [STAMP], [1], ["v"]), "origin reference"),
+        (columns(["k"], [STAMP], [-1], ["v"]), "origin reference"),
+        (columns([""], [STAMP], [0], ["v"]), "bad key"),
+        (columns([b"k"], [STAMP], [0], ["v"]), "bad key"),
+        (columns(["k" * 1025], [STAMP], [0], ["v"]), "bad key"),
+        (columns(["k"], [STAMP], [0], [{"a": 1}]), "CBOR type"),
+        (columns(["k"], [STAMP], [0], [[b"\xff"]]), "malformed"),
+        (columns(["k", "k"], [STAMP, STAMP], [0, 0], ["v", "w"]), "twice"),
+        (delta_bytes([["k", [STAMP, 0, "v"]]], registers=[["k"], [STAMP], [0], ["v"]]), "twice"),
         (delta_bytes([["k", [STAMP, 5, "v"]]]), "origin reference"),
         (delta_bytes([["k", [-1, 0, "v"]]]), "stamp"),
         (delta_bytes([["k", [2**64, 0, "v"]]]), "stamp"),
