@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
+import importlib.metadata
 import math
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -38,8 +41,15 @@ from typing import Any
 
 import cbor2
 
+try:
+    import crdtkv
+except ModuleNotFoundError:  # a checkout without `pip install -e .`: use the tree this file is in
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    crdtkv = importlib.import_module("crdtkv")
+
 from crdtkv import KvStore
-from crdtkv.core import DEFAULT_LIMITS, Delta, decode_delta, encode_delta
+from crdtkv.core import DEFAULT_LIMITS, decode_delta, encode_delta
+from crdtkv.core.codec import strict_loads
 
 DEFAULT_KEYS = 1_000_000
 QUICK_KEYS = 100_000
@@ -82,17 +92,17 @@ def loop_call1(fn: Callable[[str], object], keys: Sequence[str]) -> None:
 
 def loop_call2(fn: Callable[[str, Any], object], keys: Sequence[str], values: Sequence[Any]) -> None:
     """``fn(key, value)`` for each pair: store.put, store.incr, wrapper.put, Map.__setitem__."""
-    for k, v in zip(keys, values):
+    for k, v in zip(keys, values, strict=True):
         fn(k, v)
 
 
 def loop_raw_get(d: dict[str, Any], keys: Sequence[str]) -> None:
     for k in keys:
-        d[k]  # noqa: B018 (the lookup is the point)
+        d[k]
 
 
 def loop_raw_set(d: dict[str, Any], keys: Sequence[str], values: Sequence[Any]) -> None:
-    for k, v in zip(keys, values):
+    for k, v in zip(keys, values, strict=True):
         d[k] = v
 
 
@@ -138,14 +148,22 @@ class Variant:
         return self.error is None and math.isfinite(self.best)
 
 
-def race(variants: Sequence[Variant], repeats: int) -> dict[str, Variant]:
-    """Time each variant ``repeats`` times, round-robin; keep each one's minimum."""
+def race(variants: Sequence[Variant], repeats: int, *, warm: bool = False) -> dict[str, Variant]:
+    """Time each variant ``repeats`` times, round-robin; keep each one's minimum.
+
+    With ``warm``, each timed run directly follows an untimed run of the same
+    variant, so every variant is timed with its own data in the CPU caches
+    (otherwise a baseline would profit from the baseline before it touching
+    the same dict). Only for variants whose runs can repeat on the same state.
+    """
     for _ in range(repeats):
         for v in variants:
             if v.error is not None:
                 continue
             try:
                 ctx = v.setup()
+                if warm:
+                    v.run(ctx)
             except Exception as exc:
                 v.error = f"setup failed: {type(exc).__name__}: {exc}"
                 continue
@@ -252,8 +270,8 @@ def rate_row(
     measured: Variant,
     baseline: Variant,
     baseline_name: str,
-    ops: float,
     *,
+    ops: float,
     unit: str = "ops/s",
     goal: float | None = None,
     goal_text: str = "-",
@@ -261,6 +279,10 @@ def rate_row(
 ) -> Row:
     failed = error_row(num, what, baseline_name, (measured, baseline))
     if failed is not None:
+        if measured.ok:
+            failed.measured = fmt_rate(measured.rate(ops), unit)
+        if baseline.ok:
+            failed.baseline = fmt_rate(baseline.rate(ops), unit)
         return failed
     rate = measured.rate(ops)
     base = baseline.rate(ops)
@@ -309,22 +331,10 @@ def build_pycrdt_map(pycrdt: Any, keys: Sequence[str], values: Sequence[Any]) ->
     pmap = doc.get("m", type=pycrdt.Map)
     for start in range(0, len(keys), PYCRDT_BATCH):
         with doc.transaction():
-            loop_call2(pmap.__setitem__, keys[start : start + PYCRDT_BATCH], values[start : start + PYCRDT_BATCH])
+            loop_call2(
+                pmap.__setitem__, keys[start : start + PYCRDT_BATCH], values[start : start + PYCRDT_BATCH]
+            )
     return doc, pmap
-
-
-def pycrdt_set_fresh(pycrdt: Any, keys: Sequence[str], values: Sequence[Any]) -> Callable[[Any], None]:
-    def run(ctx: tuple[Any, Any]) -> None:
-        doc, pmap = ctx
-        with doc.transaction():
-            loop_call2(pmap.__setitem__, keys, values)
-
-    return run
-
-
-def fresh_pycrdt(pycrdt: Any) -> tuple[Any, Any]:
-    doc = pycrdt.Doc()
-    return doc, doc.get("m", type=pycrdt.Map)
 
 
 # -- the benchmark ----------------------------------------------------------------------------
@@ -338,72 +348,112 @@ class Config:
     merge_entries: int
 
 
-def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
-    n, ops, repeats = cfg.keys, cfg.ops, cfg.repeats
-    rng = random.Random(20240601)
+@dataclass
+class Fixtures:
+    """The N-key containers and the samples every timing section shares."""
+
+    keys: list[str]
+    values: list[str]
+    #: ``ops`` random existing keys, in random order
+    sample: list[str]
+    #: ``ops`` keys and values for fresh, empty containers
+    new_keys: list[str]
+    new_values: list[str]
+    #: values for overwrites of ``sample``
+    over_values: list[str]
+    ones: list[int]
+    store: KvStore
+    big: dict[str, str]
+    wrapped: DictWrapper
+    counters: KvStore
+    pycrdt: Any
+    pdoc: Any
+    pmap: Any
+    pycrdt_error: str
+    build_times: dict[str, float]
+
+    def pycrdt_variant(
+        self,
+        name: str,
+        run: Callable[[Any], object],
+        setup: Callable[[], Any] = _no_setup,
+        check: Callable[[Any], object] | None = None,
+    ) -> Variant:
+        """A variant that reports the pycrdt set-up error, if any, instead of running."""
+        v = Variant(name, run, setup, check)
+        if self.pycrdt_error:
+            v.error = self.pycrdt_error
+        return v
+
+
+def make_fixtures(cfg: Config, rng: random.Random) -> Fixtures:
+    n, ops = cfg.keys, cfg.ops
+    pycrdt: Any = None
+    pycrdt_error = ""
     try:
-        import pycrdt
+        pycrdt = importlib.import_module("pycrdt")
     except Exception as exc:  # reported in the pycrdt rows
-        pycrdt = None
-        pycrdt_import_error = f"import pycrdt failed: {type(exc).__name__}: {exc}"
-    else:
-        pycrdt_import_error = ""
+        pycrdt_error = f"import pycrdt failed: {type(exc).__name__}: {exc}"
 
     progress(f"building key/value lists (N = {n:,})")
     keys = [key_of(i) for i in range(n)]
     values = [value_of(i) for i in range(n)]
-    sample = rng.sample(keys, ops)  # existing keys, random order
-    new_keys = keys[:ops]  # new to the fresh, empty containers they go into
-    new_values = values[:ops]
-    over_values = [f"x{i}" for i in range(ops)]
-    ones = [1] * ops
 
-    progress(f"building the {n:,}-key store, dict and pycrdt map (one run each)")
-    t_store_build, store = timed_once(lambda: build_store("bench", keys, values))
-    t_dict_build, big = timed_once(lambda: dict(zip(keys, values)))
-    wrapped = DictWrapper(big)
-    t_ctr_build, counters = timed_once(lambda: build_counter_store("bench-counters", keys))
+    progress(f"building the {n:,}-key store, dict, counter store and pycrdt map (one run each)")
+    times: dict[str, float] = {}
+    times["store"], store = timed_once(lambda: build_store("bench", keys, values))
+    times["dict"], big = timed_once(lambda: dict(zip(keys, values, strict=True)))
+    times["counters"], counters = timed_once(lambda: build_counter_store("bench-counters", keys))
+    times["pycrdt"] = math.nan
     pdoc: Any = None
     pmap: Any = None
-    pycrdt_build_error = pycrdt_import_error
-    t_pycrdt_build = math.nan
     if pycrdt is not None:
         try:
-            t_pycrdt_build, (pdoc, pmap) = timed_once(lambda: build_pycrdt_map(pycrdt, keys, values))
+            times["pycrdt"], (pdoc, pmap) = timed_once(lambda: build_pycrdt_map(pycrdt, keys, values))
         except Exception as exc:
-            pycrdt_build_error = f"building the pycrdt map failed: {type(exc).__name__}: {exc}"
-    # everything built so far lives to the end: keep it out of every gc.collect() below
-    gc.collect()
-    gc.freeze()
+            pycrdt_error = f"building the pycrdt map failed: {type(exc).__name__}: {exc}"
+    return Fixtures(
+        keys=keys,
+        values=values,
+        sample=rng.sample(keys, ops),
+        new_keys=keys[:ops],
+        new_values=values[:ops],
+        over_values=[f"x{i}" for i in range(ops)],
+        ones=[1] * ops,
+        store=store,
+        big=big,
+        wrapped=DictWrapper(big),
+        counters=counters,
+        pycrdt=pycrdt,
+        pdoc=pdoc,
+        pmap=pmap,
+        pycrdt_error=pycrdt_error,
+        build_times=times,
+    )
 
-    def pyc_variant(name: str, run: Callable[[Any], object], setup: Callable[[], Any] = _no_setup) -> Variant:
-        v = Variant(name, run, setup)
-        if pycrdt_build_error:
-            v.error = pycrdt_build_error
-        return v
 
-    # 1. get ----------------------------------------------------------------------------------
+def race_get(fx: Fixtures, repeats: int) -> dict[str, Variant]:
     progress("1. get")
-    get = race(
+    big, wrapped, store, pmap, sample = fx.big, fx.wrapped, fx.store, fx.pmap, fx.sample
+    result = race(
         [
             Variant("raw", lambda _: loop_raw_get(big, sample)),
             Variant("wrapper", lambda _: loop_call1(wrapped.get, sample)),
             Variant("store", lambda _: loop_call1(store.get, sample)),
-            pyc_variant("pycrdt", lambda _: loop_call1(pmap.get, sample)),
+            fx.pycrdt_variant("pycrdt", lambda _: loop_call1(pmap.get, sample)),
         ],
         repeats,
+        warm=True,
     )
     assert store.get(sample[0]) == big[sample[0]]
-    where = f"{ops:,} random existing keys of {n:,}"
-    rows.append(rate_row("1a", "`store.get(key)`, existing str key", get["store"], get["raw"],
-                         "raw `d[k]`", ops, goal=GET_GOAL, goal_text=">= 1/3", notes=where))
-    rows.append(rate_row("1b", "`store.get(key)`, existing str key", get["store"], get["wrapper"],
-                         "method `get()` -> `self._d.get(k)`", ops, goal=GET_GOAL, goal_text=">= 1/3",
-                         notes=where))
+    return result
 
-    # 2-3. writes to existing keys ---------------------------------------------------------------
+
+def race_existing(fx: Fixtures, repeats: int) -> dict[str, Variant]:
     progress("2-3. put / incr on existing keys")
-    existing = race(
+    big, wrapped, store, counters = fx.big, fx.wrapped, fx.store, fx.counters
+    sample, over_values, ones = fx.sample, fx.over_values, fx.ones
+    return race(
         [
             Variant("raw", lambda _: loop_raw_set(big, sample, over_values)),
             Variant("wrapper", lambda _: loop_call2(wrapped.put, sample, over_values)),
@@ -411,20 +461,184 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
             Variant("incr", lambda _: loop_call2(counters.incr, sample, ones)),
         ],
         repeats,
+        warm=True,
     )
-    # 2-3. writes to new keys ---------------------------------------------------------------------
+
+
+def race_cycle(fx: Fixtures, rng: random.Random) -> dict[str, Variant]:
+    """One run each of N + 1 overwrites / increments covering every key, in random order.
+
+    Best-of-N loops over a sample keep the fastest repeat, so they can skip
+    periodic O(N) maintenance a store does every ~N writes (crdtkv versions
+    with dead change-log rows compacted them every N retired rows). One pass
+    over all N keys (plus one) carries its share of any such work: this is the
+    amortized figure.
+    """
+    n = len(fx.keys)
+    progress(f"2-3. amortized: {n + 1:,} overwrites / increments, warm-up pass + one timed pass each")
+    order = [*rng.sample(fx.keys, n), fx.keys[0]]
+    values = [*fx.values, fx.values[0]]
+    ones = [1] * (n + 1)
+    big, wrapped, store, counters = fx.big, fx.wrapped, fx.store, fx.counters
+    return race(
+        [
+            Variant("raw", lambda _: loop_raw_set(big, order, values)),
+            Variant("wrapper", lambda _: loop_call2(wrapped.put, order, values)),
+            Variant("put", lambda _: loop_call2(store.put, order, values)),
+            Variant("incr", lambda _: loop_call2(counters.incr, order, ones)),
+        ],
+        1,
+        warm=True,
+    )
+
+
+def race_fresh(fx: Fixtures, repeats: int) -> dict[str, Variant]:
     progress("2-3. put / incr on new keys (fresh containers each repeat)")
-    fresh = race(
+    new_keys, new_values, ones, pycrdt = fx.new_keys, fx.new_values, fx.ones, fx.pycrdt
+
+    def fresh_store() -> KvStore:
+        return KvStore.open("fresh")
+
+    def fresh_pycrdt() -> tuple[Any, Any]:
+        doc = pycrdt.Doc()
+        return doc, doc.get("m", type=pycrdt.Map)
+
+    def pycrdt_set(ctx: tuple[Any, Any]) -> None:
+        doc, pmap = ctx
+        with doc.transaction():
+            loop_call2(pmap.__setitem__, new_keys, new_values)
+
+    return race(
         [
             Variant("raw", lambda d: loop_raw_set(d, new_keys, new_values), dict),
             Variant("wrapper", lambda w: loop_call2(w.put, new_keys, new_values), DictWrapper),
-            Variant("put", lambda s: loop_call2(s.put, new_keys, new_values), lambda: KvStore.open("fresh")),
-            Variant("incr", lambda s: loop_call2(s.incr, new_keys, ones), lambda: KvStore.open("fresh")),
-            pyc_variant("pycrdt", pycrdt_set_fresh(pycrdt, new_keys, new_values),
-                        lambda: fresh_pycrdt(pycrdt)),
+            Variant("put", lambda s: loop_call2(s.put, new_keys, new_values), fresh_store),
+            Variant("incr", lambda s: loop_call2(s.incr, new_keys, ones), fresh_store),
+            fx.pycrdt_variant("pycrdt", pycrdt_set, fresh_pycrdt),
         ],
         repeats,
     )
+
+
+def race_delta(
+    fx: Fixtures, repeats: int, rng: random.Random
+) -> tuple[dict[str, Variant], list[str], int | None]:
+    """Copy the version vector, overwrite CHANGED_KEYS keys, time the catch-up extractions."""
+    progress("4. delta extraction")
+    state = fx.store._state
+    vv = dict(state.vv)  # a copy: the store's own vv moves on with the writes below
+    pdoc, pmap = fx.pdoc, fx.pmap
+    state_vector: bytes | None = None
+    if not fx.pycrdt_error:
+        try:
+            state_vector = pdoc.get_state()
+        except Exception as exc:
+            fx.pycrdt_error = f"get_state failed: {type(exc).__name__}: {exc}"
+    changed = rng.sample(fx.keys, CHANGED_KEYS)
+    for k in changed:
+        fx.store.put(k, "changed")
+    if not fx.pycrdt_error:
+        try:
+            with pdoc.transaction():
+                for k in changed:
+                    pmap[k] = "changed"
+        except Exception as exc:
+            fx.pycrdt_error = f"setting {CHANGED_KEYS} keys failed: {type(exc).__name__}: {exc}"
+    result = race(
+        [
+            Variant("full", lambda _: state.full_state(), check=lambda d: len(d.entries)),
+            Variant(
+                "delta", lambda _: state.delta_since(vv), check=lambda d: sorted(k for k, _ in d.entries)
+            ),
+            Variant("delta+encode", lambda _: encode_delta(state.delta_since(vv)), check=len),
+            fx.pycrdt_variant("pycrdt", lambda _: pdoc.get_update(state_vector), check=len),
+        ],
+        repeats,
+    )
+    return result, changed, result["pycrdt"].summary  # type: ignore[return-value]
+
+
+def race_merge(m: int, repeats: int) -> tuple[dict[str, Variant], int]:
+    progress(f"5. merge of a {m:,}-entry delta")
+    src = build_store("bench-merge", [key_of(i) for i in range(m)], [value_of(i) for i in range(m)])
+    batch = src._state.full_state()
+    assert len(batch.entries) == m
+    data = encode_delta(batch)
+    limits = DEFAULT_LIMITS
+    depth = limits.max_value_depth + 8  # as decode_delta calls it
+
+    def fresh_dst() -> KvStore:
+        return KvStore.open("bench-merge")
+
+    def fill_dict(_: None) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for k, e in batch.entries:
+            d[k] = e
+        return d
+
+    def decode(_: None) -> Any:
+        return decode_delta(data, limits, max_bytes=len(data))
+
+    def decode_apply(dst: KvStore) -> int:
+        return dst._state.apply(decode_delta(data, limits, max_bytes=len(data)))
+
+    result = race(
+        [
+            Variant("dict", fill_dict, check=len),
+            Variant("loads", lambda _: cbor2.loads(data), check=lambda t: len(t[4])),
+            Variant("decode", decode, check=lambda d: len(d.entries)),
+            Variant("strict", lambda _: strict_loads(data, max_depth=depth), check=lambda t: len(t[4])),
+            Variant("apply", lambda dst: dst._state.apply(batch), fresh_dst, check=int),
+            Variant("decode+apply", decode_apply, fresh_dst, check=int),
+        ],
+        repeats,
+    )
+    for name in ("apply", "decode+apply"):
+        v = result[name]
+        if v.ok and v.summary != m:
+            v.error = f"changed {v.summary} keys, expected {m}"
+    return result, len(data)
+
+
+def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
+    n, ops, repeats = cfg.keys, cfg.ops, cfg.repeats
+    rng = random.Random(20240601)
+    fx = make_fixtures(cfg, rng)
+    # the fixtures live to the end of this function: keep them out of every gc.collect() below
+    gc.collect()
+    gc.freeze()
+    try:
+        # the per-operation loops take well under a second: give them twice the repeats
+        get = race_get(fx, 2 * repeats)
+        existing = race_existing(fx, 2 * repeats)
+        cycle = race_cycle(fx, rng)
+        fresh = race_fresh(fx, 2 * repeats)
+        delta, changed, pycrdt_update_size = race_delta(fx, repeats, rng)
+        merge, merge_bytes = race_merge(cfg.merge_entries, repeats)
+    finally:
+        gc.unfreeze()
+
+    # 1. get
+    where = f"{ops:,} random existing keys of {n:,}"
+    for num, base, base_name in (
+        ("1a", "raw", "raw `d[k]`"),
+        ("1b", "wrapper", "method `get()` -> `self._d.get(k)`"),
+    ):
+        rows.append(
+            rate_row(
+                num,
+                "`store.get(key)`, existing str key",
+                get["store"],
+                get[base],
+                base_name,
+                ops=ops,
+                goal=GET_GOAL,
+                goal_text=">= 1/3",
+                notes=where,
+            )
+        )
+
+    # 2-3. put / incr
     new_where = f"{ops:,} new keys into an empty container"
     old_where = f"{ops:,} random existing keys of {n:,}"
     for num, what, variants, variant, base_kind, where in (
@@ -437,154 +651,207 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
             ("", "raw", f"raw `d[k] = v` ({base_kind})"),
             ("'", "wrapper", f"method `put()` -> `self._d[k] = v` ({base_kind})"),
         ):
-            rows.append(rate_row(num + suffix, what, variants[variant], variants[base], base_name, ops,
-                                 goal=WRITE_GOAL, goal_text=">= 1/4", notes=where))
+            rows.append(
+                rate_row(
+                    num + suffix,
+                    what,
+                    variants[variant],
+                    variants[base],
+                    base_name,
+                    ops=ops,
+                    goal=WRITE_GOAL,
+                    goal_text=">= 1/4",
+                    notes=where,
+                )
+            )
+    for num, what, variant in (
+        ("2c", "`store.put(k, v)`, overwrite, amortized", "put"),
+        ("3c", "`store.incr(k)`, existing counter, amortized", "incr"),
+    ):
+        for suffix, base, base_name in (
+            ("", "raw", "raw `d[k] = v` (overwrite)"),
+            ("'", "wrapper", "method `put()` -> `self._d[k] = v` (overwrite)"),
+        ):
+            rows.append(
+                rate_row(
+                    num + suffix,
+                    what,
+                    cycle[variant],
+                    cycle[base],
+                    base_name,
+                    ops=n + 1,
+                    goal=WRITE_GOAL,
+                    goal_text=">= 1/4",
+                    notes=f"{n + 1:,} writes covering all {n:,} keys in random order, one timed pass "
+                    "after one warm-up pass (not best-of): includes any periodic maintenance",
+                )
+            )
     notes.append(
         "Rows 2-3: `incr` is called as `incr(k, 1)` through the same `fn(k, v)` loop as `put` and the "
-        "wrapper. Overwrites and repeated increments leave dead change-log rows that are compacted once "
-        "they outnumber the live ones; a repeat that includes a compaction is slower and best-of-N "
-        f"keeps the fastest, so rows 2b/3a show the common path. All timings per repeat: "
+        "wrapper. Best-of-N keeps the fastest repeat, so rows 2b/3a show the common path; rows 2c/3c are "
+        "one pass over every key and include periodic work such as change-log compaction, if any. "
+        "Every repeat: "
         f"put overwrite {', '.join(fmt_time(t) for t in existing['put'].times)}; "
-        f"incr existing {', '.join(fmt_time(t) for t in existing['incr'].times)}."
+        f"incr existing {', '.join(fmt_time(t) for t in existing['incr'].times)}; "
+        f"raw dict overwrite {', '.join(fmt_time(t) for t in existing['raw'].times)}."
     )
 
-    # 4. delta extraction --------------------------------------------------------------------------
-    progress("4. delta extraction")
-    state = store._state
-    vv = dict(state.vv)  # a copy: the store's own vv moves on with the writes below
-    pyc_sv: bytes | None = None
-    if pdoc is not None:
-        try:
-            pyc_sv = pdoc.get_state()
-        except Exception as exc:
-            pycrdt_build_error = f"get_state failed: {type(exc).__name__}: {exc}"
-    changed = rng.sample(keys, CHANGED_KEYS)
-    for k in changed:
-        store.put(k, "changed")
-    if pmap is not None and not pycrdt_build_error:
-        try:
-            with pdoc.transaction():
-                for k in changed:
-                    pmap[k] = "changed"
-        except Exception as exc:
-            pycrdt_build_error = f"setting {CHANGED_KEYS} keys failed: {type(exc).__name__}: {exc}"
-    delta = race(
-        [
-            Variant("full", lambda _: state.full_state(), check=lambda d: len(d.entries)),
-            Variant("delta", lambda _: state.delta_since(vv), check=lambda d: sorted(k for k, _ in d.entries)),
-            Variant("delta+encode", lambda _: encode_delta(state.delta_since(vv)), check=len),
-            pyc_variant("pycrdt", lambda _: pdoc.get_update(pyc_sv)),
-        ],
-        repeats,
-    )
-    delta["pycrdt"].check = None
+    # 4. delta extraction
     d_var, f_var = delta["delta"], delta["full"]
-    failed = error_row("4", "`delta_since(vv)` after 1,000 overwrites", "`full_state()`", (d_var, f_var))
+    what = f"`delta_since(vv)` after {CHANGED_KEYS:,} overwrites, N = {n:,}"
+    failed = error_row("4", what, "`full_state()`", (d_var, f_var))
     if failed is not None:
         rows.append(failed)
     else:
         got = d_var.summary if isinstance(d_var.summary, list) else []
-        right = got == sorted(changed)
         per_delta = d_var.best / max(1, len(got))
         per_full = f_var.best / n
-        rows.append(Row(
-            "4", f"`delta_since(vv)` after {CHANGED_KEYS:,} overwrites, N = {n:,}",
-            f"{fmt_rate(1 / d_var.best, 'calls/s')} ({fmt_time(d_var.best)})",
-            "`full_state()` (all N entries)",
-            f"{fmt_rate(1 / f_var.best, 'calls/s')} ({fmt_time(f_var.best)})",
-            fmt_ratio(f_var.best / d_var.best),
-            f"returns exactly the {CHANGED_KEYS:,} changed keys",
-            met(right),
-            f"returned {len(got):,} entries; {per_delta * 1e6:.2f} us/entry vs {per_full * 1e6:.2f} us/entry "
-            f"for full_state (changed/N = {CHANGED_KEYS / n:.4f}, time ratio = {d_var.best / f_var.best:.4f})",
-        ))
+        rows.append(
+            Row(
+                "4",
+                what,
+                f"{fmt_rate(1 / d_var.best, 'calls/s')} ({fmt_time(d_var.best)})",
+                "`full_state()` (all N entries)",
+                f"{fmt_rate(1 / f_var.best, 'calls/s')} ({fmt_time(f_var.best)})",
+                fmt_ratio(f_var.best / d_var.best),
+                f"returns exactly the {CHANGED_KEYS:,} changed keys",
+                met(got == sorted(changed)),
+                f"returned {len(got):,} entries (full_state: {f_var.summary:,}); "
+                f"{per_delta * 1e6:.2f} us/entry vs {per_full * 1e6:.2f} us/entry for full_state; "
+                f"time ratio {d_var.best / f_var.best:.4f} for changed/N = {CHANGED_KEYS / n:.4f}",
+            )
+        )
 
-    # 5. merge -----------------------------------------------------------------------------------
-    progress(f"5. merge of a {cfg.merge_entries:,}-entry delta")
+    # 5. merge
     m = cfg.merge_entries
-    merge_keys = [key_of(i) for i in range(m)]
-    merge_values = [value_of(i) for i in range(m)]
-    src = build_store("bench-merge", merge_keys, merge_values)
-    batch = src._state.full_state()
-    assert len(batch.entries) == m
-    data = encode_delta(batch)
-    limits = DEFAULT_LIMITS
-
-    def fresh_dst() -> KvStore:
-        return KvStore.open("bench-merge")
-
-    def fill_dict(_: None) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        for k, e in batch.entries:
-            d[k] = e
-        return d
-
-    merge = race(
-        [
-            Variant("dict", fill_dict, check=len),
-            Variant("loads", lambda _: cbor2.loads(data), check=lambda t: len(t[4])),
-            Variant("decode", lambda _: decode_delta(data, limits, max_bytes=len(data)),
-                    check=lambda d: len(d.entries)),
-            Variant("apply", lambda s: s._state.apply(batch), fresh_dst, check=int),
-            Variant("decode+apply", lambda s: s._state.apply(decode_delta(data, limits, max_bytes=len(data))),
-                    fresh_dst, check=int),
-        ],
-        repeats,
-    )
-    for name in ("apply", "decode+apply"):
-        if merge[name].ok and merge[name].summary != m:
-            merge[name].error = f"changed {merge[name].summary} keys, expected {m}"
-    size_note = f"{m:,} register entries from `full_state()`, {len(data):,} bytes encoded"
+    size_note = f"{m:,} register entries from `full_state()`, {merge_bytes:,} bytes encoded"
     for num, what, name, base, base_name in (
-        ("5a", "merge: `dst._state.apply(delta)`", "apply", "dict",
-         "plain `d[k] = entry` over the same pairs"),
-        ("5b", "merge: `decode_delta` + `apply` from bytes", "decode+apply", "loads",
-         "`cbor2.loads(data)` alone (no strict options)"),
+        (
+            "5a",
+            "merge: `dst._state.apply(delta)`",
+            "apply",
+            "dict",
+            "plain `d[k] = entry` over the same pairs",
+        ),
+        (
+            "5b",
+            "merge: `decode_delta` + `apply` from bytes",
+            "decode+apply",
+            "loads",
+            "`cbor2.loads(data)` alone (no strict options)",
+        ),
     ):
-        row = rate_row(num, what, merge[name], merge[base], base_name, m, unit="entries/s", notes=size_note)
+        row = rate_row(
+            num, what, merge[name], merge[base], base_name, ops=m, unit="entries/s", notes=size_note
+        )
         if merge[name].ok and merge[base].ok:
             row.goal = ">= 500 k entries/s (absolute)"
             row.met = met(merge[name].rate(m) >= MERGE_GOAL)
         rows.append(row)
-    rows.append(rate_row("5c", "decode only: `decode_delta(data, ...)`", merge["decode"], merge["loads"],
-                         "`cbor2.loads(data)` alone", m, unit="entries/s",
-                         notes="the strict decode's cost over plain CBOR parsing"))
-    del batch, src, data, merge
+    rows.append(
+        rate_row(
+            "5c",
+            "decode only: `decode_delta(data, ...)`",
+            merge["decode"],
+            merge["loads"],
+            "`cbor2.loads(data)` alone",
+            ops=m,
+            unit="entries/s",
+            notes="the strict decode's cost over plain CBOR parsing",
+        )
+    )
+    rows.append(
+        rate_row(
+            "5d",
+            "strict CBOR parse only: `strict_loads(data)`",
+            merge["strict"],
+            merge["loads"],
+            "`cbor2.loads(data)` alone",
+            ops=m,
+            unit="entries/s",
+            notes="the part of 5c spent in `CBORDecoder` with crdtkv's strict options; the rest is the "
+            "schema walk (`_Reader`)",
+        )
+    )
 
-    # 8. pycrdt side by side ------------------------------------------------------------------------
-    def pyc_row(num: str, what: str, ours: Variant, theirs: Variant, theirs_name: str, n_ops: float,
-                unit: str, note: str) -> None:
-        rows.append(rate_row(num, what, ours, theirs, theirs_name, n_ops, unit=unit,
-                             notes=note + "; ratio = crdtkv / pycrdt (> 1: crdtkv faster)"))
-
-    pyc_row("8a", "put, new keys", fresh["put"], fresh["pycrdt"],
-            "pycrdt `Map[k] = v` (one transaction)", ops, "ops/s",
-            f"{ops:,} new keys into an empty store / map, best of {repeats}")
-    pyc_row("8b", "get, existing keys", get["store"], get["pycrdt"], "pycrdt `Map.get(k)` (no transaction)",
-            ops, "ops/s", f"{ops:,} random keys of {n:,}, best of {repeats}")
-    pyc_row("8c", f"delta since a version / state vector ({CHANGED_KEYS:,} changed of {n:,})",
-            delta["delta"], delta["pycrdt"], "pycrdt `doc.get_update(state_vector)`", 1, "calls/s",
-            "crdtkv returns a Delta object, pycrdt returns encoded bytes")
-    encoded_size = delta["delta+encode"].summary
-    pyc_size = len(pdoc.get_update(pyc_sv)) if delta["pycrdt"].ok else None
-    pyc_row("8d", "delta since ..., encoded to bytes", delta["delta+encode"], delta["pycrdt"],
-            "pycrdt `doc.get_update(state_vector)`", 1, "calls/s",
-            f"`encode_delta(delta_since(vv))`: {encoded_size} bytes; pycrdt update: {pyc_size} bytes")
-    if pycrdt_build_error:
-        rows.append(Row("8e", f"build {n:,} keys (one run)", fmt_time(t_store_build), "pycrdt",
-                        "ERROR", "n/a", notes=pycrdt_build_error))
+    # 8. pycrdt side by side
+    versus = "; ratio = crdtkv / pycrdt (> 1: crdtkv faster)"
+    rows.append(
+        rate_row(
+            "8a",
+            "put, new keys",
+            fresh["put"],
+            fresh["pycrdt"],
+            "pycrdt `Map[k] = v` (one transaction)",
+            ops=ops,
+            notes=f"{ops:,} new keys into an empty store / map, best of {2 * repeats}" + versus,
+        )
+    )
+    rows.append(
+        rate_row(
+            "8b",
+            "get, existing keys",
+            get["store"],
+            get["pycrdt"],
+            "pycrdt `Map.get(k)` (no transaction)",
+            ops=ops,
+            notes=f"{ops:,} random keys of {n:,}, best of {2 * repeats}" + versus,
+        )
+    )
+    rows.append(
+        rate_row(
+            "8c",
+            f"delta since a version / state vector ({CHANGED_KEYS:,} changed of {n:,})",
+            delta["delta"],
+            delta["pycrdt"],
+            "pycrdt `doc.get_update(state_vector)`",
+            ops=1,
+            unit="calls/s",
+            notes="crdtkv returns a Delta object, pycrdt encoded bytes" + versus,
+        )
+    )
+    rows.append(
+        rate_row(
+            "8d",
+            "delta since ..., encoded to bytes",
+            delta["delta+encode"],
+            delta["pycrdt"],
+            "pycrdt `doc.get_update(state_vector)`",
+            ops=1,
+            unit="calls/s",
+            notes=f"`encode_delta(delta_since(vv))`: {delta['delta+encode'].summary} bytes; "
+            f"pycrdt update: {pycrdt_update_size} bytes" + versus,
+        )
+    )
+    times = fx.build_times
+    context = (
+        f"for context: plain dict {fmt_time(times['dict'])}, all-counter store {fmt_time(times['counters'])}"
+    )
+    if fx.pycrdt_error and math.isnan(times["pycrdt"]):
+        rows.append(
+            Row(
+                "8e",
+                f"build {n:,} keys (one run)",
+                fmt_rate(n / times["store"]),
+                "pycrdt",
+                "ERROR",
+                "n/a",
+                notes=fx.pycrdt_error,
+            )
+        )
     else:
-        rows.append(Row(
-            "8e", f"build {n:,} keys (one run, not best-of)", fmt_rate(n / t_store_build),
-            f"pycrdt `Map[k] = v`, transactions of {PYCRDT_BATCH:,}", fmt_rate(n / t_pycrdt_build),
-            fmt_ratio(t_pycrdt_build / t_store_build),
-            notes=f"crdtkv {fmt_time(t_store_build)}, pycrdt {fmt_time(t_pycrdt_build)}; "
-            f"for context a plain dict: {fmt_time(t_dict_build)}, an all-counter store: {fmt_time(t_ctr_build)}",
-        ))
-
-    del store, counters, big, wrapped, pdoc, pmap, get, existing, fresh, delta
-    gc.unfreeze()
-    gc.collect()
+        rows.append(
+            Row(
+                "8e",
+                f"build {n:,} keys (one run, not best-of)",
+                fmt_rate(n / times["store"]),
+                f"pycrdt `Map[k] = v`, transactions of {PYCRDT_BATCH:,}",
+                fmt_rate(n / times["pycrdt"]),
+                fmt_ratio(times["pycrdt"] / times["store"]),
+                notes=f"crdtkv {fmt_time(times['store'])}, pycrdt {fmt_time(times['pycrdt'])}; {context}"
+                + versus,
+            )
+        )
 
 
 def bench_wire(rows: list[Row]) -> None:
@@ -604,17 +871,30 @@ def bench_wire(rows: list[Row]) -> None:
     per = len(many) / WIRE_ENTRIES
     raw_per = len(raw_many) / WIRE_ENTRIES
     marginal = (len(many) - len(one)) / (WIRE_ENTRIES - 1)
-    rows.append(Row(
-        "6a", f"bytes per LWW delta entry ({WIRE_ENTRIES:,}-entry delta / {WIRE_ENTRIES:,})",
-        f"{per:.1f} B/entry", "plain `cbor2.dumps([[k, v], ...])`", f"{raw_per:.1f} B/entry",
-        fmt_ratio(per / raw_per), "<= 60 B/entry", met(per <= WIRE_GOAL),
-        f"9-char keys, 11-char values; {len(many):,} bytes in all; marginal {marginal:.1f} B/entry",
-    ))
-    rows.append(Row(
-        "6b", "size of a 1-entry delta (with headers)", f"{len(one)} B", "plain `cbor2.dumps([[k, v]])`",
-        f"{len(raw_one)} B", fmt_ratio(len(one) / len(raw_one)),
-        notes=f"store name {store.name!r}, origin {len(store.origin)} chars (sent once per message)",
-    ))
+    rows.append(
+        Row(
+            "6a",
+            f"bytes per LWW delta entry ({WIRE_ENTRIES:,}-entry delta / {WIRE_ENTRIES:,})",
+            f"{per:.1f} B/entry",
+            "plain `cbor2.dumps([[k, v], ...])`",
+            f"{raw_per:.1f} B/entry",
+            fmt_ratio(per / raw_per),
+            "<= 60 B/entry",
+            met(per <= WIRE_GOAL),
+            f"9-char keys, 11-char values; {len(many):,} bytes in all; marginal {marginal:.1f} B/entry",
+        )
+    )
+    rows.append(
+        Row(
+            "6b",
+            "size of a 1-entry delta (with headers)",
+            f"{len(one)} B",
+            "plain `cbor2.dumps([[k, v]])`",
+            f"{len(raw_one)} B",
+            fmt_ratio(len(one) / len(raw_one)),
+            notes=f"store name {store.name!r}, origin {len(store.origin)} chars (sent once per message)",
+        )
+    )
 
 
 def _traced(build: Callable[[], Any]) -> tuple[int, Any]:
@@ -666,7 +946,8 @@ def bench_memory(n: int, rows: list[Row]) -> None:
         del obj
         total, obj = _traced(build_registers)
         reg_over = (total - key_bytes - value_bytes) / n
-        reg_rows = obj._state.log_rows()
+        log_rows = getattr(obj._state, "log_rows", None)
+        reg_rows = f"{log_rows():,}" if callable(log_rows) else "n/a"
         del obj
         total, obj = _traced(build_counters)
         ctr_over = (total - key_bytes) / n
@@ -677,28 +958,74 @@ def bench_memory(n: int, rows: list[Row]) -> None:
         f"N = {n:,}; key strings {key_bytes / n:.1f} B/key and value strings {value_bytes / n:.1f} B/key "
         "measured separately and subtracted"
     )
-    rows.append(Row(
-        "7a", "memory per key beyond key and value (str registers)", f"{reg_over:.1f} B/key",
-        "plain dict, same keys / values", f"{dict_over:.1f} B/key", fmt_ratio(reg_over / dict_over),
-        "< 300 B/key", met(reg_over < MEMORY_GOAL), f"{strings}; change-log rows: {reg_rows:,}",
-    ))
-    rows.append(Row(
-        "7b", "memory per key beyond key (all counters, `incr(k, 1)` once)", f"{ctr_over:.1f} B/key",
-        "plain dict, same keys / values", f"{dict_over:.1f} B/key", fmt_ratio(ctr_over / dict_over),
-        "- (no goal)", "n/a", "key strings subtracted; no value strings",
-    ))
+    rows.append(
+        Row(
+            "7a",
+            "memory per key beyond key and value (str registers)",
+            f"{reg_over:.1f} B/key",
+            "plain dict, same keys / values",
+            f"{dict_over:.1f} B/key",
+            fmt_ratio(reg_over / dict_over),
+            "< 300 B/key",
+            met(reg_over < MEMORY_GOAL),
+            f"{strings}; change-log rows: {reg_rows}",
+        )
+    )
+    rows.append(
+        Row(
+            "7b",
+            "memory per key beyond key (all counters, `incr(k, 1)` once)",
+            f"{ctr_over:.1f} B/key",
+            "plain dict, same keys / values",
+            f"{dict_over:.1f} B/key",
+            fmt_ratio(ctr_over / dict_over),
+            "- (no goal)",
+            "n/a",
+            "key strings subtracted; no value strings",
+        )
+    )
+
+
+def crdtkv_revision() -> str:
+    """The git commit of the crdtkv tree being measured, and whether crdtkv/ has local edits."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(crdtkv.__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "crdtkv"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "git revision unknown"
+    edited = [line[3:] for line in dirty if line.strip()]
+    return f"git {head}" + (f" + uncommitted edits to {', '.join(edited)}" if edited else ", crdtkv/ clean")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--keys", type=int, default=None,
-                        help=f"N, keys in the large store / map (default {DEFAULT_KEYS:,})")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"N = {QUICK_KEYS:,} (unless --keys) and {QUICK_REPEATS} repeats")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help=f"repeats per timing, best kept (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})")
-    parser.add_argument("--ops", type=int, default=DEFAULT_OPS,
-                        help=f"operations per timed get/put/incr loop, capped at N (default {DEFAULT_OPS:,})")
+    parser.add_argument(
+        "--keys", type=int, default=None, help=f"N, keys in the large store / map (default {DEFAULT_KEYS:,})"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"N = {QUICK_KEYS:,} (unless --keys) and {QUICK_REPEATS} repeats"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"repeats per timing, best kept (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})",
+    )
+    parser.add_argument(
+        "--ops",
+        type=int,
+        default=DEFAULT_OPS,
+        help=f"operations per timed get/put/incr loop, capped at N (default {DEFAULT_OPS:,})",
+    )
     args = parser.parse_args(argv)
     n = args.keys if args.keys is not None else (QUICK_KEYS if args.quick else DEFAULT_KEYS)
     repeats = args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
@@ -706,6 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--keys must be at least {CHANGED_KEYS:,}; --repeats and --ops at least 1")
     cfg = Config(keys=n, ops=min(args.ops, n), repeats=repeats, merge_entries=MERGE_ENTRIES)
 
+    revision = crdtkv_revision()  # the code was imported just now: record which
     started = time.perf_counter()
     rows: list[Row] = []
     notes: list[str] = []
@@ -715,22 +1043,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.sort(key=lambda r: (r.num[0], r.num))
     elapsed = time.perf_counter() - started
 
-    try:
-        import pycrdt
-
-        pycrdt_version = getattr(pycrdt, "__version__", "?")
-    except Exception:
-        pycrdt_version = "not importable"
+    versions = {}
+    for dist in ("cbor2", "pycrdt"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
     print(
-        f"crdtkv bench/local_ops.py: Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"crdtkv {crdtkv.__version__} ({revision}) bench/local_ops.py: Python {platform.python_version()} "
+        f"({platform.python_implementation()}), "
         f"machine {platform.machine()}, {os.cpu_count()} CPUs, N = {n:,} keys, "
-        f"cbor2 {getattr(cbor2, '__version__', '?')}, pycrdt {pycrdt_version}"
+        f"cbor2 {versions['cbor2']}, pycrdt {versions['pycrdt']}"
     )
     print()
     print(
-        f"Each timing is the best of {repeats} repeats, the variants of each comparison run round-robin; "
+        f"Each timing is the best of {repeats} repeats ({2 * repeats} for the get/put/incr loops of rows "
+        "1-3 and 8a-8b; rows 2c/3c/8e are single runs), the variants of each comparison run round-robin; "
         f"get/put/incr loops do {cfg.ops:,} operations each; the merged delta has {cfg.merge_entries:,} "
-        "entries. The cyclic gc is disabled during every timed region, for measured operations and "
+        "entries. Operations on existing keys (rows 1, 2b, 2c, 3a, 3c, 8b) and their baselines are each "
+        "timed right after an untimed warm-up run of the same loop, so each finds its own data in cache; "
+        "operations on new keys run into fresh, empty containers built outside the timing. "
+        "The cyclic gc is disabled during every timed region, for measured operations and "
         "baselines alike. Ratio = crdtkv rate / baseline rate (for sizes: crdtkv size / baseline size)."
     )
     print()

@@ -34,13 +34,19 @@ class OriginLog:
     def __len__(self) -> int:
         return len(self.latest)
 
-    def record(self, key: str, stamp: int) -> None:
-        """Note that ``key`` now carries this origin's dot ``stamp``."""
+    def record(self, rows: list[tuple[int, str]]) -> None:
+        """Record many ``(stamp, key)`` rows, given in stamp order.
+
+        Rows newer than everything logged keep the log in order, so a bulk
+        merge into a replica that is behind costs no re-sort later.
+        """
         latest = self.latest
-        latest.pop(key, None)
-        if self.ordered and latest and stamp < next(reversed(latest.values())):
+        for _, key in rows:
+            latest.pop(key, None)
+        if self.ordered and rows and latest and rows[0][0] < next(reversed(latest.values())):
             self.ordered = False
-        latest[key] = stamp
+        for stamp, key in rows:
+            latest[key] = stamp
 
     def forget(self, key: str) -> None:
         """Note that ``key`` no longer carries a dot of this origin."""

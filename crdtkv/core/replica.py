@@ -30,6 +30,9 @@ from .entry import (
 )
 from .hlc import HybridClock
 
+#: Log rows to add after a merge: origin -> [(stamp, key)].
+_Pending = dict[str, list[tuple[int, str]]]
+
 
 class ReplicaState:
     """The CRDT state of one replica of one named store."""
@@ -54,12 +57,12 @@ class ReplicaState:
             log = self._logs[origin] = OriginLog()
         return log
 
-    def _note_dots(self, key: str, before: dict[str, int], entry: Entry) -> None:
-        """Log the dots ``entry`` gained since it had ``before``."""
+    def _note_dots(self, key: str, before: dict[str, int], entry: Entry, pending: _Pending) -> None:
+        """Queue log rows for the dots ``entry`` gained since it had ``before``."""
         after = dots(entry)
         for origin, stamp in after.items():
             if before.get(origin, 0) < stamp:
-                self._log(origin).record(key, stamp)
+                pending.setdefault(origin, []).append((stamp, key))
         for origin in before:
             if origin not in after:
                 self._logs[origin].forget(key)
@@ -188,7 +191,8 @@ class ReplicaState:
         for immediate, synchronous encoding.
         """
         if copy:
-            items = [(key, entry.copy()) for key, entry in self.entries.items()]
+            with collector_paused(len(self.entries)):
+                items = [(key, entry.copy()) for key, entry in self.entries.items()]
         else:
             items = list(self.entries.items())
         return Delta(self.name, dict(self.vv), items)
@@ -219,8 +223,10 @@ class ReplicaState:
         return changed
 
     def _join_all(self, delta: Delta) -> int:
+        """Join every entry of ``delta``; log the new dots in stamp order per origin."""
         changed = 0
         entries = self.entries
+        pending: _Pending = {}
         for key, remote in delta.entries:
             local = entries.get(key)
             if local is None:
@@ -228,11 +234,11 @@ class ReplicaState:
                     entries[key] = Entry(
                         remote.stamp, remote.writer, remote.value, remote.expires, remote.meta
                     )
-                    self._log(remote.writer).record(key, remote.stamp)
+                    pending.setdefault(remote.writer, []).append((remote.stamp, key))
                 else:
                     local = entries[key] = Entry(0, "", TOMBSTONE)
                     join_into(local, remote)
-                    self._note_dots(key, {}, local)
+                    self._note_dots(key, {}, local, pending)
                 changed += 1
             elif local.counter is None and remote.counter is None:
                 # the common case, two plain registers: no dot maps needed
@@ -240,13 +246,16 @@ class ReplicaState:
                     if local.stamp:
                         self._logs[local.writer].forget(key)
                     join_into(local, remote)
-                    self._log(local.writer).record(key, local.stamp)
+                    pending.setdefault(local.writer, []).append((local.stamp, key))
                     changed += 1
             else:
                 before = dict(dots(local))
                 if join_into(local, remote):
-                    self._note_dots(key, before, local)
+                    self._note_dots(key, before, local, pending)
                     changed += 1
+        for origin, rows in pending.items():
+            rows.sort()
+            self._log(origin).record(rows)
         return changed
 
     def digest(self) -> str:
