@@ -92,3 +92,30 @@ class ClockSkewError(RemoteError, ValueError):
     The whole batch carrying it is rejected, so one bad clock cannot push every
     replica's hybrid logical clock into the future.
     """
+
+
+# -- links and protocol ----------------------------------------------------------
+
+
+class TransportError(CrdtKvError):
+    """A transport could not carry a message."""
+
+
+class ConnectFailed(TransportError, ConnectionError):
+    """Dialing a peer failed (refused, unreachable, timed out, unknown scheme)."""
+
+
+class LinkClosed(TransportError, ConnectionError):
+    """The link is closed; ``reason`` says why when it is known."""
+
+    def __init__(self, reason: str = "link closed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProtocolError(RemoteError):
+    """A peer broke the replication protocol; its link is closed."""
+
+
+class AuthenticationFailed(ProtocolError):
+    """A peer or client failed the shared-secret challenge."""

@@ -1,0 +1,113 @@
+"""The transport interface: how replicas move whole messages between processes.
+
+A transport is tiny and anyio-shaped. A :class:`Connection` is an ordered,
+reliable-while-open stream of whole messages (``bytes``), with one verb per
+method. ``crdtkv`` finds transports by URL scheme through the
+``crdtkv.transports`` entry-point group, so a third-party package can add one;
+the transports shipped with crdtkv live in the top-level ``transports``
+package. Transports depend on ``crdtkv``, never the reverse.
+
+Errors: every method raises only :class:`~crdtkv.errors.LinkClosed` (the link
+is gone, for any reason, including a message over the size limit or a failed
+keepalive) and, for :meth:`Transport.connect`,
+:class:`~crdtkv.errors.ConnectFailed`. No library exception escapes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from .core.limits import MIB
+from .errors import ConnectFailed
+
+ENTRY_POINT_GROUP = "crdtkv.transports"
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """Limits and timeouts every transport honours (where it applies)."""
+
+    #: Largest message accepted; a larger one closes the link.
+    max_message_bytes: int = 1 * MIB
+    #: Messages buffered on receipt before the sender is slowed down.
+    max_queue: int = 16
+    #: Transport-level keepalive (WebSocket ping); None disables it.
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    #: How long dialing may take.
+    connect_timeout: float = 10.0
+    #: TLS for ``wss://``: client context for connect, server context for listen.
+    ssl_context: ssl.SSLContext | None = None
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """One open link: whole messages in, whole messages out."""
+
+    @property
+    def remote(self) -> str:
+        """A human-readable description of the other end (for logs)."""
+        ...
+
+    async def send(self, message: bytes) -> None:
+        """Send one message; waits while the link applies backpressure."""
+        ...
+
+    async def receive(self) -> bytes:
+        """Receive the next message; raises LinkClosed once the link is gone."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the link (idempotent; never raises)."""
+        ...
+
+
+class Listener(Protocol):
+    """A listening endpoint, serving each accepted connection with the handler."""
+
+    @property
+    def url(self) -> str:
+        """The URL peers can dial (with the real port if port 0 was asked for)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop accepting and close every connection it accepted (idempotent)."""
+        ...
+
+
+#: Serves one accepted connection; the transport closes it when this returns.
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """A way to dial and to listen for one or more URL schemes."""
+
+    async def connect(self, url: str, settings: TransportSettings) -> Connection:
+        """Dial ``url``; raises ConnectFailed."""
+        ...
+
+    async def listen(self, url: str, handler: Handler, settings: TransportSettings) -> Listener:
+        """Start serving ``url`` in the background; returns once it accepts connections."""
+        ...
+
+
+def scheme_of(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def find_transport(url: str, overrides: dict[str, Transport] | None = None) -> Transport:
+    """The transport registered for ``url``'s scheme (``overrides`` first)."""
+    scheme = scheme_of(url)
+    if overrides and scheme in overrides:
+        return overrides[scheme]
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name == scheme:
+            factory = point.load()
+            transport: Transport = factory()
+            return transport
+    raise ConnectFailed(f"no transport for URL scheme {scheme!r} in {url!r} (is it installed?)")
