@@ -108,7 +108,7 @@ class KvStore:
             replica_id = _check_replica_id(replica_id)
             origin = replica_id + INCARNATION_SEPARATOR + secrets.token_hex(4)
         hybrid = HybridClock(time.time_ns if clock is None else clock, limits.max_clock_skew)
-        return cls(ReplicaState(name, origin, hybrid), replica_id, limits)
+        return cls(ReplicaState(name, origin, hybrid, limits), replica_id, limits)
 
     @classmethod
     def from_snapshot(

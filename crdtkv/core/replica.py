@@ -12,6 +12,8 @@ holds all of that origin's operations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..errors import StoreMismatch, WrongType
 from .bulk import collector_paused
 from .changelog import OriginLog
@@ -29,6 +31,7 @@ from .entry import (
     resolve,
 )
 from .hlc import HybridClock
+from .limits import DEFAULT_LIMITS, Limits
 
 #: Log rows to add after a merge: origin -> [(stamp, key)].
 _Pending = dict[str, list[tuple[int, str]]]
@@ -37,8 +40,9 @@ _Pending = dict[str, list[tuple[int, str]]]
 class ReplicaState:
     """The CRDT state of one replica of one named store."""
 
-    def __init__(self, name: str, origin: str, clock: HybridClock) -> None:
+    def __init__(self, name: str, origin: str, clock: HybridClock, limits: Limits = DEFAULT_LIMITS) -> None:
         self.name = name
+        self.limits = limits
         #: the id this replica's operations are stamped with
         self.origin = origin
         self.clock = clock
@@ -48,6 +52,8 @@ class ReplicaState:
         self._logs: dict[str, OriginLog] = {origin: OriginLog()}
         self._own_log = self._logs[origin]
         self._digest: str | None = None
+        #: called (with no arguments) after every change, local or merged
+        self.listeners: list[Callable[[], None]] = []
 
     # -- change tracking ---------------------------------------------------------
 
@@ -66,6 +72,10 @@ class ReplicaState:
         for origin in before:
             if origin not in after:
                 self._logs[origin].forget(key)
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     # -- local operations -----------------------------------------------------------
 
@@ -98,6 +108,8 @@ class ReplicaState:
         own[key] = stamp
         self.vv[origin] = stamp
         self._digest = None
+        if self.listeners:
+            self._notify()
         return stamp
 
     def delete(self, key: str) -> bool:
@@ -138,6 +150,8 @@ class ReplicaState:
         own[key] = stamp
         self.vv[origin] = stamp
         self._digest = None
+        if self.listeners:
+            self._notify()
         return counter.value()
 
     def lookup(self, key: str, default: object) -> object:
@@ -214,12 +228,16 @@ class ReplicaState:
         with collector_paused(len(delta.entries)):
             changed = self._join_all(delta)
         vv = self.vv
+        grew = False
         for origin, stamp in delta.vv.items():
             if vv.get(origin, 0) < stamp:
                 vv[origin] = stamp
+                grew = True
         self.clock.observe(top)
         if changed:
             self._digest = None
+        if changed or grew:
+            self._notify()
         return changed
 
     def _join_all(self, delta: Delta) -> int:

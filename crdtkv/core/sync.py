@@ -1,0 +1,503 @@
+"""The replication protocol as a sans-I/O state machine (one per link).
+
+A :class:`Session` is fed the messages that arrive on a link
+(:meth:`Session.receive`) and asked for the messages to send
+(:meth:`Session.outgoing`); time is passed in. It never raises on remote
+garbage: a malformed message, a failed challenge, a stamp from a clock too far
+ahead or a message out of turn closes the session with a reason code, and the
+shell closes the link.
+
+Handshake (the listener never reveals anything before the dialer has proved
+the shared secret)::
+
+    listener -> dialer    Challenge(nonce_l)
+    dialer   -> listener  Hello(store, origin, role, nonce_d, proof_d, vv_d)
+    listener -> dialer    Hello(store, origin, peer, nonce_l, proof_l, vv_l)
+
+``proof_d = HMAC(secret, "dial" | nonce_l | nonce_d | store | origin | role)`` and
+``proof_l`` likewise with "listen", each bound to the other side's fresh nonce,
+so a recorded proof is useless on a new connection and cannot be reflected.
+Without a secret the proofs are empty; a side with a secret refuses a peer
+whose proof is empty or wrong.
+
+Replication is state-based: a session keeps ``sent`` (what the peer is known
+or assumed to hold) and sends ``delta_since(sent)`` whenever the store has
+changed and the batching window has passed, split into parts that fit a
+message. Nothing is queued per change, so a slow peer costs no memory: it just
+receives a larger batch later. A receiver adopts the sender's version vector
+only when it holds the batch's ``base`` and has every part (in any order), so drops,
+duplicates and reordering never make it claim what it lacks. Acks carry the
+receiver's version vector; if none comes for ``resync_after`` while batches
+are unacknowledged, ``sent`` rewinds to the last ack and the gap is resent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import cbor2
+
+from ..errors import ClockSkewError, DecodeError, StoreMismatch
+from .codec import Delta, decode_delta, encode_delta
+from .messages import (
+    CLOSE_AUTH,
+    CLOSE_CLOCK,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL,
+    CLOSE_STORE,
+    CLOSE_TIMEOUT,
+    CLOSE_VERSION,
+    NONCE_BYTES,
+    PROTOCOL_VERSION,
+    ROLE_CLIENT,
+    ROLE_PEER,
+    Ack,
+    Challenge,
+    Close,
+    Deltas,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Request,
+    Response,
+    VersionVector,
+    decode_message,
+    encode_message,
+)
+from .replica import ReplicaState
+
+#: Room left in a message for everything around the delta payload.
+_FRAME_OVERHEAD: Final = 4096
+#: Unconfirmed batches a peer may lag behind before it is resynced from its acks.
+MAX_PENDING_BATCHES: Final = 64
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Protocol timing; every value in seconds."""
+
+    #: Wait this long after a change before sending, to batch changes.
+    batch_window: float = 0.002
+    #: Send a ping after this long without sending anything.
+    keepalive_interval: float = 5.0
+    #: Close the link after this long without receiving anything.
+    keepalive_timeout: float = 15.0
+    #: Close the link if the handshake is not done within this.
+    handshake_timeout: float = 10.0
+    #: Resend from the last acknowledged state after this long without an ack.
+    resync_after: float = 5.0
+    #: Keys per delta part before size-based splitting.
+    keys_per_part: int = 4096
+
+
+# -- events for the shell ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The handshake completed."""
+
+    peer_origin: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A batch part was merged into the store."""
+
+    changed: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class RequestReceived:
+    request: Request
+
+
+@dataclass(frozen=True)
+class ResponseReceived:
+    response: Response
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The session is over; ``by_peer`` tells whether the peer closed it."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+
+Event = Opened | Applied | RequestReceived | ResponseReceived | Closed
+
+
+def make_proof(secret: bytes, side: str, their_nonce: bytes, my_nonce: bytes, hello: Hello) -> bytes:
+    """HMAC-SHA256 binding the sender's claims to both fresh nonces."""
+    claims = cbor2.dumps([side, their_nonce, my_nonce, hello.store, hello.origin, hello.role])
+    return hmac.new(secret, b"crdtkv-auth-v1" + claims, hashlib.sha256).digest()
+
+
+def _dominates(mine: VersionVector, other: VersionVector) -> bool:
+    return all(mine.get(origin, 0) >= stamp for origin, stamp in other.items())
+
+
+def _join(into: VersionVector, other: VersionVector) -> None:
+    for origin, stamp in other.items():
+        if into.get(origin, 0) < stamp:
+            into[origin] = stamp
+
+
+class _Batch:
+    """A batch being sent: its keys, cut into parts as it goes out."""
+
+    def __init__(self, number: int, keys: list[str], base: VersionVector, vv: VersionVector) -> None:
+        self.number = number
+        self.keys = keys
+        self.base = base
+        self.vv = vv
+        self.position = 0
+        self.index = 0
+
+
+_AWAIT_CHALLENGE: Final = "await-challenge"
+_AWAIT_HELLO: Final = "await-hello"
+_OPEN: Final = "open"
+_CLOSED: Final = "closed"
+
+
+class Session:
+    """One end of one link, replicating ``state`` or serving a client."""
+
+    def __init__(
+        self,
+        state: ReplicaState,
+        *,
+        dialer: bool,
+        now: float,
+        secret: bytes | None = None,
+        role: str = ROLE_PEER,
+        settings: SyncSettings | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.state = state
+        self.dialer = dialer
+        self.role = role
+        self.secret = secret
+        self.settings = settings or SyncSettings()
+        self.limits = state.limits
+        self._random_bytes = random_bytes
+        self._nonce = random_bytes(NONCE_BYTES)
+        self._peer_nonce = b""
+        self._outbox: list[bytes] = []
+        self._phase = _AWAIT_CHALLENGE if dialer else _AWAIT_HELLO
+        self.peer_origin: str | None = None
+        self.peer_role: str | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        # replication bookkeeping
+        self.sent: VersionVector = {}
+        self.acked: VersionVector = {}
+        self._dirty = True
+        self._dirty_since = now
+        self._batch: _Batch | None = None
+        self._batch_number = 0
+        #: (sent at, vv) of batches sent but not yet covered by an ack, oldest first
+        self._pending: deque[tuple[float, VersionVector]] = deque()
+        self._rx_batch: int | None = None
+        self._rx_seen: set[int] | None = None
+        self._rx_total: int | None = None
+        # timers
+        self._started = now
+        self._last_sent = now
+        self._last_received = now
+        self._ping_token = 0
+        #: statistics for operators and tests
+        self.stats = {
+            "parts_sent": 0,
+            "bytes_sent": 0,
+            "entries_sent": 0,
+            "entries_received": 0,
+            "resyncs": 0,
+        }
+        if not dialer:
+            self._send(Challenge(self._nonce))
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._phase == _OPEN
+
+    @property
+    def closed(self) -> bool:
+        return self._phase == _CLOSED
+
+    @property
+    def replicating(self) -> bool:
+        return self._phase == _OPEN and self.role == ROLE_PEER and self.peer_role == ROLE_PEER
+
+    # -- input -----------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[Event]:
+        """Handle one message from the peer; return what the shell should know."""
+        if self._phase == _CLOSED:
+            return []
+        self._last_received = now
+        try:
+            message = decode_message(data, self.limits)
+            return self._handle(message, now)
+        except DecodeError as exc:
+            return [self._fail(CLOSE_PROTOCOL, f"malformed message: {exc}")]
+        except ClockSkewError as exc:
+            return [self._fail(CLOSE_CLOCK, str(exc))]
+        except StoreMismatch as exc:
+            return [self._fail(CLOSE_STORE, str(exc))]
+
+    def _handle(self, message: Message, now: float) -> list[Event]:
+        if isinstance(message, Close):
+            self._phase = _CLOSED
+            self.close_code, self.close_reason = message.code, message.reason
+            return [Closed(message.code, message.reason, by_peer=True)]
+        if self._phase == _AWAIT_CHALLENGE:
+            if not isinstance(message, Challenge) or len(message.nonce) != NONCE_BYTES:
+                return [self._fail(CLOSE_PROTOCOL, "expected a challenge")]
+            self._peer_nonce = message.nonce
+            self._send(self._hello(ROLE_CLIENT if self.role == ROLE_CLIENT else ROLE_PEER))
+            self._phase = _AWAIT_HELLO
+            return []
+        if self._phase == _AWAIT_HELLO:
+            if not isinstance(message, Hello):
+                return [self._fail(CLOSE_PROTOCOL, "expected a hello")]
+            return self._on_hello(message, now)
+        # open
+        if isinstance(message, Ping):
+            self._send(Pong(message.token))
+            return []
+        if isinstance(message, Pong):
+            return []
+        if isinstance(message, Deltas) and self.replicating:
+            return self._on_deltas(message)
+        if isinstance(message, Ack) and self.replicating:
+            _join(self.acked, message.vv)
+            _join(self.sent, message.vv)
+            pending = self._pending
+            while pending and _dominates(self.acked, pending[0][1]):
+                pending.popleft()
+            return []
+        if isinstance(message, Request) and not self.dialer and self.peer_role == ROLE_CLIENT:
+            return [RequestReceived(message)]
+        if isinstance(message, Response) and self.role == ROLE_CLIENT:
+            return [ResponseReceived(message)]
+        return [self._fail(CLOSE_PROTOCOL, f"unexpected {type(message).__name__} message")]
+
+    def _hello(self, role: str) -> Hello:
+        vv = dict(self.state.vv) if role == ROLE_PEER else {}
+        unsigned = Hello(PROTOCOL_VERSION, self.state.name, self.state.origin, role, self._nonce, b"", vv)
+        if self.secret is None:
+            return unsigned
+        side = "dial" if self.dialer else "listen"
+        proof = make_proof(self.secret, side, self._peer_nonce, self._nonce, unsigned)
+        return Hello(unsigned.version, unsigned.store, unsigned.origin, role, self._nonce, proof, vv)
+
+    def _on_hello(self, hello: Hello, now: float) -> list[Event]:
+        if self.secret is not None:
+            side = "listen" if self.dialer else "dial"
+            expected = make_proof(self.secret, side, self._nonce, hello.nonce, hello)
+            if not hmac.compare_digest(expected, hello.proof) or len(hello.nonce) != NONCE_BYTES:
+                return [self._fail(CLOSE_AUTH, "authentication failed")]
+        if hello.version != PROTOCOL_VERSION:
+            return [self._fail(CLOSE_VERSION, f"protocol version {hello.version} is not {PROTOCOL_VERSION}")]
+        if hello.store != self.state.name:
+            return [self._fail(CLOSE_STORE, f"store {hello.store!r} is not {self.state.name!r}")]
+        if hello.role not in (ROLE_PEER, ROLE_CLIENT) or (self.dialer and hello.role != ROLE_PEER):
+            return [self._fail(CLOSE_PROTOCOL, f"unexpected role {hello.role!r}")]
+        if hello.origin == self.state.origin:
+            return [self._fail(CLOSE_PROTOCOL, "connected to itself")]
+        if hello.vv:
+            top = max(hello.vv.values())
+            try:
+                self.state.clock.check(top)
+            except ClockSkewError as exc:
+                return [self._fail(CLOSE_CLOCK, str(exc))]
+        if self.dialer and hello.nonce != self._peer_nonce:
+            return [self._fail(CLOSE_AUTH, "the peer's hello does not answer our challenge")]
+        self._peer_nonce = hello.nonce
+        self.peer_origin = hello.origin
+        self.peer_role = hello.role
+        if not self.dialer:
+            self._send(self._hello(ROLE_PEER))
+        self._phase = _OPEN
+        self.sent = dict(hello.vv)
+        self.acked = dict(hello.vv)
+        self._dirty = True
+        self._dirty_since = now - self.settings.batch_window  # catch up at once
+        return [Opened(hello.origin, hello.role)]
+
+    def _on_deltas(self, part: Deltas) -> list[Event]:
+        """Merge a part; adopt the sender's vv once the whole batch is here."""
+        delta = decode_delta(part.payload, self.limits)
+        their_vv = delta.vv
+        if self._rx_batch is None or part.batch > self._rx_batch:
+            self._rx_batch, self._rx_seen, self._rx_total = part.batch, set(), None
+        adopt = False
+        if part.batch == self._rx_batch and self._rx_seen is not None:
+            self._rx_seen.add(part.index)
+            if part.last:
+                self._rx_total = part.index + 1
+            adopt = (
+                self._rx_total is not None
+                and len(self._rx_seen) == self._rx_total
+                and _dominates(self.state.vv, part.base)
+            )
+        changed = self.state.apply(delta if adopt else Delta(delta.name, {}, delta.entries))
+        # whatever happens to the batch, the sender holds its own vv: never echo it back
+        _join(self.sent, their_vv)
+        self.stats["entries_received"] += len(delta.entries)
+        if adopt:
+            self._rx_seen = None  # done: later duplicates of this batch change nothing
+        if adopt or part.last:
+            self._send(Ack(dict(self.state.vv)))
+        return [Applied(changed, len(delta.entries))]
+
+    # -- output ----------------------------------------------------------------------
+
+    def local_changed(self, now: float) -> None:
+        """The store changed: schedule a batch for the peer."""
+        if not self._dirty:
+            self._dirty = True
+            self._dirty_since = now
+
+    def outgoing(self, now: float) -> list[bytes]:
+        """Messages to send now: control messages first, then at most one delta part."""
+        if self._phase != _CLOSED:
+            self._check_timers(now)
+        if self.replicating:
+            self._maybe_resync(now)
+            part = self._next_part(now)
+            if part is not None:
+                self._send(part)
+        out = self._outbox
+        self._outbox = []
+        if out:
+            self._last_sent = now
+        return out
+
+    def has_more(self, now: float) -> bool:
+        """True if :meth:`outgoing` would produce more right now (a batch in flight)."""
+        return self._batch is not None or bool(self._outbox)
+
+    def next_deadline(self, now: float) -> float:
+        """The latest time at which :meth:`outgoing` must be called again."""
+        settings = self.settings
+        deadlines = []
+        if self._phase in (_AWAIT_CHALLENGE, _AWAIT_HELLO):
+            deadlines.append(self._started + settings.handshake_timeout)
+        elif self._phase == _OPEN:
+            deadlines.append(self._last_sent + settings.keepalive_interval)
+            deadlines.append(self._last_received + settings.keepalive_timeout)
+            if self.replicating:
+                if self._dirty:
+                    deadlines.append(self._dirty_since + settings.batch_window)
+                if self._pending:
+                    deadlines.append(self._pending[0][0] + settings.resync_after)
+        return min(deadlines, default=now + settings.keepalive_interval)
+
+    def _check_timers(self, now: float) -> None:
+        settings = self.settings
+        if self._phase in (_AWAIT_CHALLENGE, _AWAIT_HELLO):
+            if now - self._started >= settings.handshake_timeout:
+                self._fail(CLOSE_TIMEOUT, "handshake timed out")
+            return
+        if now - self._last_received >= settings.keepalive_timeout:
+            self._fail(CLOSE_TIMEOUT, "keepalive timed out")
+        elif now - self._last_sent >= settings.keepalive_interval:
+            self._ping_token += 1
+            self._send(Ping(self._ping_token))
+
+    def _maybe_resync(self, now: float) -> None:
+        """Resend from the last ack when a batch went unconfirmed too long or too many are pending."""
+        pending = self._pending
+        if self._batch is not None or not pending:
+            return
+        if now - pending[0][0] >= self.settings.resync_after or len(pending) > MAX_PENDING_BATCHES:
+            self.sent = dict(self.acked)
+            pending.clear()
+            self._dirty = True
+            self._dirty_since = now - self.settings.batch_window
+            self.stats["resyncs"] += 1
+
+    def _next_part(self, now: float) -> Deltas | None:
+        batch = self._batch
+        if batch is None:
+            if not self._dirty or now - self._dirty_since < self.settings.batch_window:
+                return None
+            self._dirty = False
+            state = self.state
+            if _dominates(self.sent, state.vv):
+                return None
+            keys = sorted(state.changed_keys_since(self.sent))
+            self._batch_number += 1
+            batch = self._batch = _Batch(self._batch_number, keys, dict(self.sent), dict(state.vv))
+        part = self._cut(batch)
+        if part.last:
+            self._batch = None
+            _join(self.sent, batch.vv)
+            self._pending.append((now, dict(self.sent)))
+        return part
+
+    def _cut(self, batch: _Batch) -> Deltas:
+        """Encode the next part of ``batch``: as many keys as fit in one message."""
+        entries = self.state.entries
+        budget = self.limits.max_message_bytes - _FRAME_OVERHEAD - 64 * len(batch.base)
+        count = self.settings.keys_per_part
+        while True:
+            keys = batch.keys[batch.position : batch.position + count]
+            last = batch.position + len(keys) >= len(batch.keys)
+            items = [(key, entries[key]) for key in keys if key in entries]
+            payload = encode_delta(Delta(self.state.name, batch.vv, items))
+            if len(payload) <= budget or count == 1:
+                break
+            count = max(1, count // 2)
+        batch.position += len(keys)
+        part = Deltas(batch.number, batch.index, last, batch.base, payload)
+        batch.index += 1
+        self.stats["parts_sent"] += 1
+        self.stats["bytes_sent"] += len(payload)
+        self.stats["entries_sent"] += len(items)
+        return part
+
+    # -- requests (client links) -----------------------------------------------------
+
+    def request(self, request_id: int, op: str, args: list[Any]) -> None:
+        """Queue a client request (client sessions only, once open)."""
+        self._send(Request(request_id, op, args))
+
+    def respond(self, request_id: int, ok: bool, value: Any) -> None:
+        """Queue the answer to a :class:`RequestReceived`."""
+        self._send(Response(request_id, ok, value))
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "closing") -> None:
+        """Close the session; a Close message is queued for the peer."""
+        if self._phase != _CLOSED:
+            self._fail(code, reason)
+
+    def _fail(self, code: int, reason: str) -> Closed:
+        authenticated = self._phase == _OPEN
+        self._phase = _CLOSED
+        self.close_code, self.close_reason = code, reason
+        self._batch = None
+        if authenticated or code == CLOSE_AUTH or self.dialer:
+            self._outbox.append(encode_message(Close(code, reason)))
+        return Closed(code, reason, by_peer=False)
+
+    def _send(self, message: Message) -> None:
+        self._outbox.append(encode_message(message))

@@ -1,0 +1,236 @@
+"""The sans-I/O replication protocol, driven by a deterministic simulator."""
+
+from __future__ import annotations
+
+import random
+
+import cbor2
+import pytest
+
+from crdtkv import KvStore
+from crdtkv.core.messages import (
+    CLOSE_AUTH,
+    CLOSE_CLOCK,
+    CLOSE_PROTOCOL,
+    CLOSE_STORE,
+    Challenge,
+    Close,
+    Hello,
+    decode_message,
+)
+from crdtkv.core.sync import Applied, Closed, Opened, Session
+
+from ..helpers import FakeClock
+from ..sim import SETTINGS, Faults, Simulation
+
+
+def pair(secret_a=b"s3cret", secret_b=b"s3cret", store_b="sim", clock_b=None):
+    a = KvStore.open("sim", replica_id="a", clock=FakeClock())
+    b = KvStore.open(store_b, replica_id="b", clock=clock_b or FakeClock())
+    dialer = Session(a._state, dialer=True, now=0.0, secret=secret_a, settings=SETTINGS)
+    listener = Session(b._state, dialer=False, now=0.0, secret=secret_b, settings=SETTINGS)
+    return a, b, dialer, listener
+
+
+def shuttle(dialer: Session, listener: Session, now: float = 0.0, rounds: int = 20):
+    """Carry messages both ways until both sides are quiet; return all events."""
+    events, sent_by_listener = [], []
+    for _ in range(rounds):
+        moved = False
+        for data in dialer.outgoing(now):
+            events += listener.receive(data, now)
+            moved = True
+        for data in listener.outgoing(now):
+            sent_by_listener.append(decode_message(data, listener.limits))
+            events += dialer.receive(data, now)
+            moved = True
+        if not moved:
+            break
+    return events, sent_by_listener
+
+
+def test_handshake_and_catch_up_both_ways():
+    a, b, dialer, listener = pair()
+    a.put("x", 1)
+    b.incr("n", 2)
+    events, _ = shuttle(dialer, listener, now=0.1)
+    assert any(isinstance(e, Opened) for e in events)
+    assert dialer.replicating and listener.replicating
+    assert a.digest() == b.digest()
+    assert b.get("x") == 1 and a.get("n") == 2
+
+
+@pytest.mark.parametrize(("secret_a", "secret_b"), [(b"wrong", b"s3cret"), (None, b"s3cret")])
+def test_a_dialer_without_the_secret_learns_nothing(secret_a, secret_b):
+    a, b, dialer, listener = pair(secret_a, secret_b)
+    b.put("secret-data", "x")
+    _events, from_listener = shuttle(dialer, listener, now=0.1)
+    assert listener.closed and listener.close_code == CLOSE_AUTH
+    # the listener sent its challenge and a bare close, nothing about itself
+    assert [type(m) for m in from_listener] == [Challenge, Close]
+    assert from_listener[1].reason == "authentication failed"
+    assert a.get("secret-data") is None
+
+
+def test_a_listener_without_the_secret_is_refused_by_the_dialer():
+    a, b, dialer, listener = pair(b"s3cret", None)
+    a.put("mine", 1)
+    shuttle(dialer, listener, now=0.1)
+    assert dialer.closed and dialer.close_code == CLOSE_AUTH
+    assert b.get("mine") is None
+
+
+def test_a_replayed_hello_fails_on_a_new_connection():
+    _a, b, dialer, listener = pair()
+    recorded = []
+    for data in listener.outgoing(0.0):
+        dialer.receive(data, 0.0)
+    recorded = dialer.outgoing(0.0)  # the dialer's signed hello
+    assert isinstance(decode_message(recorded[0], dialer.limits), Hello)
+    fresh = Session(b._state, dialer=False, now=0.0, secret=b"s3cret", settings=SETTINGS)
+    fresh.outgoing(0.0)
+    events = fresh.receive(recorded[0], 0.0)
+    assert isinstance(events[0], Closed) and events[0].code == CLOSE_AUTH
+
+
+def test_store_name_mismatch_closes_after_authentication():
+    _, _, dialer, listener = pair(store_b="other")
+    shuttle(dialer, listener, now=0.1)
+    assert listener.close_code == CLOSE_STORE
+
+
+def test_a_peer_with_a_clock_far_ahead_is_refused():
+    a, b, dialer, listener = pair(clock_b=FakeClock(+3600))
+    b.put("future", 1)
+    shuttle(dialer, listener, now=0.1)
+    assert CLOSE_CLOCK in (dialer.close_code, listener.close_code)
+    assert a.get("future") is None
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\x01\x02",
+        cbor2.dumps([99, 1]),
+        cbor2.dumps([3, 1, 0, True, [], b"not a delta"]),
+        cbor2.dumps([3, 1, 0, "yes", [], b""]),
+        cbor2.dumps([4, [["o", -5]]]),
+        b"\x81" * 5000,
+        cbor2.dumps([2, 1, "sim", "x", "peer", b"", b"", []]),  # a second hello, out of turn
+    ],
+)
+def test_garbage_from_an_open_peer_closes_the_link_and_changes_nothing(garbage):
+    a, b, dialer, listener = pair()
+    a.put("k", "v")
+    shuttle(dialer, listener, now=0.1)
+    before = b.digest()
+    events = listener.receive(garbage, 0.2)
+    assert isinstance(events[-1], Closed) and events[-1].code == CLOSE_PROTOCOL
+    assert b.digest() == before
+    assert decode_message(listener.outgoing(2.0)[-1], listener.limits) == Close(
+        CLOSE_PROTOCOL, events[-1].reason
+    )
+
+
+def test_random_bytes_never_raise_out_of_a_session():
+    rnd = random.Random(5)
+    for _ in range(500):
+        _a, b, dialer, listener = pair()
+        shuttle(dialer, listener, now=0.1)
+        before = b.digest()
+        data = rnd.randbytes(rnd.randrange(0, 200))
+        listener.receive(data, 0.2)  # must not raise
+        assert b.digest() == before
+
+
+def test_large_catch_up_is_split_into_parts_within_the_message_limit():
+    a, b, dialer, listener = pair()
+    for i in range(3000):
+        a.put(f"key:{i:05d}", "x" * 40)
+    events, _ = shuttle(dialer, listener, now=0.1, rounds=500)
+    parts = [e for e in events if isinstance(e, Applied)]
+    assert len(parts) > 1
+    assert b.digest() == a.digest()
+
+
+# -- the simulator -------------------------------------------------------------------
+
+
+def unique_writes_and_counters(sim: Simulation, rnd: random.Random, ops: int, written: dict, totals: dict):
+    for _ in range(ops):
+        who = rnd.randrange(len(sim.stores))
+        store = sim.stores[who]
+        if rnd.random() < 0.5:
+            key = f"w:{who}:{len(written)}"
+            store.put(key, len(written))
+            written[key] = len(written)
+        else:
+            key = f"c:{rnd.randrange(5)}"
+            by = rnd.randint(-3, 10)
+            store.incr(key, by)
+            totals[key] = totals.get(key, 0) + by
+        sim.step()
+
+
+def check_outcome(sim: Simulation, written: dict, totals: dict) -> None:
+    for store in sim.stores:
+        for key, value in written.items():
+            assert store.get(key) == value
+        for key, total in totals.items():
+            assert store.get(key) == total
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_convergence_through_drops_duplicates_reordering_partition_and_skew(seed):
+    rnd = random.Random(seed)
+    sim = Simulation(
+        4,
+        seed,
+        faults=Faults(drop=0.05, duplicate=0.05, reorder=0.1, delay=(0.001, 0.02)),
+        skews=[rnd.uniform(-20, 20) for _ in range(4)],
+    )
+    written: dict = {}
+    totals: dict = {}
+    unique_writes_and_counters(sim, rnd, 300, written, totals)
+    sim.cut = {0, 1}  # partition: {0, 1} | {2, 3}, writes on both sides
+    unique_writes_and_counters(sim, rnd, 300, written, totals)
+    sim.run(0.5)
+    assert not sim.converged()
+    sim.cut = set()
+    sim.settle()
+    check_outcome(sim, written, totals)
+
+
+@pytest.mark.parametrize("topology", ["chain", "star"])
+def test_deltas_are_forwarded_across_any_connected_topology(topology):
+    sim = Simulation(5, 9, topology=topology, faults=Faults(drop=0.02))
+    rnd = random.Random(9)
+    written: dict = {}
+    totals: dict = {}
+    unique_writes_and_counters(sim, rnd, 400, written, totals)
+    sim.settle()
+    check_outcome(sim, written, totals)
+
+
+def test_catch_up_after_a_partition_sends_only_what_changed():
+    sim = Simulation(2, 4, secret=b"k")
+    big = sim.stores[0]
+    for i in range(5000):
+        big.put(f"k{i}", i)
+    sim.settle()
+    sent_before = sum(
+        link.dialer.stats["entries_sent"] + link.listener.stats["entries_sent"]
+        for link in sim.links
+        if link.dialer
+    )
+    sim.cut = {1}
+    sim.run(3.0)  # long enough for keepalive to close the link
+    for i in range(0, 5000, 50):
+        big.put(f"k{i}", "changed")
+    sim.cut = set()
+    sim.settle()
+    link = sim.links[0]
+    assert link.opened >= 2
+    sent_after = link.dialer.stats["entries_sent"] + link.listener.stats["entries_sent"]
+    assert sent_before >= 5000
+    assert sent_after == 100  # the new session carried exactly the 100 changed keys
