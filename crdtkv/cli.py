@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 from . import demo
+from .client import Client
 from .display import format_value
-from .errors import CrdtKvError
+from .errors import CrdtKvError, NotSupported
+from .node import Node
 from .store import KvStore
 
 
@@ -61,7 +68,112 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return demo.run(total=args.views, rounds=args.rounds, seed=args.seed)
+    return demo.run(total=args.views, seconds=args.seconds, seed=args.seed)
+
+
+def _read_secret(path: str | None) -> bytes | None:
+    """The shared secret from a file (surrounding whitespace ignored)."""
+    if path is None:
+        return None
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise SystemExit(f"crdtkv: cannot read secret file {path}: {exc.strerror}") from exc
+    if not secret:
+        raise SystemExit(f"crdtkv: secret file {path} is empty")
+    return secret
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run a replica node until SIGINT or SIGTERM."""
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    if args.data is not None:
+        raise NotSupported("--data (durable SQLite replicas) is not available in this release")
+    secret = _read_secret(args.secret_file)
+    store = KvStore.open(args.store, replica_id=args.id)
+
+    async def serve() -> None:
+        async with Node(store, listen=args.listen, peers=args.peer, secret=secret) as node:
+            print(f"serving store {store.name!r} as {store.origin} on {node.url}", flush=True)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+        print(f"stopped; digest {store.digest()}", flush=True)
+
+    anyio.run(serve)
+    return 0
+
+
+def _client_command(
+    run: Callable[[Client, argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    """Wrap a client call: connect to ``--node``, run it, map the exit code."""
+
+    def command(args: argparse.Namespace) -> int:
+        async def main() -> int:
+            secret = _read_secret(args.secret_file)
+            async with Client(args.node, store=args.store, secret=secret, timeout=args.timeout) as client:
+                return await run(client, args)
+
+        try:
+            return anyio.run(main)
+        except TimeoutError:
+            print(f"crdtkv: no answer from {args.node} within {args.timeout:g} s", file=sys.stderr)
+            return 2
+
+    return command
+
+
+async def _get(client: Client, args: argparse.Namespace) -> int:
+    found, value = await client.get(args.key)
+    if not found:
+        return 1
+    print(format_value(value))
+    return 0
+
+
+async def _put(client: Client, args: argparse.Namespace) -> int:
+    await client.put(args.key, args.value, ttl=args.ttl)
+    return 0
+
+
+async def _incr(client: Client, args: argparse.Namespace) -> int:
+    print(await client.incr(args.key, args.by))
+    return 0
+
+
+async def _delete(client: Client, args: argparse.Namespace) -> int:
+    await client.delete(args.key)
+    return 0
+
+
+async def _keys(client: Client, args: argparse.Namespace) -> int:
+    for key in await client.keys(args.prefix):
+        print(key)
+    return 0
+
+
+async def _digest(client: Client, args: argparse.Namespace) -> int:
+    print(await client.digest())
+    return 0
+
+
+def _add_client_command(commands: Any, name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--node", required=True, metavar="URL", help="the node to ask, e.g. ws://127.0.0.1:7001"
+    )
+    parser.add_argument("--secret-file", metavar="FILE")
+    parser.add_argument("--store", default="default", help="store name (default: default)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.set_defaults(func=_client_command(run))
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,9 +190,38 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("prefix", nargs="?", default="")
     show.set_defaults(func=cmd_show)
 
+    serve = commands.add_parser("serve", help="run a replica node")
+    serve.add_argument("--id", required=True, help="this replica's id, e.g. london")
+    serve.add_argument(
+        "--listen", metavar="URL", help="where peers and clients connect, e.g. ws://127.0.0.1:7001"
+    )
+    serve.add_argument(
+        "--peer", action="append", default=[], metavar="URL", help="a peer to dial (repeatable)"
+    )
+    serve.add_argument("--data", metavar="PATH", help="SQLite file for a durable replica")
+    serve.add_argument("--secret-file", metavar="FILE", help="file holding the shared secret")
+    serve.add_argument("--store", default="default", help="store name (default: default)")
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    get = _add_client_command(commands, "get", "print a key's value (exit 1 if missing)", _get)
+    get.add_argument("key")
+    put = _add_client_command(commands, "put", "set a key to a string value", _put)
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--ttl", type=float, metavar="SECONDS")
+    incr = _add_client_command(commands, "incr", "add to a counter and print its new value", _incr)
+    incr.add_argument("key")
+    incr.add_argument("by", nargs="?", type=int, default=1)
+    delete = _add_client_command(commands, "del", "delete a key", _delete)
+    delete.add_argument("key")
+    keys = _add_client_command(commands, "keys", "list live keys, one a line", _keys)
+    keys.add_argument("prefix", nargs="?", default="")
+    _add_client_command(commands, "digest", "print the node's state digest", _digest)
+
     run_demo = commands.add_parser("demo", help="three PoPs counting page views two ways")
     run_demo.add_argument("--views", type=int, default=30_000, help="page views in all")
-    run_demo.add_argument("--rounds", type=int, default=20, help="traffic rounds between merges")
+    run_demo.add_argument("--seconds", type=float, default=5.0, help="how long the traffic runs")
     run_demo.add_argument("--seed", type=int, default=2026)
     run_demo.set_defaults(func=cmd_demo)
     return parser

@@ -197,6 +197,8 @@ class Session:
         self._peer_nonce = b""
         self._outbox: list[bytes] = []
         self._phase = _AWAIT_CHALLENGE if dialer else _AWAIT_HELLO
+        #: the peer proved the secret (or none is needed): it may hear why we close
+        self._peer_verified = False
         self.peer_origin: str | None = None
         self.peer_role: str | None = None
         self.close_code: int | None = None
@@ -254,11 +256,11 @@ class Session:
             message = decode_message(data, self.limits)
             return self._handle(message, now)
         except DecodeError as exc:
-            return [self._fail(CLOSE_PROTOCOL, f"malformed message: {exc}")]
+            return [self._fail(CLOSE_PROTOCOL, f"{type(exc).__name__}: {exc}")]
         except ClockSkewError as exc:
-            return [self._fail(CLOSE_CLOCK, str(exc))]
+            return [self._fail(CLOSE_CLOCK, f"ClockSkewError: {exc}")]
         except StoreMismatch as exc:
-            return [self._fail(CLOSE_STORE, str(exc))]
+            return [self._fail(CLOSE_STORE, f"StoreMismatch: {exc}")]
 
     def _handle(self, message: Message, now: float) -> list[Event]:
         if isinstance(message, Close):
@@ -312,6 +314,7 @@ class Session:
             expected = make_proof(self.secret, side, self._nonce, hello.nonce, hello)
             if not hmac.compare_digest(expected, hello.proof) or len(hello.nonce) != NONCE_BYTES:
                 return [self._fail(CLOSE_AUTH, "authentication failed")]
+        self._peer_verified = True
         if hello.version != PROTOCOL_VERSION:
             return [self._fail(CLOSE_VERSION, f"protocol version {hello.version} is not {PROTOCOL_VERSION}")]
         if hello.store != self.state.name:
@@ -325,7 +328,7 @@ class Session:
             try:
                 self.state.clock.check(top)
             except ClockSkewError as exc:
-                return [self._fail(CLOSE_CLOCK, str(exc))]
+                return [self._fail(CLOSE_CLOCK, f"ClockSkewError: {exc}")]
         if self.dialer and hello.nonce != self._peer_nonce:
             return [self._fail(CLOSE_AUTH, "the peer's hello does not answer our challenge")]
         self._peer_nonce = hello.nonce
@@ -491,7 +494,7 @@ class Session:
             self._fail(code, reason)
 
     def _fail(self, code: int, reason: str) -> Closed:
-        authenticated = self._phase == _OPEN
+        authenticated = self._peer_verified
         self._phase = _CLOSED
         self.close_code, self.close_reason = code, reason
         self._batch = None

@@ -1,0 +1,173 @@
+"""``Client``: calls a running node's store over the node protocol (for the CLI and tools)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from . import errors
+from .core.messages import ROLE_CLIENT
+from .core.sync import Closed, Opened, ResponseReceived, Session, SyncSettings
+from .errors import CrdtKvError, LinkClosed, ProtocolError
+from .node import secret_bytes
+from .store import KvStore
+from .transport import Connection, Transport, TransportSettings, find_transport
+
+
+class RemoteCallError(CrdtKvError):
+    """The node refused a request; ``kind`` names the error type it raised."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+class Client:
+    """A client link to one node: ``async with Client(url, secret=...) as client``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        store: str = "default",
+        secret: bytes | str | None = None,
+        timeout: float = 10.0,
+        transports: dict[str, Transport] | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._secret = secret_bytes(secret)
+        self._state = KvStore.open(store)._state  # only its name, id and limits are used
+        self._transport = find_transport(url, transports)
+        self._connection: Connection | None = None
+        self._session: Session | None = None
+        self._next_id = 0
+        self._group: anyio.abc.TaskGroup | None = None
+        self._opened = anyio.Event()
+        self._answers: dict[int, tuple[bool, Any]] = {}
+        self._arrived = anyio.Event()
+        self._closed: Closed | None = None
+
+    async def __aenter__(self) -> Client:
+        with anyio.fail_after(self.timeout):
+            self._connection = await self._transport.connect(self.url, TransportSettings())
+        self._session = Session(
+            self._state,
+            dialer=True,
+            now=time.monotonic(),
+            secret=self._secret,
+            role=ROLE_CLIENT,
+            settings=SyncSettings(handshake_timeout=self.timeout),
+        )
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._receive_loop)
+        try:
+            with anyio.fail_after(self.timeout):
+                await self._opened.wait()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        if self._closed is not None:
+            await self.__aexit__(None, None, None)
+            raise _closed_error(self._closed)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None and self._connection is not None and not self._session.closed:
+            self._session.close()
+            with anyio.move_on_after(1.0, shield=True), contextlib.suppress(LinkClosed):
+                await self._flush()
+        if self._group is not None:
+            self._group.cancel_scope.cancel()
+            await self._group.__aexit__(None, None, None)
+            self._group = None
+        if self._connection is not None:
+            await self._connection.aclose()
+
+    async def _flush(self) -> None:
+        assert self._session is not None and self._connection is not None
+        for data in self._session.outgoing(time.monotonic()):
+            await self._connection.send(data)
+
+    async def _receive_loop(self) -> None:
+        assert self._session is not None and self._connection is not None
+        try:
+            await self._flush()
+            while not self._session.closed:
+                data = await self._connection.receive()
+                for event in self._session.receive(data, time.monotonic()):
+                    if isinstance(event, Opened):
+                        self._opened.set()
+                    elif isinstance(event, ResponseReceived):
+                        answer = event.response
+                        self._answers[answer.id] = (answer.ok, answer.value)
+                        self._arrived.set()
+                    elif isinstance(event, Closed):
+                        self._closed = event
+                await self._flush()
+        except LinkClosed as exc:
+            self._closed = self._closed or Closed(0, exc.reason, by_peer=True)
+        finally:
+            self._opened.set()
+            self._arrived.set()
+
+    async def call(self, op: str, *args: Any) -> Any:
+        """Run ``op`` on the node's store; raise RemoteCallError if it refused."""
+        session = self._session
+        if session is None:
+            raise errors.StoreClosed("the client is not connected")
+        self._next_id += 1
+        request_id = self._next_id
+        session.request(request_id, op, list(args))
+        await self._flush()
+        with anyio.fail_after(self.timeout):
+            while request_id not in self._answers:
+                if self._closed is not None:
+                    raise _closed_error(self._closed)
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+        ok, value = self._answers.pop(request_id)
+        if not ok:
+            kind, message = [*value, "", ""][:2] if isinstance(value, list) else ("Error", str(value))
+            raise RemoteCallError(str(kind), str(message))
+        return value
+
+    async def get(self, key: str) -> tuple[bool, Any]:
+        """``(found, value)`` for ``key``."""
+        found, value = await self.call("get", key)
+        return bool(found), value
+
+    async def put(self, key: str, value: Any, ttl: float | None = None) -> None:
+        await self.call("put", key, value, ttl)
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        result: int = await self.call("incr", key, by)
+        return result
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self.call("del", key))
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        result: list[str] = await self.call("keys", prefix)
+        return result
+
+    async def digest(self) -> str:
+        result: str = await self.call("digest")
+        return result
+
+
+def _closed_error(closed: Closed) -> CrdtKvError:
+    if closed.code == 4001:
+        return errors.AuthenticationFailed(f"the node refused the connection: {closed.reason}")
+    return ProtocolError(f"the node closed the connection (code {closed.code}): {closed.reason}")

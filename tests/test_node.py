@@ -1,0 +1,157 @@
+"""Nodes replicating over real transports: WebSockets on loopback and the in-process network."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+
+from crdtkv import KvStore
+from crdtkv.client import Client, RemoteCallError
+from crdtkv.core.sync import SyncSettings
+from crdtkv.errors import AuthenticationFailed, WrongType
+from crdtkv.node import Node, NodeSettings
+from transports.memory import MemoryNetwork, MemoryTransport
+
+pytestmark = pytest.mark.anyio
+
+SECRET = b"node-test-secret"
+FAST = NodeSettings(
+    sync=SyncSettings(keepalive_interval=0.2, keepalive_timeout=1.0, resync_after=0.3, handshake_timeout=2.0),
+    reconnect_initial=0.02,
+    reconnect_max=0.2,
+)
+
+
+def stores(count: int, name: str = "t") -> list[KvStore]:
+    return [KvStore.open(name, replica_id=f"pop{i}") for i in range(count)]
+
+
+async def converge(*group: KvStore, timeout: float = 20.0) -> None:
+    with anyio.fail_after(timeout):
+        while len({store.digest() for store in group}) > 1:
+            await anyio.sleep(0.01)
+
+
+@pytest.fixture(params=["ws", "memory"])
+def network(request):
+    """(listen URL factory, transports override) for each transport."""
+    if request.param == "ws":
+        return (lambda name: "ws://127.0.0.1:0"), None
+    net = MemoryNetwork(seed=7)
+    return (lambda name: f"memory://{name}"), {"memory": MemoryTransport(net)}
+
+
+async def test_three_nodes_count_every_concurrent_increment(network):
+    url_for, transports = network
+    a, b, c = stores(3)
+    async with (
+        Node(c, listen=url_for("c"), secret=SECRET, transports=transports, settings=FAST) as nc,
+        Node(
+            b, listen=url_for("b"), peers=[nc.url], secret=SECRET, transports=transports, settings=FAST
+        ) as nb,
+        Node(
+            a,
+            listen=url_for("a"),
+            peers=[nb.url, nc.url],
+            secret=SECRET,
+            transports=transports,
+            settings=FAST,
+        ) as na,
+    ):
+        for node in (na, nb, nc):
+            await node.wait_for_peers(2)
+        rnd = random.Random(1)
+        expected = 0
+        for _ in range(300):
+            store = rnd.choice([a, b, c])
+            by = rnd.randint(1, 5)
+            store.incr("views", by)
+            expected += by
+            if rnd.random() < 0.2:
+                await anyio.sleep(0)
+        a.put("flag", True)
+        await converge(a, b, c)
+        assert a.get("views") == b.get("views") == c.get("views") == expected
+        assert c.get("flag") is True
+
+
+async def test_a_chain_forwards_changes_end_to_end(network):
+    url_for, transports = network
+    a, b, c = stores(3)
+    async with (
+        Node(c, listen=url_for("c2"), transports=transports, settings=FAST) as nc,
+        Node(b, listen=url_for("b2"), peers=[nc.url], transports=transports, settings=FAST),
+        Node(a, peers=[], transports=transports, settings=FAST),
+    ):
+        pass  # a is not connected: exercise start/stop with no listener and no peers
+    async with (
+        Node(c, listen=url_for("c3"), transports=transports, settings=FAST) as nc,
+        Node(b, listen=url_for("b3"), peers=[nc.url], transports=transports, settings=FAST) as nb,
+        Node(a, peers=[nb.url], transports=transports, settings=FAST),
+    ):
+        a.put("from-a", 1)
+        c.put("from-c", 3)
+        await converge(a, b, c)
+        assert c.get("from-a") == 1 and a.get("from-c") == 3
+
+
+async def test_convergence_over_a_faulty_in_process_network():
+    net = MemoryNetwork(seed=3)
+    net.drop, net.duplicate, net.reorder, net.delay = 0.05, 0.05, 0.1, (0.0, 0.01)
+    transports = {"memory": MemoryTransport(net)}
+    a, b, c = stores(3)
+    async with (
+        Node(c, listen="memory://fc", transports=transports, settings=FAST) as nc,
+        Node(b, listen="memory://fb", peers=[nc.url], transports=transports, settings=FAST) as nb,
+        Node(a, listen="memory://fa", peers=[nb.url, nc.url], transports=transports, settings=FAST),
+    ):
+        rnd = random.Random(2)
+        expected = 0
+        written = {}
+        for i in range(400):
+            store = rnd.choice([a, b, c])
+            if rnd.random() < 0.5:
+                store.incr("n", 1)
+                expected += 1
+            else:
+                store.put(f"k{i}", i)
+                written[f"k{i}"] = i
+            if i % 20 == 0:
+                await anyio.sleep(0.01)
+        net.partition(["fa"], ["fb", "fc"])
+        a.incr("n", 10)
+        b.incr("n", 20)
+        expected += 30
+        await anyio.sleep(0.3)
+        net.heal()
+        await converge(a, b, c, timeout=30)
+        assert a.get("n") == b.get("n") == c.get("n") == expected
+        assert all(c.get(key) == value for key, value in written.items())
+
+
+async def test_client_calls_and_errors(network):
+    url_for, transports = network
+    store = KvStore.open("t", replica_id="server")
+    async with Node(
+        store, listen=url_for("srv"), secret=SECRET, transports=transports, settings=FAST
+    ) as node:
+        assert node.url is not None
+        async with Client(node.url, store="t", secret=SECRET, transports=transports) as client:
+            await client.put("greeting", "hello")
+            assert await client.get("greeting") == (True, "hello")
+            assert await client.get("nope") == (False, None)
+            assert await client.incr("views", 5) == 5
+            assert await client.keys() == ["greeting", "views"]
+            assert await client.delete("greeting") is True
+            assert await client.digest() == store.digest()
+            with pytest.raises(RemoteCallError) as info:
+                await client.incr("views", "x")  # type: ignore[arg-type]
+            assert info.value.kind == "InvalidArgumentType"
+            store.put("name", "ana")
+            with pytest.raises(RemoteCallError, match=WrongType.__name__):
+                await client.incr("name")
+        with pytest.raises(AuthenticationFailed):
+            async with Client(node.url, store="t", secret=b"wrong", transports=transports):
+                pass
