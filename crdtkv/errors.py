@@ -105,6 +105,10 @@ class ConnectFailed(TransportError, ConnectionError):
     """Dialing a peer failed (refused, unreachable, timed out, unknown scheme)."""
 
 
+class ListenFailed(TransportError, OSError):
+    """A transport could not listen (address in use, bad URL, missing TLS context)."""
+
+
 class LinkClosed(TransportError, ConnectionError):
     """The link is closed; ``reason`` says why when it is known."""
 

@@ -9,8 +9,9 @@ package. Transports depend on ``crdtkv``, never the reverse.
 
 Errors: every method raises only :class:`~crdtkv.errors.LinkClosed` (the link
 is gone, for any reason, including a message over the size limit or a failed
-keepalive) and, for :meth:`Transport.connect`,
-:class:`~crdtkv.errors.ConnectFailed`. No library exception escapes.
+keepalive), :class:`~crdtkv.errors.ConnectFailed` from
+:meth:`Transport.connect` and :class:`~crdtkv.errors.ListenFailed` from
+:meth:`Transport.listen`. No library exception escapes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class TransportSettings:
     ping_timeout: float | None = 20.0
     #: How long dialing may take.
     connect_timeout: float = 10.0
+    #: How long a closing handshake may take before the link is dropped.
+    close_timeout: float = 10.0
     #: TLS for ``wss://``: client context for connect, server context for listen.
     ssl_context: ssl.SSLContext | None = None
 
@@ -92,11 +95,16 @@ class Transport(Protocol):
         ...
 
     async def listen(self, url: str, handler: Handler, settings: TransportSettings) -> Listener:
-        """Start serving ``url`` in the background; returns once it accepts connections."""
+        """Start serving ``url`` in the background; returns once it accepts connections.
+
+        Raises ListenFailed. An exception escaping ``handler`` is logged to
+        ``crdtkv.transport`` and closes that link only.
+        """
         ...
 
 
 def scheme_of(url: str) -> str:
+    """The URL's scheme, lower-cased (``ws``, ``wss``, ``memory``...)."""
     return urlsplit(url).scheme.lower()
 
 
@@ -107,7 +115,10 @@ def find_transport(url: str, overrides: dict[str, Transport] | None = None) -> T
         return overrides[scheme]
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name == scheme:
-            factory = point.load()
+            try:
+                factory = point.load()
+            except ImportError as exc:
+                raise ConnectFailed(f"the transport for {scheme!r} failed to load: {exc}") from exc
             transport: Transport = factory()
             return transport
     raise ConnectFailed(f"no transport for URL scheme {scheme!r} in {url!r} (is it installed?)")
