@@ -4,9 +4,30 @@ Values live in per-key last-writer-wins registers and counters that never lose
 an increment; replicas merge deterministically, in any order.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .core.limits import Limits
 from .store import KvStore
 
+if TYPE_CHECKING:
+    from .client import Client
+    from .node import Node, NodeSettings
+
 __version__ = "0.1.0"
 
-__all__ = ["KvStore", "Limits", "__version__"]
+__all__ = ["Client", "KvStore", "Limits", "Node", "NodeSettings", "__version__"]
+
+# The replication layer (anyio, websockets) loads on first use, so embedding
+# just the store, or the sans-I/O core, pulls in no event loop.
+_LAZY = {"Node": "node", "NodeSettings": "node", "Client": "client"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crdtkv' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __name__), name)
