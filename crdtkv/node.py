@@ -111,14 +111,17 @@ class Node:
 
     async def __aenter__(self) -> Node:
         state = self.store._state
+        dialers = [
+            (url, find_transport(url, self._transports)) for url in self.peers
+        ]  # unknown scheme: fail now
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
             if self.listen_url is not None:
                 transport = find_transport(self.listen_url, self._transports)
                 self._listener = await transport.listen(self.listen_url, self._serve, self.settings.transport)
-            for url in self.peers:
-                self._task_group.start_soon(self._dial_forever, url)
+            for url, transport in dialers:
+                self._task_group.start_soon(self._dial_forever, url, transport)
         except BaseException:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
@@ -169,9 +172,8 @@ class Node:
 
     # -- dialing and serving -----------------------------------------------------------
 
-    async def _dial_forever(self, url: str) -> None:
+    async def _dial_forever(self, url: str, transport: Transport) -> None:
         settings = self.settings
-        transport = find_transport(url, self._transports)
         delay = settings.reconnect_initial
         await anyio.sleep(self._rng.uniform(0, settings.reconnect_initial))
         while True:

@@ -83,3 +83,57 @@ def test_page_views_example_runs():
     assert "incr counter              8,500 (0 increments lost)" in result.stdout
     classic = next(line for line in result.stdout.splitlines() if line.startswith("read-modify-write"))
     assert "(0 increments lost)" not in classic
+
+
+def test_client_commands_against_a_serving_node(tmp_path):
+    from .test_processes import free_ports
+
+    secret = tmp_path / "secret"
+    secret.write_text("cli-secret\n")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-secret\n")
+    port = free_ports(1)[0]
+    url = f"ws://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crdtkv.cli",
+            "serve",
+            "--id",
+            "london",
+            "--listen",
+            url,
+            "--secret-file",
+            str(secret),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("serving store 'default' as london~")
+        node = ["--node", url, "--secret-file", str(secret)]
+        assert crdtkv("put", *node, "greeting", "hello").returncode == 0
+        assert crdtkv("get", *node, "greeting").stdout == "hello\n"
+        missing = crdtkv("get", *node, "nope")
+        assert missing.returncode == 1 and missing.stdout == ""
+        assert crdtkv("incr", *node, "views").stdout == "1\n"
+        assert crdtkv("incr", *node, "views", "41").stdout == "42\n"
+        assert crdtkv("get", *node, "views").stdout == "42\n"
+        assert crdtkv("keys", *node).stdout == "greeting\nviews\n"
+        wrong_type = crdtkv("incr", *node, "greeting")
+        assert wrong_type.returncode == 2 and "WrongType" in wrong_type.stderr
+        assert crdtkv("del", *node, "greeting").returncode == 0
+        assert crdtkv("get", *node, "greeting").returncode == 1
+        assert len(crdtkv("digest", *node).stdout.strip()) == 64
+        refused = crdtkv("get", "--node", url, "--secret-file", str(wrong), "views")
+        assert refused.returncode == 2 and "authentication failed" in refused.stderr
+        nobody = crdtkv("get", "--node", "ws://127.0.0.1:1", "--timeout", "2", "views")
+        assert nobody.returncode == 2 and "ws://127.0.0.1:1" in nobody.stderr
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+    assert server.returncode == 0, stderr
+    assert "Traceback" not in stderr

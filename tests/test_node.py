@@ -155,3 +155,24 @@ async def test_client_calls_and_errors(network):
         with pytest.raises(AuthenticationFailed):
             async with Client(node.url, store="t", secret=b"wrong", transports=transports):
                 pass
+
+
+async def test_a_node_with_an_unknown_peer_scheme_fails_to_start():
+    from crdtkv.errors import ConnectFailed
+
+    with pytest.raises(ConnectFailed, match="no transport"):
+        async with Node(KvStore.open(), peers=["carrier-pigeon://london"]):
+            pass
+
+
+async def test_a_peer_that_is_down_is_redialed_until_it_comes_up():
+    a, b = stores(2)
+    from .test_processes import free_ports
+
+    url = f"ws://127.0.0.1:{free_ports(1)[0]}"
+    async with Node(a, peers=[url], settings=FAST):
+        a.put("early", 1)
+        await anyio.sleep(0.3)  # a few failed dials
+        async with Node(b, listen=url, settings=FAST):
+            await converge(a, b)
+            assert b.get("early") == 1
