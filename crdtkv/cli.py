@@ -17,7 +17,7 @@ import anyio
 from . import demo
 from .client import Client
 from .display import format_value
-from .errors import CrdtKvError, NotSupported
+from .errors import CrdtKvError
 from .node import Node
 from .store import KvStore
 
@@ -93,10 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if not args.verbose:
         logging.getLogger("websockets").setLevel(logging.WARNING)
-    if args.data is not None:
-        raise NotSupported("--data (durable SQLite replicas) is not available in this release")
     secret = _read_secret(args.secret_file)
-    store = KvStore.open(args.store, replica_id=args.id)
+    store = KvStore.open(args.store, replica_id=args.id, path=args.data)
 
     async def serve() -> None:
         async with Node(store, listen=args.listen, peers=args.peer, secret=secret) as node:
@@ -106,7 +104,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     break
         print(f"stopped; digest {store.digest()}", flush=True)
 
-    anyio.run(serve)
+    try:
+        anyio.run(serve)
+    finally:
+        store.close()  # a durable store flushes here
     return 0
 
 

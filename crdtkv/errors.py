@@ -58,10 +58,6 @@ class StoreClosed(LocalError, RuntimeError):
     """The store was closed and can no longer be used."""
 
 
-class NotSupported(LocalError, NotImplementedError):
-    """A feature this release does not provide was asked for."""
-
-
 class StoreMismatch(LocalError, ValueError):
     """State of another store (by name) was offered to ``merge``."""
 
@@ -92,6 +88,21 @@ class ClockSkewError(RemoteError, ValueError):
     The whole batch carrying it is rejected, so one bad clock cannot push every
     replica's hybrid logical clock into the future.
     """
+
+
+# -- storage ----------------------------------------------------------------------
+
+
+class StorageError(CrdtKvError):
+    """The storage backend failed; writes since the last commit are not durable yet."""
+
+
+class CorruptionError(StorageError):
+    """A store file fails its integrity checks; no data was loaded from it."""
+
+
+class IncompatibleFile(StorageError, ValueError):
+    """A file is not a crdtkv store, or one of another format version or replica."""
 
 
 # -- links and protocol ----------------------------------------------------------

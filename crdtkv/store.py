@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,8 @@ from .core.hlc import HybridClock
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
 from .core.values import Packed, check_key, pack_value, unpack_value
-from .errors import InvalidArgument, InvalidArgumentType, NotSupported, StoreClosed
+from .errors import InvalidArgument, InvalidArgumentType, StoreClosed
+from .storage import DURABILITY_MODES, Storage, attach, new_replica_id
 
 MAX_REPLICA_ID_CHARS = 64
 MAX_NAME_CHARS = 256
@@ -75,40 +77,78 @@ class KvStore:
         # without further checks: the hot paths test only that much.
         self._max_key = limits.max_key_bytes
         self._max_str = limits.max_value_bytes
+        self._storage: Storage | None = None
 
     @classmethod
     def open(
         cls,
         name: str = "default",
         *,
-        path: str | None = None,
+        path: str | os.PathLike[str] | None = None,
         replica_id: str | None = None,
+        durability: str = "batch",
         limits: Limits | None = None,
         clock: Callable[[], int] | None = None,
+        storage: Storage | None = None,
     ) -> KvStore:
         """Open a replica of store ``name``.
 
-        ``replica_id`` names this replica (random if omitted). An in-memory
-        replica stamps its writes with ``replica_id`` plus a fresh incarnation
-        suffix, so a restarted process never reuses an old operation id or
-        restarts its counter totals from zero under an id peers already know.
+        Without ``path`` the replica lives in memory. With ``path`` it lives in
+        a SQLite file and comes back with everything it committed:
+        ``durability="batch"`` (default) group-commits every few milliseconds,
+        ``durability="sync"`` commits each write before returning (see
+        :meth:`flush`). ``storage`` plugs in another backend instead.
+
+        ``replica_id`` names this replica (random if omitted; a durable store
+        remembers its own). Writes are stamped with the replica id plus an
+        incarnation suffix, renewed for every in-memory start and after every
+        crash of a durable one, so no operation id is ever reused and no
+        counter restarts from zero under an id peers already know.
         ``clock`` returns nanoseconds since the epoch (default
         :func:`time.time_ns`); tests inject their own.
         """
         name = _check_name(name)
-        if path is not None:
-            raise NotSupported("durable (SQLite) replicas are not available in this release; omit path")
         limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, Limits):
             raise InvalidArgumentType(f"limits must be a crdtkv Limits, not {type(limits).__name__}")
-        if replica_id is None:
-            replica_id = "r-" + secrets.token_hex(6)
-            origin = replica_id
-        else:
+        if replica_id is not None:
             replica_id = _check_replica_id(replica_id)
+        if durability not in DURABILITY_MODES:
+            raise InvalidArgument(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        if path is not None and storage is not None:
+            raise InvalidArgument("give path or storage, not both")
+        if path is not None:
+            from .storage.sqlite import SqliteStorage
+
+            storage = SqliteStorage(path, durability=durability)
+        hybrid_clock = time.time_ns if clock is None else clock
+        if storage is None:
+            if replica_id is None:
+                replica_id = new_replica_id()
+                origin = replica_id
+            else:
+                origin = replica_id + INCARNATION_SEPARATOR + secrets.token_hex(4)
+            hybrid = HybridClock(hybrid_clock, limits.max_clock_skew)
+            return cls(ReplicaState(name, origin, hybrid, limits), replica_id, limits)
+        recovered = storage.load(name, replica_id, limits)
+        replica_id = recovered.replica_id
+        if recovered.origin is not None and recovered.clean:
+            origin = recovered.origin
+        else:
+            # new, or crashed: writes of the lost tail may have reached peers under the old id
             origin = replica_id + INCARNATION_SEPARATOR + secrets.token_hex(4)
-        hybrid = HybridClock(time.time_ns if clock is None else clock, limits.max_clock_skew)
-        return cls(ReplicaState(name, origin, hybrid, limits), replica_id, limits)
+        try:
+            storage.begin(origin)
+            hybrid = HybridClock(hybrid_clock, limits.max_clock_skew)
+            state = ReplicaState(name, origin, hybrid, limits)
+            state.restore(recovered.entries, recovered.vv, recovered.clock_last)
+            attach(state, storage)
+        except BaseException:
+            storage.close()
+            raise
+        store = cls(state, replica_id, limits)
+        store._storage = storage
+        return store
 
     @classmethod
     def from_snapshot(
@@ -244,9 +284,38 @@ class KvStore:
 
     # -- lifecycle ------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Return once every change so far is durable (a no-op in memory).
+
+        Raises :class:`~crdtkv.errors.StorageError` if the commit fails; the
+        changes stay staged and the next flush tries again.
+        """
+        if isinstance(self._state, _Closed):
+            raise StoreClosed("the store is closed")
+        if self._storage is not None:
+            self._storage.flush()
+
+    @property
+    def storage_error(self) -> Exception | None:
+        """The last failed background commit, until a commit succeeds (None if fine)."""
+        return self._storage.error if self._storage is not None else None
+
+    @property
+    def durable(self) -> bool:
+        return self._storage is not None
+
     def close(self) -> None:
-        """Release the store; later calls raise :class:`~crdtkv.errors.StoreClosed`."""
+        """Flush and release the store; later calls raise :class:`~crdtkv.errors.StoreClosed`.
+
+        Raises :class:`~crdtkv.errors.StorageError` if the final commit fails.
+        """
+        if isinstance(self._state, _Closed):
+            return
+        self._state.journal = None
         self._state = _Closed()  # type: ignore[assignment]
+        storage, self._storage = self._storage, None
+        if storage is not None:
+            storage.close()
 
     @property
     def closed(self) -> bool:

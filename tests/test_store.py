@@ -14,7 +14,6 @@ from crdtkv.errors import (
     InvalidKeyType,
     InvalidValue,
     InvalidValueType,
-    NotSupported,
     StoreClosed,
     WrongType,
 )
@@ -263,8 +262,8 @@ def test_open_validates_its_arguments():
         KvStore.open(replica_id="x~y")
     with pytest.raises(InvalidArgument):
         KvStore.open(replica_id="")
-    with pytest.raises(NotSupported, match="durable"):
-        KvStore.open(path="london.db")
+    with pytest.raises(InvalidArgument, match="durability"):
+        KvStore.open(durability="eventually")
     assert KvStore.open().replica_id.startswith("r-")
     assert KvStore.open("other", replica_id="sydney").replica_id == "sydney"
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
@@ -343,6 +344,44 @@ class _Reader:
         elif not entry.stamp:
             _fail("an entry needs a register write or a counter")
         return key, entry
+
+
+class _RowReader(_Reader):
+    """Reads storage rows, which name origins inline instead of by table index."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__([], limits)
+        self._interned: dict[str, str] = {}
+
+    def origin(self, item: object) -> str:
+        if type(item) is not str or not 0 < len(item) <= MAX_ORIGIN_CHARS:
+            _fail("an origin must be a string of 1 to 256 characters")
+        return self._interned.setdefault(item, item)
+
+
+def encode_row(key: str, entry: Entry) -> bytes:
+    """A storage row: CRC-32 of the body, then the entry's CBOR with origins inline."""
+    body = cbor2.dumps(entry_to_wire(key, entry, str))
+    return zlib.crc32(body).to_bytes(4, "big") + body
+
+
+def decode_rows(rows: list[bytes], limits: Limits) -> list[tuple[str, Entry]]:
+    """Check and decode storage rows (one strict CBOR parse for the whole batch)."""
+    bodies = []
+    for row in rows:
+        if type(row) is not bytes or len(row) < 5:
+            _fail("a storage row is truncated")
+        body = row[4:]
+        if zlib.crc32(body).to_bytes(4, "big") != row[:4]:
+            _fail("a storage row fails its checksum")
+        bodies.append(body)
+    # n items back to back, behind an array header of length n, are one CBOR array
+    header = cbor2.dumps([None] * len(bodies))[: -len(bodies)] if bodies else b"\x80"
+    tree = _array(strict_loads(header + b"".join(bodies), max_depth=limits.max_value_depth + 8), "rows")
+    if len(tree) != len(rows):
+        _fail("storage rows do not match their count")
+    reader = _RowReader(limits)
+    return [reader.entry(item) for item in tree]
 
 
 def decode_delta(data: bytes, limits: Limits, *, max_bytes: int | None = None) -> Delta:

@@ -12,7 +12,7 @@ holds all of that origin's operations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..errors import StoreMismatch, WrongType
 from .bulk import collector_paused
@@ -54,6 +54,9 @@ class ReplicaState:
         self._digest: str | None = None
         #: called (with no arguments) after every change, local or merged
         self.listeners: list[Callable[[], None]] = []
+        #: durable storage hook: called with the keys whose entries changed (and
+        #: after any version vector growth), before listeners run
+        self.journal: Callable[[Sequence[str]], None] | None = None
 
     # -- change tracking ---------------------------------------------------------
 
@@ -108,6 +111,8 @@ class ReplicaState:
         own[key] = stamp
         self.vv[origin] = stamp
         self._digest = None
+        if self.journal is not None:
+            self.journal((key,))
         if self.listeners:
             self._notify()
         return stamp
@@ -150,6 +155,8 @@ class ReplicaState:
         own[key] = stamp
         self.vv[origin] = stamp
         self._digest = None
+        if self.journal is not None:
+            self.journal((key,))
         if self.listeners:
             self._notify()
         return counter.value()
@@ -225,8 +232,9 @@ class ReplicaState:
             top = max(top, stamp)
         if top:
             self.clock.check(top)
+        journaled: list[str] | None = [] if self.journal is not None else None
         with collector_paused(len(delta.entries)):
-            changed = self._join_all(delta)
+            changed = self._join_all(delta, journaled)
         vv = self.vv
         grew = False
         for origin, stamp in delta.vv.items():
@@ -237,11 +245,16 @@ class ReplicaState:
         if changed:
             self._digest = None
         if changed or grew:
+            if self.journal is not None and journaled is not None:
+                self.journal(journaled)
             self._notify()
         return changed
 
-    def _join_all(self, delta: Delta) -> int:
-        """Join every entry of ``delta``; log the new dots in stamp order per origin."""
+    def _join_all(self, delta: Delta, journaled: list[str] | None) -> int:
+        """Join every entry of ``delta``; log the new dots in stamp order per origin.
+
+        Changed keys are appended to ``journaled`` when it is a list.
+        """
         changed = 0
         entries = self.entries
         pending: _Pending = {}
@@ -258,6 +271,8 @@ class ReplicaState:
                     join_into(local, remote)
                     self._note_dots(key, {}, local, pending)
                 changed += 1
+                if journaled is not None:
+                    journaled.append(key)
             elif local.counter is None and remote.counter is None:
                 # the common case, two plain registers: no dot maps needed
                 if (remote.stamp, remote.writer) > (local.stamp, local.writer):
@@ -266,15 +281,34 @@ class ReplicaState:
                     join_into(local, remote)
                     pending.setdefault(local.writer, []).append((local.stamp, key))
                     changed += 1
+                    if journaled is not None:
+                        journaled.append(key)
             else:
                 before = dict(dots(local))
                 if join_into(local, remote):
                     self._note_dots(key, before, local, pending)
                     changed += 1
+                    if journaled is not None:
+                        journaled.append(key)
         for origin, rows in pending.items():
             rows.sort()
             self._log(origin).record(rows)
         return changed
+
+    def restore(self, entries: Iterable[tuple[str, Entry]], vv: dict[str, int], clock_last: int) -> None:
+        """Load state read back from storage into this (empty) replica."""
+        pending: _Pending = {}
+        table = self.entries
+        for key, entry in entries:
+            table[key] = entry
+            for origin, stamp in dots(entry).items():
+                pending.setdefault(origin, []).append((stamp, key))
+        for origin, rows in pending.items():
+            rows.sort()
+            self._log(origin).record(rows)
+        self.vv.update(vv)
+        self.clock.observe(max(clock_last, max(vv.values(), default=0)))
+        self._digest = None
 
     def digest(self) -> str:
         """Hash of the replicated entries; equal exactly when the entries are equal."""

@@ -1,0 +1,11 @@
+"""Where a replica's state lives between runs: in memory or in a SQLite file.
+
+The SQLite backend (:mod:`crdtkv.storage.sqlite`) is imported on first use, so
+an in-memory store loads neither sqlite3 nor threads.
+"""
+
+from .base import DURABILITY_MODES, Recovered, Storage, new_replica_id
+from .journal import attach
+from .memory import MemoryStorage
+
+__all__ = ["DURABILITY_MODES", "MemoryStorage", "Recovered", "Storage", "attach", "new_replica_id"]

@@ -1,0 +1,78 @@
+"""The storage interface: a small contract every backend implements."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from ..core.entry import Entry
+from ..core.limits import Limits
+
+#: ``batch``: group commit within a short window (the default); ``sync``: each
+#: write is committed durably before the call returns.
+DURABILITY_MODES: Final = ("batch", "sync")
+
+
+def new_replica_id() -> str:
+    """A random replica id, for replicas opened without one."""
+    return "r-" + secrets.token_hex(6)
+
+
+@dataclass
+class Recovered:
+    """What a backend found when opened."""
+
+    #: the origin id the replica used last time (None for a new store)
+    origin: str | None = None
+    #: False if the last run did not close the store (a crash)
+    clean: bool = True
+    entries: list[tuple[str, Entry]] = field(default_factory=list)
+    vv: dict[str, int] = field(default_factory=dict)
+    #: the largest hybrid-clock stamp the replica had handed out or seen
+    clock_last: int = 0
+    #: the replica id the storage belongs to
+    replica_id: str = ""
+
+
+class Storage(Protocol):
+    """A place for one replica's entries, version vector and clock.
+
+    Call order: :meth:`load`, :meth:`begin`, then any number of :meth:`stage`
+    and :meth:`flush`, then :meth:`close`. Rows are opaque bytes (see
+    :func:`crdtkv.core.codec.encode_row`); backends never interpret them.
+    """
+
+    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+        """Open (creating if needed) and read everything back; raises StorageError subclasses.
+
+        With ``replica_id`` None, an existing store keeps its replica id and a
+        new one gets a random id.
+        """
+        ...
+
+    def begin(self, origin: str) -> None:
+        """Record the origin this run writes as, and that a run is in progress."""
+        ...
+
+    def stage(self, rows: Mapping[str, bytes], vv: dict[str, int], clock_last: int) -> None:
+        """Queue changed rows and the current version vector and clock for the next commit.
+
+        In ``sync`` durability this commits before returning and raises
+        StorageError if the commit fails.
+        """
+        ...
+
+    def flush(self) -> None:
+        """Commit everything staged so far, durably; raises StorageError on failure."""
+        ...
+
+    def close(self) -> None:
+        """Flush, record a clean shutdown and release the backend (idempotent)."""
+        ...
+
+    @property
+    def error(self) -> Exception | None:
+        """The last commit failure not yet cleared by a successful commit."""
+        ...

@@ -1,0 +1,28 @@
+"""Connects a replica's state to a storage backend.
+
+Rows are encoded on the thread that changed the state, at the moment of the
+change, so a backend committing on another thread never reads an entry while
+it is being modified, and each commit holds a version vector that matches
+its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..core.codec import encode_row
+from ..core.replica import ReplicaState
+from .base import Storage
+
+
+def attach(state: ReplicaState, storage: Storage) -> None:
+    """Make every change to ``state`` reach ``storage``."""
+    entries = state.entries
+    clock = state.clock
+    vv = state.vv
+    stage = storage.stage
+
+    def journal(keys: Sequence[str]) -> None:
+        stage({key: encode_row(key, entries[key]) for key in keys}, dict(vv), clock.last)
+
+    state.journal = journal

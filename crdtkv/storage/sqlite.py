@@ -1,0 +1,301 @@
+"""The SQLite backend: one file per replica, WAL mode, group commit.
+
+Layout: ``meta(name, value)`` for the store name, replica, origin, clean-shutdown
+flag, version vector and clock; ``entries(key, row)`` with one row per key, so
+overwriting keys replaces rows and the file does not grow. The file carries
+``PRAGMA application_id`` and ``user_version`` so other files are told apart.
+
+Durability:
+
+* ``batch`` (default): changes are staged in memory and a background thread
+  commits them every ``commit_window`` seconds with ``synchronous=NORMAL``. A
+  process crash loses at most the writes of the last window that had not been
+  committed yet; a power loss can also lose commits not yet synced by a WAL
+  checkpoint. :meth:`flush` commits with ``synchronous=FULL``: everything
+  before it survives a power loss.
+* ``sync``: every change is committed with ``synchronous=FULL`` before the
+  call that made it returns.
+
+A failed commit (disk full, I/O error) keeps the staged rows for the next
+attempt, raises :class:`~crdtkv.errors.StorageError` in ``sync`` mode or from
+the next :meth:`flush`, and leaves reads untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+import cbor2
+
+from ..core.codec import decode_rows, strict_loads
+from ..core.limits import Limits
+from ..errors import CorruptionError, DecodeError, IncompatibleFile, StorageError, StoreMismatch
+from .base import DURABILITY_MODES, Recovered, new_replica_id
+
+log = logging.getLogger("crdtkv.storage")
+
+APPLICATION_ID: Final = 0x63726B76  # "crkv"
+FORMAT_VERSION: Final = 1
+LOAD_CHUNK: Final = 20_000
+DEFAULT_COMMIT_WINDOW: Final = 0.005
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, row BLOB NOT NULL) WITHOUT ROWID",
+)
+
+
+class SqliteStorage:
+    """A replica's state in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "batch",
+        commit_window: float = DEFAULT_COMMIT_WINDOW,
+        verify: str = "quick",
+    ) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        if verify not in ("quick", "full", "none"):
+            raise ValueError(f"verify must be 'quick', 'full' or 'none', not {verify!r}")
+        self.path = Path(path)
+        self.durability = durability
+        self.commit_window = commit_window
+        self.verify = verify
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # guards the staged state
+        self._commit_lock = threading.Lock()  # one commit at a time
+        self._rows: dict[str, bytes] = {}
+        self._vv: dict[str, int] | None = None
+        self._clock_last = 0
+        self._error: Exception | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        #: statistics: commits done, rows written
+        self.commits = 0
+        self.rows_written = 0
+
+    # -- opening ---------------------------------------------------------------------
+
+    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        self._db = db
+        try:
+            return self._load(db, existed, name, replica_id, limits)
+        except BaseException:
+            db.close()
+            self._db = None
+            raise
+
+    def _load(
+        self, db: sqlite3.Connection, existed: bool, name: str, replica_id: str | None, limits: Limits
+    ) -> Recovered:
+        try:
+            application_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise IncompatibleFile(f"{self.path} is not a crdtkv store (not SQLite: {exc})") from exc
+        if existed and application_id != APPLICATION_ID:
+            raise IncompatibleFile(f"{self.path} is an SQLite database but not a crdtkv store")
+        if existed and version != FORMAT_VERSION:
+            raise IncompatibleFile(
+                f"{self.path} is a crdtkv store of format version {version}; "
+                f"this build reads version {FORMAT_VERSION}"
+            )
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'sync' else 'NORMAL'}")
+            if existed and self.verify != "none":
+                check = "quick_check" if self.verify == "quick" else "integrity_check"
+                result = [row[0] for row in db.execute(f"PRAGMA {check}")]
+                if result != ["ok"]:
+                    raise CorruptionError(f"{self.path} fails {check}: {'; '.join(result[:5])}")
+            if not existed:
+                db.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+                db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("store", name), ("replica", replica_id or new_replica_id()), ("clean", 1)],
+                )
+                db.execute("COMMIT")
+            meta = dict(db.execute("SELECT name, value FROM meta"))
+        except sqlite3.DatabaseError as exc:
+            raise CorruptionError(f"{self.path} cannot be read: {exc}") from exc
+        if meta.get("store") != name:
+            raise StoreMismatch(f"{self.path} holds store {meta.get('store')!r}, not {name!r}")
+        stored_replica = meta.get("replica")
+        if not isinstance(stored_replica, str):
+            raise CorruptionError(f"{self.path} has no replica id")
+        if replica_id is not None and stored_replica != replica_id:
+            raise IncompatibleFile(f"{self.path} belongs to replica {stored_replica!r}, not {replica_id!r}")
+        try:
+            vv = self._decode_vv(meta.get("vv"), limits)
+            clock_last = meta.get("clock", 0)
+            if type(clock_last) is not int or clock_last < 0:
+                raise DecodeError("the stored clock is not a non-negative integer")
+            entries = []
+            cursor = db.execute("SELECT row FROM entries")
+            while chunk := cursor.fetchmany(LOAD_CHUNK):
+                entries.extend(decode_rows([row for (row,) in chunk], limits))
+        except DecodeError as exc:
+            raise CorruptionError(f"{self.path} holds damaged data: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise CorruptionError(f"{self.path} cannot be read: {exc}") from exc
+        origin = meta.get("origin")
+        return Recovered(
+            origin if isinstance(origin, str) else None,
+            meta.get("clean") == 1,
+            entries,
+            vv,
+            clock_last,
+            stored_replica,
+        )
+
+    @staticmethod
+    def _decode_vv(blob: object, limits: Limits) -> dict[str, int]:
+        if blob is None:
+            return {}
+        if not isinstance(blob, bytes):
+            raise DecodeError("the stored version vector is not a blob")
+        tree = strict_loads(blob, max_depth=4)
+        if not isinstance(tree, dict) or not all(
+            type(origin) is str and type(stamp) is int and stamp > 0 for origin, stamp in tree.items()
+        ):
+            raise DecodeError("the stored version vector is malformed")
+        return tree
+
+    def begin(self, origin: str) -> None:
+        db = self._require()
+        self._execute_meta(db, {"origin": origin, "clean": 0}, full=True)
+        if self.durability == "batch":
+            name = f"crdtkv-commit {self.path.name}"
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def stage(self, rows: Mapping[str, bytes], vv: dict[str, int], clock_last: int) -> None:
+        with self._lock:
+            self._rows.update(rows)
+            self._vv = vv
+            self._clock_last = max(self._clock_last, clock_last)
+        if self.durability == "sync":
+            self._commit(full=True)
+        elif not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self) -> None:
+        self._commit(full=True)
+
+    def _run(self) -> None:
+        """Background group commit: wait for a change, gather for a window, commit."""
+        while True:
+            self._wake.wait()
+            if self._stop:
+                return
+            if self.commit_window > 0:
+                threading.Event().wait(self.commit_window)
+            self._wake.clear()
+            try:
+                self._commit(full=False)
+            except StorageError as exc:
+                log.error("background commit to %s failed (will retry): %s", self.path, exc)
+                threading.Event().wait(max(self.commit_window, 0.1))
+                self._wake.set()
+            if self._stop:
+                return
+
+    def _commit(self, *, full: bool) -> None:
+        with self._commit_lock:
+            with self._lock:
+                rows, self._rows = self._rows, {}
+                vv, self._vv = self._vv, None
+                clock_last = self._clock_last
+            if not rows and vv is None and not full:
+                return
+            db = self._require()
+            try:
+                if full and self.durability != "sync":
+                    db.execute("PRAGMA synchronous=FULL")
+                db.execute("BEGIN IMMEDIATE")
+                if rows:
+                    db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", rows.items())
+                meta: dict[str, object] = {"clock": clock_last}
+                if vv is not None:
+                    meta["vv"] = cbor2.dumps(vv)
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                with self._lock:  # keep what failed, unless newer rows replaced it meanwhile
+                    for key, row in rows.items():
+                        self._rows.setdefault(key, row)
+                    if self._vv is None:
+                        self._vv = vv
+                self._error = StorageError(f"commit to {self.path} failed: {exc}")
+                raise self._error from exc
+            finally:
+                if full and self.durability != "sync":
+                    db.execute("PRAGMA synchronous=NORMAL")
+            self._error = None
+            self.commits += 1
+            self.rows_written += len(rows)
+
+    def _execute_meta(self, db: sqlite3.Connection, values: dict[str, object], *, full: bool) -> None:
+        with self._commit_lock:
+            try:
+                if full and self.durability != "sync":
+                    db.execute("PRAGMA synchronous=FULL")
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StorageError(f"writing {self.path} failed: {exc}") from exc
+            finally:
+                if full and self.durability != "sync":
+                    db.execute("PRAGMA synchronous=NORMAL")
+
+    def close(self) -> None:
+        db = self._db
+        if db is None:
+            return
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.flush()
+            self._execute_meta(db, {"clean": 1}, full=True)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+            self._db = None
+
+    @property
+    def error(self) -> Exception | None:
+        return self._error
+
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError(f"{self.path} is not open")
+        return self._db
