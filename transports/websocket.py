@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -152,6 +153,19 @@ class WebSocketListener:
         await self._server.wait_closed()
 
 
+def _options(settings: TransportSettings) -> dict[str, Any]:
+    """The websockets options both ends share: compression off, every limit set."""
+    return {
+        "compression": None,
+        "max_size": settings.max_message_bytes,
+        "max_queue": settings.max_queue,
+        "ping_interval": settings.ping_interval,
+        "ping_timeout": settings.ping_timeout,
+        "open_timeout": settings.connect_timeout,
+        "close_timeout": settings.close_timeout,
+    }
+
+
 class WebSocketTransport:
     """The ``ws://`` and ``wss://`` transport."""
 
@@ -165,17 +179,7 @@ class WebSocketTransport:
         if scheme == "wss":
             tls = settings.ssl_context if settings.ssl_context is not None else True
         try:
-            websocket: ClientConnection = await ws_connect(
-                url,
-                compression=None,
-                max_size=settings.max_message_bytes,
-                max_queue=settings.max_queue,
-                ping_interval=settings.ping_interval,
-                ping_timeout=settings.ping_timeout,
-                open_timeout=settings.connect_timeout,
-                close_timeout=settings.close_timeout,
-                ssl=tls,
-            )
+            websocket: ClientConnection = await ws_connect(url, ssl=tls, **_options(settings))
         except TimeoutError as exc:
             raise ConnectFailed(
                 f"cannot connect to {url}: timed out after {settings.connect_timeout} s"
@@ -205,14 +209,8 @@ class WebSocketTransport:
                 listener._serve,
                 host or None,
                 port,
-                compression=None,
-                max_size=settings.max_message_bytes,
-                max_queue=settings.max_queue,
-                ping_interval=settings.ping_interval,
-                ping_timeout=settings.ping_timeout,
-                open_timeout=settings.connect_timeout,
-                close_timeout=settings.close_timeout,
                 ssl=settings.ssl_context if scheme == "wss" else None,
+                **_options(settings),
             )
         except OSError as exc:
             raise ListenFailed(f"cannot listen on {url}: {exc}") from exc
