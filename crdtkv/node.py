@@ -45,6 +45,8 @@ class NodeSettings:
     reconnect_max: float = 5.0
     #: Inbound links served at once; more are refused.
     max_connections: int = 256
+    #: How often (seconds) the node garbage-collects old tombstones and expired values.
+    gc_interval: float = 60.0
 
 
 def secret_bytes(secret: bytes | str | None) -> bytes | None:
@@ -122,6 +124,7 @@ class Node:
                 self._listener = await transport.listen(self.listen_url, self._serve, self.settings.transport)
             for url, transport in dialers:
                 self._task_group.start_soon(self._dial_forever, url, transport)
+            self._task_group.start_soon(self._collect_garbage)
         except BaseException:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
@@ -169,6 +172,17 @@ class Node:
         for link in self._links:
             link.session.local_changed(now)
             link.poke()
+
+    async def _collect_garbage(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.gc_interval)
+            try:
+                removed = self.store.collect_garbage()
+            except Exception:  # a storage failure is reported by the store; keep replicating
+                log.exception("garbage collection failed")
+            else:
+                if removed:
+                    log.info("garbage-collected %d entries", removed)
 
     # -- dialing and serving -----------------------------------------------------------
 

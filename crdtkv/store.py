@@ -141,8 +141,9 @@ class KvStore:
             storage.begin(origin)
             hybrid = HybridClock(hybrid_clock, limits.max_clock_skew)
             state = ReplicaState(name, origin, hybrid, limits)
-            state.restore(recovered.entries, recovered.vv, recovered.clock_last)
+            state.restore(recovered.entries, recovered.vv, recovered.clock_last, recovered.collected)
             attach(state, storage)
+            state.collect_garbage()
         except BaseException:
             storage.close()
             raise
@@ -281,6 +282,16 @@ class KvStore:
     def digest(self) -> str:
         """A hash of the replicated state: equal on two replicas exactly when their states are."""
         return self._state.digest()
+
+    def collect_garbage(self) -> int:
+        """Drop tombstones and expired values older than ``limits.gc_grace``; return how many.
+
+        Safe at any time: what it removes reads as missing everywhere, and a
+        replica that still holds an older live copy (one offline for longer than
+        the grace period) can no longer bring it back. A :class:`~crdtkv.Node`
+        runs this periodically; durable stores also run it when they open.
+        """
+        return self._state.collect_garbage()
 
     # -- lifecycle ------------------------------------------------------------------
 

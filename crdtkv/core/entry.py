@@ -252,3 +252,21 @@ def join_into(local: Entry, remote: Entry) -> bool:
             context[origin] = stamp
             changed = True
     return changed
+
+
+# -- garbage collection -----------------------------------------------------------
+
+
+def collectable(entry: Entry, horizon: int, now_ms: int) -> bool:
+    """True if the entry reads as missing and every operation in it is older than ``horizon``.
+
+    Such an entry can be dropped: nothing live depends on it, and every replica
+    that follows the grace rule has long seen it.
+    """
+    if max_stamp(entry) >= horizon:
+        return False
+    expires = entry.expires
+    if entry.value is not TOMBSTONE and (expires is None or expires > (horizon >> 16)):
+        return False  # a live value, or one that expired within the grace period
+    counter = entry.counter
+    return counter is None or counter.live_stamp() is None

@@ -28,6 +28,11 @@ class Limits:
     max_snapshot_bytes: int = 1024 * MIB
     #: How far (seconds) a remote stamp may lie ahead of the local clock.
     max_clock_skew: float = 60.0
+    #: How long (seconds) tombstones and expired values are kept before garbage
+    #: collection removes them. Every replica must sync with a peer at least
+    #: this often; data held only by a replica offline for longer is deleted
+    #: again when it returns, never resurrected.
+    gc_grace: float = 86_400.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -41,6 +46,8 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be positive")
         if self.max_clock_skew < 0:
             raise ValueError("Limits.max_clock_skew must not be negative")
+        if self.gc_grace <= 0:
+            raise ValueError("Limits.gc_grace must be positive")
 
 
 DEFAULT_LIMITS = Limits()

@@ -31,6 +31,7 @@ CLOSE_CLOCK: Final = 4003
 CLOSE_VERSION: Final = 4004
 CLOSE_TIMEOUT: Final = 4005
 CLOSE_SHUTDOWN: Final = 4006
+CLOSE_STALE: Final = 4007
 
 ROLE_PEER: Final = "peer"
 ROLE_CLIENT: Final = "client"

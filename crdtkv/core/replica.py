@@ -12,6 +12,7 @@ holds all of that origin's operations.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Sequence
 
 from ..errors import StoreMismatch, WrongType
@@ -25,6 +26,7 @@ from .entry import (
     TOMBSTONE,
     CounterState,
     Entry,
+    collectable,
     dots,
     join_into,
     max_stamp,
@@ -54,6 +56,13 @@ class ReplicaState:
         self._digest: str | None = None
         #: called (with no arguments) after every change, local or merged
         self.listeners: list[Callable[[], None]] = []
+        #: (stamp or expiry in ms, key) of entries that may become garbage, smallest first
+        self._graves: list[tuple[int, str]] = []
+        self._expiring: list[tuple[int, str]] = []
+        #: stamps below this were garbage-collected here: such data is not taken back
+        self.gc_horizon = 0
+        #: origin -> largest stamp of its operations garbage-collected here
+        self.collected: dict[str, int] = {}
         #: durable storage hook: called with the keys whose entries changed (and
         #: after any version vector growth), before listeners run
         self.journal: Callable[[Sequence[str]], None] | None = None
@@ -88,6 +97,10 @@ class ReplicaState:
         Overwriting a counter removes every increment this replica has seen.
         """
         stamp = self.clock.tick()
+        if value is TOMBSTONE:
+            heapq.heappush(self._graves, (stamp, key))
+        elif expires is not None:
+            heapq.heappush(self._expiring, (expires, key))
         origin = self.origin
         own = self._own_log.latest
         entry = self.entries.get(key)
@@ -258,8 +271,15 @@ class ReplicaState:
         changed = 0
         entries = self.entries
         pending: _Pending = {}
+        horizon = self.gc_horizon
         for key, remote in delta.entries:
             local = entries.get(key)
+            if local is None and max_stamp(remote) < horizon:
+                continue  # as old as what was collected here: never taken back
+            if remote.value is TOMBSTONE:
+                heapq.heappush(self._graves, (remote.stamp, key))
+            elif remote.expires is not None:
+                heapq.heappush(self._expiring, (remote.expires, key))
             if local is None:
                 if remote.counter is None:  # a new plain register: adopt a copy
                     entries[key] = Entry(
@@ -295,14 +315,67 @@ class ReplicaState:
             self._log(origin).record(rows)
         return changed
 
-    def restore(self, entries: Iterable[tuple[str, Entry]], vv: dict[str, int], clock_last: int) -> None:
+    def missed_collection(self, vv: dict[str, int]) -> bool:
+        """True if a replica with version vector ``vv`` lacks operations collected here.
+
+        Deltas cannot bring such a replica up to date (the tombstones it needs
+        are gone), so it must be rebuilt from a peer: this is the grace rule.
+        """
+        return any(vv.get(origin, 0) < stamp for origin, stamp in self.collected.items())
+
+    def collect_garbage(self) -> int:
+        """Drop tombstones and expired values older than ``gc_grace``; return how many.
+
+        Run it regularly (a Node does, every ``gc_interval``); each run costs
+        what it collects, not the store size.
+        """
+        now_ms = self.clock.now_ms()
+        grace_ms = int(self.limits.gc_grace * 1000)
+        horizon = (now_ms - grace_ms) << 16
+        if horizon <= self.gc_horizon:
+            return 0
+        self.gc_horizon = horizon
+        entries = self.entries
+        removed: list[str] = []
+        for heap, bound in ((self._graves, horizon), (self._expiring, now_ms - grace_ms)):
+            while heap and heap[0][0] < bound:
+                _, key = heapq.heappop(heap)
+                entry = entries.get(key)
+                if entry is not None and collectable(entry, horizon, now_ms):
+                    del entries[key]
+                    collected = self.collected
+                    for origin, stamp in dots(entry).items():
+                        self._logs[origin].forget(key)
+                        if collected.get(origin, 0) < stamp:
+                            collected[origin] = stamp
+                    removed.append(key)
+        if removed:
+            self._digest = None
+            if self.journal is not None:
+                self.journal(removed)
+        return len(removed)
+
+    def restore(
+        self,
+        entries: Iterable[tuple[str, Entry]],
+        vv: dict[str, int],
+        clock_last: int,
+        collected: dict[str, int] | None = None,
+    ) -> None:
         """Load state read back from storage into this (empty) replica."""
+        self.collected.update(collected or {})
         pending: _Pending = {}
         table = self.entries
         for key, entry in entries:
             table[key] = entry
             for origin, stamp in dots(entry).items():
                 pending.setdefault(origin, []).append((stamp, key))
+            if entry.value is TOMBSTONE:
+                self._graves.append((entry.stamp, key))
+            elif entry.expires is not None:
+                self._expiring.append((entry.expires, key))
+        heapq.heapify(self._graves)
+        heapq.heapify(self._expiring)
         for origin, rows in pending.items():
             rows.sort()
             self._log(origin).record(rows)

@@ -50,6 +50,7 @@ from .messages import (
     CLOSE_CLOCK,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
+    CLOSE_STALE,
     CLOSE_STORE,
     CLOSE_TIMEOUT,
     CLOSE_VERSION,
@@ -323,6 +324,14 @@ class Session:
             return [self._fail(CLOSE_PROTOCOL, f"unexpected role {hello.role!r}")]
         if hello.origin == self.state.origin:
             return [self._fail(CLOSE_PROTOCOL, "connected to itself")]
+        if hello.role == ROLE_PEER and self.state.missed_collection(hello.vv):
+            return [
+                self._fail(
+                    CLOSE_STALE,
+                    f"replica {hello.origin} missed deletions already garbage-collected here "
+                    "(offline longer than gc_grace): rebuild it from a peer",
+                )
+            ]
         if hello.vv:
             top = max(hello.vv.values())
             try:

@@ -34,6 +34,8 @@ class Recovered:
     clock_last: int = 0
     #: the replica id the storage belongs to
     replica_id: str = ""
+    #: origin -> largest stamp of its operations garbage-collected
+    collected: dict[str, int] = field(default_factory=dict)
 
 
 class Storage(Protocol):
@@ -56,8 +58,10 @@ class Storage(Protocol):
         """Record the origin this run writes as, and that a run is in progress."""
         ...
 
-    def stage(self, rows: Mapping[str, bytes], vv: dict[str, int], clock_last: int) -> None:
-        """Queue changed rows and the current version vector and clock for the next commit.
+    def stage(
+        self, rows: Mapping[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
+    ) -> None:
+        """Queue changed rows (None: delete the row), the vv, clock and GC marks for the next commit.
 
         In ``sync`` durability this commits before returning and raises
         StorageError if the commit fails.

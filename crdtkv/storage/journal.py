@@ -20,9 +20,14 @@ def attach(state: ReplicaState, storage: Storage) -> None:
     entries = state.entries
     clock = state.clock
     vv = state.vv
+    collected = state.collected
     stage = storage.stage
 
     def journal(keys: Sequence[str]) -> None:
-        stage({key: encode_row(key, entries[key]) for key in keys}, dict(vv), clock.last)
+        # a key no longer in the state was garbage-collected: its row goes (None)
+        rows = {
+            key: (encode_row(key, entry) if (entry := entries.get(key)) is not None else None) for key in keys
+        }
+        stage(rows, dict(vv), clock.last, dict(collected))
 
     state.journal = journal

@@ -26,6 +26,7 @@ class MemoryStorage:
         self.origin: str | None = None
         self.clean = True
         self.commits = 0
+        self.collected: dict[str, int] = {}
 
     def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
         if self.name is not None and self.name != name:
@@ -35,14 +36,29 @@ class MemoryStorage:
         self.name = name
         self.replica_id = self.replica_id or replica_id or new_replica_id()
         entries = decode_rows(list(self.rows.values()), limits)
-        return Recovered(self.origin, self.clean, entries, dict(self.vv), self.clock_last, self.replica_id)
+        return Recovered(
+            self.origin,
+            self.clean,
+            entries,
+            dict(self.vv),
+            self.clock_last,
+            self.replica_id,
+            dict(self.collected),
+        )
 
     def begin(self, origin: str) -> None:
         self.origin = origin
         self.clean = False
 
-    def stage(self, rows: Mapping[str, bytes], vv: dict[str, int], clock_last: int) -> None:
-        self.rows.update(rows)
+    def stage(
+        self, rows: Mapping[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
+    ) -> None:
+        self.collected = collected
+        for key, row in rows.items():
+            if row is None:
+                self.rows.pop(key, None)
+            else:
+                self.rows[key] = row
         self.vv = vv
         self.clock_last = max(self.clock_last, clock_last)
         self.commits += 1

@@ -73,8 +73,9 @@ class SqliteStorage:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # guards the staged state
         self._commit_lock = threading.Lock()  # one commit at a time
-        self._rows: dict[str, bytes] = {}
+        self._rows: dict[str, bytes | None] = {}
         self._vv: dict[str, int] | None = None
+        self._collected: dict[str, int] = {}
         self._clock_last = 0
         self._error: Exception | None = None
         self._wake = threading.Event()
@@ -146,6 +147,7 @@ class SqliteStorage:
             raise IncompatibleFile(f"{self.path} belongs to replica {stored_replica!r}, not {replica_id!r}")
         try:
             vv = self._decode_vv(meta.get("vv"), limits)
+            collected = self._decode_vv(meta.get("collected"), limits)
             clock_last = meta.get("clock", 0)
             if type(clock_last) is not int or clock_last < 0:
                 raise DecodeError("the stored clock is not a non-negative integer")
@@ -165,10 +167,12 @@ class SqliteStorage:
             vv,
             clock_last,
             stored_replica,
+            collected,
         )
 
     @staticmethod
     def _decode_vv(blob: object, limits: Limits) -> dict[str, int]:
+        """A stored ``origin -> stamp`` map (a version vector or GC marks)."""
         if blob is None:
             return {}
         if not isinstance(blob, bytes):
@@ -190,10 +194,13 @@ class SqliteStorage:
 
     # -- writing ---------------------------------------------------------------------
 
-    def stage(self, rows: Mapping[str, bytes], vv: dict[str, int], clock_last: int) -> None:
+    def stage(
+        self, rows: Mapping[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
+    ) -> None:
         with self._lock:
             self._rows.update(rows)
             self._vv = vv
+            self._collected = collected
             self._clock_last = max(self._clock_last, clock_last)
         if self.durability == "sync":
             self._commit(full=True)
@@ -227,6 +234,7 @@ class SqliteStorage:
                 rows, self._rows = self._rows, {}
                 vv, self._vv = self._vv, None
                 clock_last = self._clock_last
+                collected = self._collected
             if not rows and vv is None and not full:
                 return
             db = self._require()
@@ -235,8 +243,14 @@ class SqliteStorage:
                     db.execute("PRAGMA synchronous=FULL")
                 db.execute("BEGIN IMMEDIATE")
                 if rows:
-                    db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", rows.items())
-                meta: dict[str, object] = {"clock": clock_last}
+                    db.executemany(
+                        "INSERT OR REPLACE INTO entries VALUES (?, ?)",
+                        [(key, row) for key, row in rows.items() if row is not None],
+                    )
+                    gone = [(key,) for key, row in rows.items() if row is None]
+                    if gone:  # garbage-collected entries
+                        db.executemany("DELETE FROM entries WHERE key = ?", gone)
+                meta: dict[str, object] = {"clock": clock_last, "collected": cbor2.dumps(collected)}
                 if vv is not None:
                     meta["vv"] = cbor2.dumps(vv)
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
