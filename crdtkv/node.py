@@ -168,10 +168,13 @@ class Node:
     # -- change notification ---------------------------------------------------------
 
     def _store_changed(self) -> None:
-        now = time.monotonic()
+        now = 0.0
         for link in self._links:
-            link.session.local_changed(now)
-            link.poke()
+            session = link.session
+            if not session.dirty:  # already scheduled: its send loop has the deadline
+                now = now or time.monotonic()
+                session.local_changed(now)
+                link.poke()
 
     async def _collect_garbage(self) -> None:
         while True:
@@ -189,7 +192,6 @@ class Node:
     async def _dial_forever(self, url: str, transport: Transport) -> None:
         settings = self.settings
         delay = settings.reconnect_initial
-        await anyio.sleep(self._rng.uniform(0, settings.reconnect_initial))
         while True:
             started = time.monotonic()
             try:
@@ -207,7 +209,11 @@ class Node:
                 await self._run(session, connection, url)
                 if time.monotonic() - started > 10 * settings.reconnect_max:
                     delay = settings.reconnect_initial
-            await anyio.sleep(delay * self._rng.uniform(0.5, 1.0))
+            # the first redial waits a random part of reconnect_initial, so peers that
+            # lost each other at the same moment do not all come back at once
+            await anyio.sleep(
+                delay * self._rng.uniform(0.0 if delay == settings.reconnect_initial else 0.5, 1.0)
+            )
             delay = min(delay * settings.reconnect_factor, settings.reconnect_max)
 
     async def _serve(self, connection: Connection) -> None:
@@ -277,6 +283,12 @@ class Node:
             log.log(level, "link %s closed (%s): code %d, %s", link.label, who, event.code, event.reason)
 
     async def _send_loop(self, link: _Link) -> None:
+        try:
+            await self._send_all(link)
+        except LinkClosed as exc:  # the receive loop reports why; just stop
+            log.debug("link %s: send stopped: %s", link.label, exc.reason)
+
+    async def _send_all(self, link: _Link) -> None:
         session = link.session
         connection = link.connection
         while True:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 #: Batches smaller than this run with the collector untouched.
-BULK_THRESHOLD = 10_000
+BULK_THRESHOLD = 1_000
 
 
 @contextmanager

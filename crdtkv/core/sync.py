@@ -380,6 +380,11 @@ class Session:
 
     # -- output ----------------------------------------------------------------------
 
+    @property
+    def dirty(self) -> bool:
+        """True while a batch for the peer is already scheduled."""
+        return self._dirty
+
     def local_changed(self, now: float) -> None:
         """The store changed: schedule a batch for the peer."""
         if not self._dirty:
@@ -390,7 +395,7 @@ class Session:
         """Messages to send now: control messages first, then at most one delta part."""
         if self._phase != _CLOSED:
             self._check_timers(now)
-        if self.replicating:
+        if self.replicating and not self._outbox:  # control messages (a hello, acks) go first
             self._maybe_resync(now)
             part = self._next_part(now)
             if part is not None:
@@ -454,7 +459,7 @@ class Session:
             state = self.state
             if _dominates(self.sent, state.vv):
                 return None
-            keys = sorted(state.changed_keys_since(self.sent))
+            keys = list(state.changed_keys_since(self.sent))
             self._batch_number += 1
             batch = self._batch = _Batch(self._batch_number, keys, dict(self.sent), dict(state.vv))
         part = self._cut(batch)
