@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
+from .core.bulk import collector_paused
 from .core.codec import decode_snapshot, encode_snapshot
 from .core.hlc import HybridClock
 from .core.limits import DEFAULT_LIMITS, Limits
@@ -141,7 +142,8 @@ class KvStore:
             storage.begin(origin)
             hybrid = HybridClock(hybrid_clock, limits.max_clock_skew)
             state = ReplicaState(name, origin, hybrid, limits)
-            state.restore(recovered.entries, recovered.vv, recovered.clock_last, recovered.collected)
+            with collector_paused(len(recovered.entries)):
+                state.restore(recovered.entries, recovered.vv, recovered.clock_last, recovered.collected)
             attach(state, storage)
             state.collect_garbage()
         except BaseException:

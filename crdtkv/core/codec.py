@@ -360,20 +360,24 @@ class _RowReader(_Reader):
 
 
 def encode_row(key: str, entry: Entry) -> bytes:
-    """A storage row: CRC-32 of the body, then the entry's CBOR with origins inline."""
-    body = cbor2.dumps(entry_to_wire(key, entry, str))
-    return zlib.crc32(body).to_bytes(4, "big") + body
+    """A storage row: CRC-32 of key and body, then the entry's CBOR without its key.
+
+    Origins are written inline; the key is the row's primary key, and the
+    checksum covers it, so a row copied under another key is caught too.
+    """
+    body = cbor2.dumps(entry_to_wire(key, entry, str)[1:])
+    return zlib.crc32(body, zlib.crc32(key.encode("utf-8"))).to_bytes(4, "big") + body
 
 
-def decode_rows(rows: list[bytes], limits: Limits) -> list[tuple[str, Entry]]:
-    """Check and decode storage rows (one strict CBOR parse for the whole batch)."""
+def decode_rows(rows: list[tuple[str, bytes]], limits: Limits) -> list[tuple[str, Entry]]:
+    """Check and decode ``(key, row)`` pairs (one strict CBOR parse for the whole batch)."""
     bodies = []
-    for row in rows:
-        if type(row) is not bytes or len(row) < 5:
+    for key, row in rows:
+        if type(row) is not bytes or len(row) < 5 or type(key) is not str:
             _fail("a storage row is truncated")
         body = row[4:]
-        if zlib.crc32(body).to_bytes(4, "big") != row[:4]:
-            _fail("a storage row fails its checksum")
+        if zlib.crc32(body, zlib.crc32(key.encode("utf-8", "surrogatepass"))).to_bytes(4, "big") != row[:4]:
+            _fail(f"the row of key {key!r} fails its checksum")
         bodies.append(body)
     # n items back to back, behind an array header of length n, are one CBOR array
     header = cbor2.dumps([None] * len(bodies))[: -len(bodies)] if bodies else b"\x80"
@@ -381,7 +385,7 @@ def decode_rows(rows: list[bytes], limits: Limits) -> list[tuple[str, Entry]]:
     if len(tree) != len(rows):
         _fail("storage rows do not match their count")
     reader = _RowReader(limits)
-    return [reader.entry(item) for item in tree]
+    return [reader.entry([key, *_array(item, "a row")]) for (key, _), item in zip(rows, tree, strict=True)]
 
 
 def decode_delta(data: bytes, limits: Limits, *, max_bytes: int | None = None) -> Delta:

@@ -35,7 +35,7 @@ class MemoryStorage:
             raise IncompatibleFile(f"this storage belongs to replica {self.replica_id!r}, not {replica_id!r}")
         self.name = name
         self.replica_id = self.replica_id or replica_id or new_replica_id()
-        entries = decode_rows(list(self.rows.values()), limits)
+        entries = decode_rows(list(self.rows.items()), limits)
         return Recovered(
             self.origin,
             self.clean,

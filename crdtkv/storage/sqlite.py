@@ -7,12 +7,14 @@ overwriting keys replaces rows and the file does not grow. The file carries
 
 Durability:
 
-* ``batch`` (default): changes are staged in memory and a background thread
-  commits them every ``commit_window`` seconds with ``synchronous=NORMAL``. A
-  process crash loses at most the writes of the last window that had not been
-  committed yet; a power loss can also lose commits not yet synced by a WAL
-  checkpoint. :meth:`flush` commits with ``synchronous=FULL``: everything
-  before it survives a power loss.
+* ``batch`` (default): changes are staged in memory and committed with
+  ``synchronous=NORMAL`` once the oldest staged change is ``commit_window``
+  seconds old: by the writing thread itself when it writes again, or by a
+  background thread when writes stop. A process crash loses at most the
+  writes of about the last window (plus the time one commit takes); a power
+  loss can also lose commits not yet synced by a WAL checkpoint.
+  :meth:`flush` commits with ``synchronous=FULL``: everything before it
+  survives a power loss.
 * ``sync``: every change is committed with ``synchronous=FULL`` before the
   call that made it returns.
 
@@ -27,12 +29,14 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 import cbor2
 
+from ..core.bulk import collector_paused
 from ..core.codec import decode_rows, strict_loads
 from ..core.limits import Limits
 from ..errors import CorruptionError, DecodeError, IncompatibleFile, StorageError, StoreMismatch
@@ -76,6 +80,7 @@ class SqliteStorage:
         self._rows: dict[str, bytes | None] = {}
         self._vv: dict[str, int] | None = None
         self._collected: dict[str, int] = {}
+        self._staged_at = 0.0
         self._clock_last = 0
         self._error: Exception | None = None
         self._wake = threading.Event()
@@ -152,9 +157,10 @@ class SqliteStorage:
             if type(clock_last) is not int or clock_last < 0:
                 raise DecodeError("the stored clock is not a non-negative integer")
             entries = []
-            cursor = db.execute("SELECT row FROM entries")
-            while chunk := cursor.fetchmany(LOAD_CHUNK):
-                entries.extend(decode_rows([row for (row,) in chunk], limits))
+            cursor = db.execute("SELECT key, row FROM entries")
+            with collector_paused(LOAD_CHUNK):  # entries form no cycles: no collector walks
+                while chunk := cursor.fetchmany(LOAD_CHUNK):
+                    entries.extend(decode_rows(chunk, limits))
         except DecodeError as exc:
             raise CorruptionError(f"{self.path} holds damaged data: {exc}") from exc
         except sqlite3.DatabaseError as exc:
@@ -198,12 +204,21 @@ class SqliteStorage:
         self, rows: Mapping[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
     ) -> None:
         with self._lock:
+            if not self._rows and self._vv is None:
+                self._staged_at = time.monotonic()
             self._rows.update(rows)
             self._vv = vv
             self._collected = collected
             self._clock_last = max(self._clock_last, clock_last)
         if self.durability == "sync":
             self._commit(full=True)
+        elif time.monotonic() - self._staged_at >= self.commit_window:
+            # a busy writer commits its own window: no waiting on the background
+            # thread, which would have to fight this thread for the interpreter
+            try:
+                self._commit(full=False)
+            except StorageError as exc:  # batch mode reports through flush() and .error
+                log.error("commit to %s failed (will retry): %s", self.path, exc)
         elif not self._wake.is_set():
             self._wake.set()
 
