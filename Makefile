@@ -25,6 +25,8 @@ lint: $(READY)
 
 bench: $(READY)
 	$(BIN)/python bench/local_ops.py
+	$(BIN)/python bench/replication.py
+	$(BIN)/python bench/durability.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
