@@ -232,18 +232,23 @@ class KvStore:
         """
         return self._state.delete(check_key(key, self._limits))
 
-    def incr(self, key: str, by: int = 1) -> int:
+    def incr(self, key: str, by: int = 1, *, ttl: float | None = None) -> int:
         """Add ``by`` (may be negative) to the counter at ``key``; return its local value.
 
         A missing key becomes a counter starting at 0. Raises
         :class:`~crdtkv.errors.WrongType` if the key holds a register value.
-        Concurrent increments at any number of replicas all count.
+        Concurrent increments at any number of replicas all count. With
+        ``ttl`` (seconds) the counter expires that long from now unless some
+        replica set a later expiry (the longest wins); once expired it reads
+        as missing everywhere, and the next ``incr`` starts it again from 0.
         """
         if type(by) is not int:
             raise InvalidArgumentType(f"incr takes an int amount, not {type(by).__name__}")
         if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
             key = check_key(key, self._limits)
-        return self._state.incr(key, by)
+        if ttl is None:
+            return self._state.incr(key, by)
+        return self._state.incr(key, by, _expiry_ms(ttl, self._state.clock.now_ms()))
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Iterate, in sorted order, over live keys starting with ``prefix``."""

@@ -16,6 +16,11 @@ EPOCH_NS = time.time_ns()
 TRUSTING = Limits(max_clock_skew=10**7)
 
 
+def observer_clock() -> FakeClock:
+    """A clock stopped at one instant, the same for every observer replica: reads agree on expiry."""
+    return FakeClock(+1000)
+
+
 class FakeClock:
     """A wall clock tests move by hand (nanoseconds since the epoch)."""
 
@@ -35,7 +40,7 @@ def open_store(replica_id: str, clock: FakeClock | None = None, name: str = "def
 
 def copy_of(store: KvStore, replica_id: str = "copy") -> KvStore:
     """An independent replica holding exactly ``store``'s state."""
-    other = KvStore.open(store.name, replica_id=replica_id, limits=TRUSTING)
+    other = KvStore.open(store.name, replica_id=replica_id, limits=TRUSTING, clock=observer_clock())
     other.merge(store.snapshot())
     return other
 

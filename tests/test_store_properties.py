@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from crdtkv import KvStore
 from crdtkv.errors import WrongType
 
-from .helpers import TRUSTING, FakeClock, assert_logs_cover_dots, copy_of
+from .helpers import TRUSTING, FakeClock, assert_logs_cover_dots, copy_of, observer_clock
 from .model import CounterModel
 
 KEYS = ["a", "b", "c"]
@@ -34,10 +34,20 @@ replica_index = st.integers(min_value=0, max_value=2)
 put_op = st.tuples(st.just("put"), replica_index, st.sampled_from(KEYS), VALUES)
 delete_op = st.tuples(st.just("delete"), replica_index, st.sampled_from(KEYS))
 incr_op = st.tuples(st.just("incr"), replica_index, st.sampled_from(KEYS), st.integers(-(2**65), 2**65))
+ttl_op = st.tuples(
+    st.just("ttl"),
+    replica_index,
+    st.sampled_from(KEYS),
+    st.integers(-5, 5),
+    st.floats(min_value=0.5, max_value=20),
+)
+put_ttl_op = st.tuples(st.just("put_ttl"), replica_index, st.sampled_from(KEYS), VALUES, st.floats(0.5, 20))
 merge_op = st.tuples(st.just("merge"), replica_index, replica_index)
 tick_op = st.tuples(st.just("tick"), replica_index, st.floats(min_value=0, max_value=5))
 
-mixed_programs = st.lists(st.one_of(put_op, delete_op, incr_op, merge_op, tick_op), max_size=40)
+mixed_programs = st.lists(
+    st.one_of(put_op, delete_op, incr_op, merge_op, tick_op, ttl_op, put_ttl_op), max_size=40
+)
 counter_programs = st.lists(st.one_of(delete_op, incr_op, merge_op, tick_op), max_size=40)
 clock_offsets = st.lists(st.floats(min_value=-30, max_value=30), min_size=3, max_size=3)
 
@@ -70,6 +80,13 @@ def run(program: list[tuple], offsets: list[float], model: CounterModel | None =
                 model.merge(who, op[2])
         elif kind == "tick":
             clocks[who].advance(op[2])
+        elif kind == "ttl":
+            try:
+                store.incr(op[2], op[3], ttl=op[4])
+            except WrongType:
+                assert op[2] in store
+        elif kind == "put_ttl":
+            store.put(op[2], op[3], ttl=op[4])
     for store in stores:
         assert_logs_cover_dots(store)
     return stores
@@ -79,9 +96,18 @@ def reads(store: KvStore) -> dict[str, object]:
     return {key: store.get(key) for key in KEYS}
 
 
+def align(stores: list[KvStore]) -> None:
+    """Set every replica's clock to the same instant: expiry is judged by the local clock."""
+    clocks = [store._state.clock._now_ns for store in stores]
+    now = max(clock() for clock in clocks if isinstance(clock, FakeClock))
+    for clock in clocks:
+        if isinstance(clock, FakeClock):
+            clock.ns = now
+
+
 def converge(stores: list[KvStore], order: list[int]) -> KvStore:
     """A fresh replica that merged every store's snapshot in ``order``."""
-    target = KvStore.open("t", replica_id="sink", limits=TRUSTING)
+    target = KvStore.open("t", replica_id="sink", limits=TRUSTING, clock=observer_clock())
     for index in order:
         target.merge(stores[index].snapshot())
     assert_logs_cover_dots(target)
@@ -112,6 +138,7 @@ def test_replicas_that_merged_everything_agree(program, offsets):
     for dst, src in itertools.product(range(3), repeat=2):
         stores[dst].merge(stores[src])
     assert len({s.digest() for s in stores}) == 1
+    align(stores)
     assert reads(stores[0]) == reads(stores[1]) == reads(stores[2])
 
 
@@ -248,7 +275,7 @@ def test_any_permutation_of_deltas_gives_the_same_state(program, offsets, rnd):
         deltas.append(store._state.delta_since(dict(rnd.choice(stores)._state.vv)))
     results = set()
     for _ in range(3):
-        sink = KvStore.open("t", replica_id="sink", limits=TRUSTING)
+        sink = KvStore.open("t", replica_id="sink", limits=TRUSTING, clock=observer_clock())
         order = deltas + [rnd.choice(deltas) for _ in range(4)]
         rnd.shuffle(order)
         for delta in order:

@@ -17,7 +17,7 @@ Schema (CBOR arrays throughout; ``w`` indexes the message's origin table)::
              / [stamp, w, value, expires_ms / null, meta]
     value    = str / bytes / int / float / bool / null / [bytes] (canonical CBOR list or map)
     counter  = [[[w, inc, dec, stamp]...] totals, [[w, inc, dec, stamp]...] removed,
-                [[w, stamp]...] context]
+                [[w, stamp]...] context (, [epoch, expires_ms] expiry)]
 
 A snapshot is ``MAGIC + delta + blake2b-128(delta)``, so truncation and bit
 flips are detected even where the damaged bytes would still decode.
@@ -120,15 +120,14 @@ def entry_to_wire(key: str, entry: Entry, ref: Callable[[str], object]) -> list[
     counter = entry.counter
     if counter is None:
         return [key, register]
-    return [
-        key,
-        register,
-        [
-            _totals_to_wire(counter.totals, ref),
-            _totals_to_wire(counter.removed, ref),
-            [[ref(origin), stamp] for origin, stamp in sorted(counter.context.items())],
-        ],
+    wire_counter: list[object] = [
+        _totals_to_wire(counter.totals, ref),
+        _totals_to_wire(counter.removed, ref),
+        [[ref(origin), stamp] for origin, stamp in sorted(counter.context.items())],
     ]
+    if counter.expiry is not None:
+        wire_counter.append(list(counter.expiry))
+    return [key, register, wire_counter]
 
 
 class _OriginTable:
@@ -323,8 +322,14 @@ class _Reader:
             _fail("a register must have 0, 2, 3 or 5 fields")
         if len(item) == 3:
             counter = _array(item[2], "a counter")
-            if len(counter) != 3:
-                _fail("a counter must be [totals, removed, context]")
+            if len(counter) not in (3, 4):
+                _fail("a counter must be [totals, removed, context] or [totals, removed, context, expiry]")
+            expiry: tuple[int, int] | None = None
+            if len(counter) == 4:
+                pair = _array(counter[3], "a counter expiry")
+                if len(pair) != 2:
+                    _fail("a counter expiry must be [epoch, expires_ms]")
+                expiry = (_count(pair[0], "an expiry epoch"), _count(pair[1], "an expiry"))
             totals = self.totals(counter[0], "counter totals")
             removed = self.totals(counter[1], "counter removed")
             context: dict[str, int] = {}
@@ -340,7 +345,7 @@ class _Reader:
                 have = totals.get(origin)
                 if have is None or have[2] < stamp or have[0] < inc or have[1] < dec:
                     _fail("counter removed baseline exceeds its totals")
-            entry.counter = CounterState(totals, removed, context)
+            entry.counter = CounterState(totals, removed, context, expiry)
         elif not entry.stamp:
             _fail("an entry needs a register write or a counter")
         return key, entry

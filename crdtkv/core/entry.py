@@ -40,13 +40,14 @@ Totals = tuple[int, int, int]
 class CounterState:
     """The counter half of an entry (a PN-counter with observed-remove)."""
 
-    __slots__ = ("context", "removed", "totals")
+    __slots__ = ("context", "expiry", "removed", "totals")
 
     def __init__(
         self,
         totals: dict[str, Totals] | None = None,
         removed: dict[str, Totals] | None = None,
         context: dict[str, int] | None = None,
+        expiry: tuple[int, int] | None = None,
     ) -> None:
         #: origin -> its cumulative totals on this key
         self.totals: dict[str, Totals] = totals if totals is not None else {}
@@ -54,6 +55,10 @@ class CounterState:
         self.removed: dict[str, Totals] = removed if removed is not None else {}
         #: origin -> stamp of its latest operation of any kind on this key
         self.context: dict[str, int] = context if context is not None else {}
+        #: ``(epoch, expires_ms)`` set by ``incr(..., ttl=...)``: ``epoch`` is the
+        #: register stamp (the last delete or reset) the expiry was set under, so an
+        #: expiry never outlives a reset; joined by maximum (the longest wins)
+        self.expiry = expiry
 
     def value(self) -> int:
         """The counter's value: everything added minus everything removed."""
@@ -79,7 +84,7 @@ class CounterState:
         self.removed = dict(self.totals)
 
     def copy(self) -> CounterState:
-        return CounterState(dict(self.totals), dict(self.removed), dict(self.context))
+        return CounterState(dict(self.totals), dict(self.removed), dict(self.context), self.expiry)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -87,12 +92,16 @@ class CounterState:
             and self.totals == other.totals
             and self.removed == other.removed
             and self.context == other.context
+            and self.expiry == other.expiry
         )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"CounterState(totals={self.totals!r}, removed={self.removed!r}, context={self.context!r})"
+        return (
+            f"CounterState(totals={self.totals!r}, removed={self.removed!r}, "
+            f"context={self.context!r}, expiry={self.expiry!r})"
+        )
 
 
 class Entry:
@@ -167,6 +176,16 @@ def register_live(entry: Entry, now_ms: int) -> bool:
     return expires is None or expires > now_ms
 
 
+def counter_expires(entry: Entry) -> int | None:
+    """When the counter half expires (ms), or None; an expiry set before the
+    latest reset of the key does not apply."""
+    counter = entry.counter
+    if counter is None or counter.expiry is None:
+        return None
+    epoch, expires = counter.expiry
+    return expires if epoch == entry.stamp else None
+
+
 def resolve(entry: Entry, now_ms: int) -> int:
     """Which half of the entry a read sees: MISSING, REGISTER or COUNTER."""
     counter = entry.counter
@@ -175,6 +194,9 @@ def resolve(entry: Entry, now_ms: int) -> int:
         return REGISTER if reg else MISSING
     live = counter.live_stamp()
     if live is None:
+        return REGISTER if reg else MISSING
+    expires = counter_expires(entry)
+    if expires is not None and expires <= now_ms:
         return REGISTER if reg else MISSING
     if reg and (entry.stamp, entry.writer) > live:
         return REGISTER
@@ -246,6 +268,9 @@ def join_into(local: Entry, remote: Entry) -> bool:
         changed = True
     changed = _join_totals(lc.totals, rc.totals) or changed
     changed = _join_totals(lc.removed, rc.removed) or changed
+    if rc.expiry is not None and (lc.expiry is None or rc.expiry > lc.expiry):
+        lc.expiry = rc.expiry
+        changed = True
     context = lc.context
     for origin, stamp in rc.context.items():
         if context.get(origin, 0) < stamp:
@@ -269,4 +294,7 @@ def collectable(entry: Entry, horizon: int, now_ms: int) -> bool:
     if entry.value is not TOMBSTONE and (expires is None or expires > (horizon >> 16)):
         return False  # a live value, or one that expired within the grace period
     counter = entry.counter
-    return counter is None or counter.live_stamp() is None
+    if counter is None or counter.live_stamp() is None:
+        return True
+    expires = counter_expires(entry)
+    return expires is not None and expires <= (horizon >> 16)  # expired before the grace period

@@ -27,6 +27,7 @@ from .entry import (
     CounterState,
     Entry,
     collectable,
+    counter_expires,
     dots,
     join_into,
     max_stamp,
@@ -137,12 +138,18 @@ class ReplicaState:
         self.write(key, TOMBSTONE)
         return was_live
 
-    def incr(self, key: str, by: int) -> int:
+    def incr(self, key: str, by: int, expires: int | None = None) -> int:
         """Add ``by`` to the counter at ``key``; return its new value here.
 
-        Raises :class:`WrongType` if the key holds a live register value.
+        With ``expires`` (epoch ms) the counter expires then, unless a longer
+        expiry was set. An expired counter starts again from zero, without its
+        old expiry. Raises :class:`WrongType` if the key holds a live register value.
         """
         entry = self.entries.get(key)
+        if entry is not None and entry.counter is not None:
+            ends = counter_expires(entry)
+            if ends is not None and ends <= self.clock.now_ms():
+                self.write(key, TOMBSTONE)  # expired: remove what it counted, start a new epoch
         origin = self.origin
         own = self._own_log.latest
         if entry is None:
@@ -165,6 +172,11 @@ class ReplicaState:
         else:
             totals[origin] = (inc, dec - by, stamp)
         counter.context[origin] = stamp
+        if expires is not None:
+            expiry = (self.entries[key].stamp, expires)
+            if counter.expiry is None or expiry > counter.expiry:
+                counter.expiry = expiry
+            heapq.heappush(self._expiring, (expires, key))
         own[key] = stamp
         self.vv[origin] = stamp
         self._digest = None
@@ -280,6 +292,8 @@ class ReplicaState:
                 heapq.heappush(self._graves, (remote.stamp, key))
             elif remote.expires is not None:
                 heapq.heappush(self._expiring, (remote.expires, key))
+            if remote.counter is not None and remote.counter.expiry is not None:
+                heapq.heappush(self._expiring, (remote.counter.expiry[1], key))
             if local is None:
                 if remote.counter is None:  # a new plain register: adopt a copy
                     entries[key] = Entry(
@@ -374,6 +388,8 @@ class ReplicaState:
                 self._graves.append((entry.stamp, key))
             elif entry.expires is not None:
                 self._expiring.append((entry.expires, key))
+            if entry.counter is not None and entry.counter.expiry is not None:
+                self._expiring.append((entry.counter.expiry[1], key))
         heapq.heapify(self._graves)
         heapq.heapify(self._expiring)
         for origin, rows in pending.items():

@@ -55,7 +55,8 @@ def entries(draw: st.DrawFn, with_counter: bool | None = None) -> Entry:
         if not totals and not stamp:
             totals["a"] = totals_at(1, "a")
             context["a"] = 1
-        entry.counter = CounterState(totals, removed, context)
+        expiry = draw(st.sampled_from([None, (0, 40), (0, 60), (stamp, 45), (stamp, 70)]))
+        entry.counter = CounterState(totals, removed, context, expiry)
     return entry
 
 

@@ -1,0 +1,96 @@
+"""Expiry with a controlled clock: registers and counters, through merges and replicas."""
+
+from __future__ import annotations
+
+from crdtkv import KvStore
+
+from .helpers import FakeClock
+
+
+def pair(skew: float = 0.0) -> tuple[FakeClock, FakeClock, KvStore, KvStore]:
+    ca, cb = FakeClock(), FakeClock(skew)
+    return ca, cb, KvStore.open("t", replica_id="a", clock=ca), KvStore.open("t", replica_id="b", clock=cb)
+
+
+def test_a_value_expires_at_every_replica_without_any_message():
+    ca, cb, a, b = pair()
+    a.put("session", "s", ttl=10)
+    b.merge(a)
+    ca.advance(9.999)
+    cb.advance(9.999)
+    assert a.get("session") == b.get("session") == "s"
+    ca.advance(0.001)
+    cb.advance(0.001)
+    assert a.get("session") is None and b.get("session") is None  # nobody sent anything
+    assert list(a.keys()) == list(b.keys()) == []
+
+
+def test_expiry_is_absolute_so_it_travels_through_snapshots():
+    ca, cb, a, b = pair()
+    a.put("k", "v", ttl=5)
+    ca.advance(3)
+    cb.advance(3)
+    b.merge(a.snapshot())  # arrives 3 s later: 2 s left, not 5
+    cb.advance(2)
+    assert b.get("k") is None
+
+
+def test_a_counter_with_a_ttl_expires_and_starts_again_from_zero():
+    ca, _, a, _ = pair()
+    assert a.incr("rl:window", ttl=60) == 1
+    assert a.incr("rl:window", 4) == 5
+    ca.advance(60)
+    assert a.get("rl:window") is None
+    assert a.incr("rl:window") == 1  # a new life, without the old expiry
+    ca.advance(3600)
+    assert a.get("rl:window") == 1
+
+
+def test_concurrent_counter_expiries_resolve_to_the_longest_everywhere():
+    ca, cb, a, b = pair()
+    a.incr("n", ttl=30)
+    b.merge(a)
+    a.incr("n", ttl=10)  # shorter: does not shorten
+    b.incr("n", ttl=50)  # concurrently, longer
+    a.merge(b)
+    b.merge(a)
+    assert a.digest() == b.digest()
+    for clock in (ca, cb):
+        clock.advance(49.9)
+    assert a.get("n") == b.get("n") == 3
+    for clock in (ca, cb):
+        clock.advance(0.1)
+    assert a.get("n") is None and b.get("n") is None
+
+
+def test_a_reset_after_expiry_wins_over_the_old_expiry_on_every_replica():
+    ca, cb, a, b = pair()
+    a.incr("n", 5, ttl=10)
+    b.merge(a)
+    ca.advance(11)
+    cb.advance(11)
+    assert a.incr("n", 2) == 2  # no ttl this time: the counter lives on
+    b.merge(a)
+    assert b.get("n") == 2
+    ca.advance(1000)
+    cb.advance(1000)
+    assert a.get("n") == b.get("n") == 2
+
+
+def test_concurrent_register_writes_with_different_ttls_follow_the_register_rule():
+    ca, _, a, b = pair(skew=1)  # b's clock is ahead: its write is the later one
+    a.put("k", "short", ttl=5)
+    b.put("k", "long", ttl=500)
+    a.merge(b)
+    b.merge(a)
+    assert a.get("k") == b.get("k") == "long"
+    ca.advance(100)
+    assert a.get("k") == "long"
+
+
+def test_ttl_is_not_rounded_to_a_minimum():
+    ca, _, a, _ = pair()
+    a.put("blink", 1, ttl=0.001)
+    assert a.get("blink") == 1
+    ca.advance(0.001)
+    assert a.get("blink") is None
