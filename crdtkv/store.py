@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn
 
 from .core.bulk import collector_paused
 from .core.codec import decode_snapshot, encode_snapshot
-from .core.hlc import HybridClock
+from .core.entry import COUNTER
+from .core.hlc import HybridClock, stamp_ms
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
 from .core.values import Packed, check_key, pack_value, unpack_value
-from .errors import InvalidArgument, InvalidArgumentType, StoreClosed
+from .errors import InvalidArgument, InvalidArgumentType, InvalidValue, StoreClosed
 from .storage import DURABILITY_MODES, Storage, attach, new_replica_id
 
 MAX_REPLICA_ID_CHARS = 64
@@ -52,6 +55,54 @@ def _expiry_ms(ttl: object, now_ms: int) -> int:
     if not (ttl > 0 and math.isfinite(ttl)):
         raise InvalidArgument(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
     return now_ms + max(1, math.ceil(ttl * 1000))
+
+
+@dataclass(frozen=True)
+class Record:
+    """A value with everything known about the write that produced it."""
+
+    value: Any
+    #: the metadata given to ``put`` (None for none, and for counters)
+    metadata: dict[str, Any] | None
+    #: when the value expires, in seconds since the epoch, or None
+    expires_at: float | None
+    #: the replica id of the winning write (for a counter: its latest increment)
+    replica: str
+    #: that replica's origin id (replica id and incarnation)
+    origin: str
+    #: the write's hybrid-clock stamp (orders writes everywhere)
+    stamp: int
+    #: the wall-clock time in the stamp, in seconds since the epoch
+    written_at: float
+    #: "register" or "counter"
+    kind: str
+
+
+#: Most keys one page of :meth:`KvStore.list` returns.
+MAX_PAGE = 10_000
+_CURSOR_PREFIX = "c1."
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of :meth:`KvStore.list`: sorted keys, and the cursor of the next page."""
+
+    keys: list[str]
+    cursor: str | None
+
+
+def _encode_cursor(last_key: str) -> str:
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(last_key.encode("utf-8")).decode("ascii")
+
+
+def _decode_cursor(cursor: object) -> str:
+    if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
+        raise InvalidArgument(f"not a crdtkv listing cursor: {cursor!r}")
+    try:
+        raw = base64.b64decode(cursor[len(_CURSOR_PREFIX) :].encode("ascii"), altchars=b"-_", validate=True)
+        return raw.decode("utf-8")
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidArgument(f"not a crdtkv listing cursor: {cursor!r}") from exc
 
 
 class _Closed:
@@ -192,13 +243,15 @@ class KvStore:
 
     # -- local operations ---------------------------------------------------------
 
-    def put(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+    def put(self, key: str, value: Any, *, ttl: float | None = None, metadata: Any = None) -> None:
         """Set ``key`` to ``value`` (last writer wins).
 
         ``value`` may be str, bytes, int, float, bool, None, or lists and
         str-keyed dicts of those (tuples are stored as lists). With ``ttl``
         (seconds), the value reads as missing everywhere once it expires.
-        Overwriting a counter removes the increments this replica has seen.
+        ``metadata`` is a small dict (``limits.max_metadata_bytes``) that
+        travels with this write; see :meth:`get_with_metadata`. Overwriting a
+        counter removes the increments this replica has seen.
         """
         state = self._state
         if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
@@ -207,10 +260,40 @@ class KvStore:
             stored: object = value
         else:
             stored = pack_value(value, self._limits)
-        if ttl is None:
+        if ttl is None and metadata is None:
             state.write(key, stored)
-        else:
-            state.write(key, stored, _expiry_ms(ttl, state.clock.now_ms()))
+            return
+        expires = None if ttl is None else _expiry_ms(ttl, state.clock.now_ms())
+        state.write(key, stored, expires, None if metadata is None else self._pack_metadata(metadata))
+
+    def _pack_metadata(self, metadata: object) -> object:
+        if not isinstance(metadata, dict):
+            raise InvalidArgumentType(f"metadata must be a dict, not {type(metadata).__name__}")
+        packed = pack_value(metadata, self._limits)
+        assert isinstance(packed, Packed)
+        if len(packed.data) > self._limits.max_metadata_bytes:
+            raise InvalidValue(
+                f"metadata is {len(packed.data)} bytes; the limit (max_metadata_bytes) is "
+                f"{self._limits.max_metadata_bytes}"
+            )
+        return packed
+
+    def get_with_metadata(self, key: str) -> Record | None:
+        """The value at ``key`` with its metadata, expiry and provenance; None if missing."""
+        found = self._state.describe(check_key(key, self._limits))
+        if found is None:
+            return None
+        kind, stored, meta, expires, origin, stamp = found
+        return Record(
+            value=unpack_value(stored),
+            metadata=None if meta is None else unpack_value(meta),
+            expires_at=None if expires is None else expires / 1000,
+            replica=origin.split(INCARNATION_SEPARATOR, 1)[0],
+            origin=origin,
+            stamp=stamp,
+            written_at=stamp_ms(stamp) / 1000,
+            kind="counter" if kind == COUNTER else "register",
+        )
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value at ``key``; ``default`` if missing, deleted or expired.
@@ -255,6 +338,22 @@ class KvStore:
         if not isinstance(prefix, str):
             raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
         return iter(self._state.live_keys(prefix))
+
+    def list(self, prefix: str = "", *, limit: int = 1000, cursor: str | None = None) -> Page:
+        """One page of live keys with ``prefix``, in order, and a cursor for the next page.
+
+        ``page.cursor`` is None on the last page. A cursor stays valid while
+        keys come and go: every key present for the whole listing is returned
+        exactly once, in order (keys added or removed meanwhile may or may not
+        appear).
+        """
+        if not isinstance(prefix, str):
+            raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
+        if type(limit) is not int or not 0 < limit <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be an int in 1..{MAX_PAGE}, not {limit!r}")
+        after = None if cursor is None else _decode_cursor(cursor)
+        keys, more = self._state.list_page(prefix, after, limit)
+        return Page(keys, _encode_cursor(keys[-1]) if more and keys else None)
 
     def __contains__(self, key: object) -> bool:
         missing = object()
@@ -356,4 +455,4 @@ class KvStore:
         return f"<KvStore {self.name!r} replica={self._replica_id!r} keys={len(self._state.entries)}>"
 
 
-__all__ = ["KvStore"]
+__all__ = ["KvStore", "Page", "Record"]

@@ -22,6 +22,8 @@ class Limits:
     max_value_bytes: int = 512 * KIB
     #: Deepest nesting of lists and maps inside one value.
     max_value_depth: int = 32
+    #: Largest metadata map attached to a value, in encoded CBOR bytes.
+    max_metadata_bytes: int = 1 * KIB
     #: Largest replication message (a delta batch), in bytes.
     max_message_bytes: int = 1 * MIB
     #: Largest snapshot ``merge`` accepts, in bytes.
@@ -39,6 +41,7 @@ class Limits:
             "max_key_bytes",
             "max_value_bytes",
             "max_value_depth",
+            "max_metadata_bytes",
             "max_message_bytes",
             "max_snapshot_bytes",
         ):

@@ -12,6 +12,7 @@ holds all of that origin's operations.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 
@@ -64,6 +65,9 @@ class ReplicaState:
         self.gc_horizon = 0
         #: origin -> largest stamp of its operations garbage-collected here
         self.collected: dict[str, int] = {}
+        #: sorted keys for listing, built on first use; keys added since wait in _fresh
+        self._index: list[str] | None = None
+        self._fresh: list[str] = []
         #: durable storage hook: called with the keys whose entries changed (and
         #: after any version vector growth), before listeners run
         self.journal: Callable[[Sequence[str]], None] | None = None
@@ -107,6 +111,8 @@ class ReplicaState:
         entry = self.entries.get(key)
         if entry is None:
             self.entries[key] = Entry(stamp, origin, value, expires, meta)
+            if self._index is not None:
+                self._fresh.append(key)
         else:
             counter = entry.counter
             if counter is None:
@@ -155,6 +161,8 @@ class ReplicaState:
         if entry is None:
             counter = CounterState()
             self.entries[key] = Entry(0, "", TOMBSTONE, None, None, counter)
+            if self._index is not None:
+                self._fresh.append(key)
         else:
             if entry.value is not TOMBSTONE and resolve(entry, self.clock.now_ms()) == REGISTER:
                 raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
@@ -206,14 +214,69 @@ class ReplicaState:
             return entry.counter.value()
         return default
 
+    def describe(self, key: str) -> tuple[int, object, object, int | None, str, int] | None:
+        """What a read of ``key`` sees, with its provenance, or None if missing.
+
+        ``(kind, stored value or counter int, stored metadata, expires_ms,
+        origin, stamp)`` of the winning write (for a counter: its latest live
+        increment).
+        """
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        kind = resolve(entry, self.clock.now_ms())
+        if kind == REGISTER:
+            return kind, entry.value, entry.meta, entry.expires, entry.writer, entry.stamp
+        if kind == COUNTER:
+            counter = entry.counter
+            assert counter is not None
+            live = counter.live_stamp()
+            assert live is not None
+            return kind, counter.value(), None, counter_expires(entry), live[1], live[0]
+        return None
+
+    def _sorted_keys(self) -> list[str]:
+        """Every key (live or not) in order; kept up to date incrementally."""
+        index = self._index
+        fresh = self._fresh
+        if index is None or len(fresh) > len(index) // 8 + 64:
+            index = self._index = sorted(self.entries)
+        else:
+            for key in fresh:
+                position = bisect.bisect_left(index, key)
+                if position == len(index) or index[position] != key:
+                    index.insert(position, key)
+        fresh.clear()
+        return index
+
+    def list_page(self, prefix: str, after: str | None, limit: int) -> tuple[list[str], bool]:
+        """Up to ``limit`` live keys with ``prefix``, in order, after ``after``; and whether more follow.
+
+        Keys beginning with NUL are reserved for crdtkv's own use and never listed.
+        """
+        index = self._sorted_keys()
+        entries = self.entries
+        now_ms = self.clock.now_ms()
+        start = bisect.bisect_left(index, prefix)
+        if after is not None and after >= prefix:
+            start = bisect.bisect_right(index, after)
+        keys: list[str] = []
+        for position in range(start, len(index)):
+            key = index[position]
+            if not key.startswith(prefix):
+                break
+            entry = entries.get(key)
+            if entry is None or key.startswith("\x00") or resolve(entry, now_ms) == MISSING:
+                continue
+            if len(keys) == limit:
+                return keys, True
+            keys.append(key)
+        return keys, False
+
     def live_keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that read as present, optionally only those with ``prefix``."""
-        now_ms = self.clock.now_ms()
-        return sorted(
-            key
-            for key, entry in self.entries.items()
-            if key.startswith(prefix) and resolve(entry, now_ms) != MISSING
-        )
+        keys, _ = self.list_page(prefix, None, len(self.entries) + 1)
+        return keys
 
     # -- replication -----------------------------------------------------------
 
@@ -284,8 +347,11 @@ class ReplicaState:
         entries = self.entries
         pending: _Pending = {}
         horizon = self.gc_horizon
+        fresh = self._fresh if self._index is not None else None
         for key, remote in delta.entries:
             local = entries.get(key)
+            if local is None and fresh is not None:
+                fresh.append(key)
             if local is None and max_stamp(remote) < horizon:
                 continue  # as old as what was collected here: never taken back
             if remote.value is TOMBSTONE:
@@ -356,7 +422,7 @@ class ReplicaState:
                 _, key = heapq.heappop(heap)
                 entry = entries.get(key)
                 if entry is not None and collectable(entry, horizon, now_ms):
-                    del entries[key]
+                    del entries[key]  # stays in the sorted index until its next rebuild
                     collected = self.collected
                     for origin, stamp in dots(entry).items():
                         self._logs[origin].forget(key)
