@@ -9,19 +9,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.limits import Limits
-from .store import KvStore
+from .store import Decision, KvStore, Page, Record
 
 if TYPE_CHECKING:
     from .client import Client
     from .node import Node, NodeSettings
+    from .watch import Change
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "KvStore", "Limits", "Node", "NodeSettings", "__version__"]
+__all__ = [
+    "Change",
+    "Client",
+    "Decision",
+    "KvStore",
+    "Limits",
+    "Node",
+    "NodeSettings",
+    "Page",
+    "Record",
+    "__version__",
+]
 
 # The replication layer (anyio, websockets) loads on first use, so embedding
 # just the store, or the sans-I/O core, pulls in no event loop.
-_LAZY = {"Node": "node", "NodeSettings": "node", "Client": "client"}
+_LAZY = {"Node": "node", "NodeSettings": "node", "Client": "client", "Change": "watch"}
 
 
 def __getattr__(name: str) -> Any:

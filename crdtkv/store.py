@@ -7,10 +7,10 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.bulk import collector_paused
 from .core.codec import decode_snapshot, encode_snapshot
@@ -19,8 +19,11 @@ from .core.hlc import HybridClock, stamp_ms
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
 from .core.values import Packed, check_key, pack_value, unpack_value
-from .errors import InvalidArgument, InvalidArgumentType, InvalidValue, StoreClosed
+from .errors import InvalidArgument, InvalidArgumentType, InvalidKeyType, InvalidValue, StoreClosed
 from .storage import DURABILITY_MODES, Storage, attach, new_replica_id
+
+if TYPE_CHECKING:
+    from .watch import Change
 
 MAX_REPLICA_ID_CHARS = 64
 MAX_NAME_CHARS = 256
@@ -76,6 +79,26 @@ class Record:
     written_at: float
     #: "register" or "counter"
     kind: str
+
+
+#: Rate-limit window counters live under this reserved (never listed) prefix.
+RATE_LIMIT_PREFIX = "\x00rl\x00"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer of :meth:`KvStore.rate_limit`."""
+
+    #: whether this request is admitted (and counted)
+    allowed: bool
+    #: requests counted in this window, as this replica sees them (this one included if admitted)
+    count: int
+    #: how many more this replica would admit in this window
+    remaining: int
+    #: seconds until the window ends and a new one starts
+    reset_after: float
+    #: the limit asked for
+    limit: int
 
 
 #: Most keys one page of :meth:`KvStore.list` returns.
@@ -355,6 +378,53 @@ class KvStore:
         keys, more = self._state.list_page(prefix, after, limit)
         return Page(keys, _encode_cursor(keys[-1]) if more and keys else None)
 
+    def rate_limit(self, key: str, limit: int, window: float, *, cost: int = 1) -> Decision:
+        """Admit or refuse one request of ``cost`` against ``limit`` per ``window`` seconds.
+
+        Every replica counts into one convergent counter per key and fixed
+        window (an ``incr`` with a TTL under a reserved key, never listed), so
+        admissions at every PoP count toward one global limit. A refused
+        request is not counted. The limit is exact on one replica; across
+        replicas a PoP cannot see admissions made elsewhere during the last
+        propagation delay ``d`` (network plus the batch window), so per window at
+        most ``(PoPs - 1) x B`` extra requests get in, where ``B`` is the most
+        requests reaching one PoP within any ``d`` (about ``rate x d`` for steady
+        traffic). While PoPs cannot reach each other at all, each admits up to
+        the limit on its own. A PoP never refuses while the count it sees is
+        below the limit.
+        """
+        if not isinstance(key, str):
+            raise InvalidKeyType(f"keys must be str, not {type(key).__name__}")
+        if type(limit) is not int or limit < 0:
+            raise InvalidArgument(f"limit must be a non-negative int, not {limit!r}")
+        if type(cost) is not int or cost < 1:
+            raise InvalidArgument(f"cost must be a positive int, not {cost!r}")
+        if type(window) not in (int, float) or not (window > 0 and math.isfinite(window)):
+            raise InvalidArgument(f"window must be a positive number of seconds, not {window!r}")
+        state = self._state
+        now_ms = state.clock.now_ms()
+        window_ms = max(1, math.ceil(window * 1000))
+        start = now_ms - now_ms % window_ms
+        counter_key = check_key(f"{RATE_LIMIT_PREFIX}{key}\x00{start}", self._limits)
+        seen = state.lookup(counter_key, 0)
+        assert isinstance(seen, int)
+        allowed = seen + cost <= limit
+        if allowed:
+            # keep the window one extra window, so late increments still merge into it
+            seen = state.incr(counter_key, cost, start + 2 * window_ms)
+        return Decision(allowed, seen, max(0, limit - seen), (start + window_ms - now_ms) / 1000, limit)
+
+    def watch(self, prefix: str = "", *, buffer: int = 1000) -> AsyncIterator[Change]:
+        """Iterate (``async for``) over changes of keys with ``prefix``, local and merged.
+
+        Changes come in the order this replica applied them. A watcher more than
+        ``buffer`` changes behind gets a ``Change`` with ``overflow=True`` in place
+        of what it missed, and should resync; nothing is skipped silently.
+        """
+        from .watch import watch
+
+        return watch(self, prefix, buffer)
+
     def __contains__(self, key: object) -> bool:
         missing = object()
         return self._state.lookup(check_key(key, self._limits), missing) is not missing
@@ -455,4 +525,4 @@ class KvStore:
         return f"<KvStore {self.name!r} replica={self._replica_id!r} keys={len(self._state.entries)}>"
 
 
-__all__ = ["KvStore", "Page", "Record"]
+__all__ = ["Decision", "KvStore", "Page", "Record"]

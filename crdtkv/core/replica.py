@@ -68,6 +68,8 @@ class ReplicaState:
         #: sorted keys for listing, built on first use; keys added since wait in _fresh
         self._index: list[str] | None = None
         self._fresh: list[str] = []
+        #: change-feed hooks: called with the keys whose entries changed, in order
+        self.watchers: list[Callable[[Sequence[str]], None]] = []
         #: durable storage hook: called with the keys whose entries changed (and
         #: after any version vector growth), before listeners run
         self.journal: Callable[[Sequence[str]], None] | None = None
@@ -133,6 +135,9 @@ class ReplicaState:
         self._digest = None
         if self.journal is not None:
             self.journal((key,))
+        if self.watchers:
+            for watcher in self.watchers:
+                watcher((key,))
         if self.listeners:
             self._notify()
         return stamp
@@ -190,6 +195,9 @@ class ReplicaState:
         self._digest = None
         if self.journal is not None:
             self.journal((key,))
+        if self.watchers:
+            for watcher in self.watchers:
+                watcher((key,))
         if self.listeners:
             self._notify()
         return counter.value()
@@ -273,6 +281,21 @@ class ReplicaState:
             keys.append(key)
         return keys, False
 
+    def origin_of(self, key: str) -> str | None:
+        """The origin of the latest write that decides what ``key`` reads as (a delete included)."""
+        found = self.describe(key)
+        if found is not None:
+            return found[4]
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if entry.stamp:
+            return entry.writer
+        counter = entry.counter
+        if counter is not None and counter.context:
+            return max(counter.context.items(), key=lambda item: (item[1], item[0]))[0]
+        return None
+
     def live_keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that read as present, optionally only those with ``prefix``."""
         keys, _ = self.list_page(prefix, None, len(self.entries) + 1)
@@ -320,7 +343,7 @@ class ReplicaState:
             top = max(top, stamp)
         if top:
             self.clock.check(top)
-        journaled: list[str] | None = [] if self.journal is not None else None
+        journaled: list[str] | None = [] if self.journal is not None or self.watchers else None
         with collector_paused(len(delta.entries)):
             changed = self._join_all(delta, journaled)
         vv = self.vv
@@ -335,6 +358,9 @@ class ReplicaState:
         if changed or grew:
             if self.journal is not None and journaled is not None:
                 self.journal(journaled)
+            if self.watchers and journaled:
+                for watcher in self.watchers:
+                    watcher(journaled)
             self._notify()
         return changed
 

@@ -1,0 +1,91 @@
+"""The change feed: every change, in order, with overflow reported."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from crdtkv import KvStore
+from crdtkv.errors import InvalidArgument
+
+pytestmark = pytest.mark.anyio
+
+
+async def collect(store: KvStore, prefix: str, count: int, *, buffer: int = 1000) -> list:
+    changes = []
+    with anyio.fail_after(5):
+        async for change in store.watch(prefix, buffer=buffer):
+            changes.append(change)
+            if len(changes) == count:
+                break
+    return changes
+
+
+async def test_local_and_merged_changes_arrive_in_order():
+    store = KvStore.open("t", replica_id="london")
+    peer = KvStore.open("t", replica_id="sydney")
+    changes = []
+
+    async def watcher() -> None:
+        changes.extend(await collect(store, "flag:", 5))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watcher)
+        await anyio.sleep(0.01)  # the watcher is registered
+        store.put("flag:dark", True)
+        store.put("other", 1)  # not under the prefix
+        store.incr("flag:count")
+        peer.put("flag:beta", "on")
+        store.merge(peer)  # a remote change
+        store.delete("flag:dark")
+        store.put("flag:dark", False)
+    assert [(c.key, c.value) for c in changes] == [
+        ("flag:dark", True),
+        ("flag:count", 1),
+        ("flag:beta", "on"),
+        ("flag:dark", None),  # deleted
+        ("flag:dark", False),
+    ]
+    assert changes[2].origin == peer.origin and changes[0].origin == store.origin
+    assert not any(c.overflow for c in changes)
+    assert store._state.watchers == []  # unregistered when the loop ended
+
+
+async def test_a_watcher_that_falls_behind_is_told():
+    store = KvStore.open("t")
+    iterator = store.watch("k", buffer=3)
+    first = anyio.Event()
+    received = []
+
+    async def slow_watcher() -> None:
+        with anyio.fail_after(5):
+            async for change in iterator:
+                received.append(change)
+                first.set()
+                if change.overflow or len(received) > 10:
+                    break
+            async for change in store.watch("k"):  # after an overflow: resync, then watch again
+                received.append(change)
+                break
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(slow_watcher)
+        await anyio.sleep(0.01)
+        for i in range(10):  # all at once: more than the buffer holds
+            store.put(f"k{i}", i)
+        await first.wait()
+        await anyio.sleep(0.01)
+        store.put("k-after", 1)
+    cut = next(index for index, change in enumerate(received) if change.overflow)
+    kept = [c.key for c in received[:cut]]
+    assert 3 <= len(kept) < 10  # the buffer (and the one change in hand) filled up
+    assert kept == [f"k{i}" for i in range(len(kept))]  # in order, none skipped before the notice
+    assert received[cut].key is None  # then the notice for what was lost
+    assert [c.key for c in received[cut + 1 :]] == ["k-after"]
+
+
+async def test_bad_arguments():
+    store = KvStore.open("t")
+    with pytest.raises(InvalidArgument):
+        async for _ in store.watch("", buffer=0):
+            pass
