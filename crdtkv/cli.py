@@ -145,7 +145,28 @@ async def _put(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _incr(client: Client, args: argparse.Namespace) -> int:
-    print(await client.incr(args.key, args.by))
+    print(await client.incr(args.key, args.by, ttl=args.ttl))
+    return 0
+
+
+async def _watch(client: Client, args: argparse.Namespace) -> int:
+    """Print changes as they happen, until interrupted."""
+    async with anyio.create_task_group() as group:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    group.cancel_scope.cancel()
+                    return
+
+        group.start_soon(stop_on_signal)
+        async for change in client.watch(args.prefix):
+            if change.overflow:
+                print("(overflow: changes were lost; resync with keys/get)", flush=True)
+            elif change.value is None:
+                print(f"{change.key}\t(deleted)", flush=True)
+            else:
+                print(f"{change.key}\t{format_value(change.value)}", flush=True)
     return 0
 
 
@@ -214,11 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     incr = _add_client_command(commands, "incr", "add to a counter and print its new value", _incr)
     incr.add_argument("key")
     incr.add_argument("by", nargs="?", type=int, default=1)
+    incr.add_argument("--ttl", type=float, metavar="SECONDS")
     delete = _add_client_command(commands, "del", "delete a key", _delete)
     delete.add_argument("key")
     keys = _add_client_command(commands, "keys", "list live keys, one a line", _keys)
     keys.add_argument("prefix", nargs="?", default="")
     _add_client_command(commands, "digest", "print the node's state digest", _digest)
+    watch = _add_client_command(commands, "watch", "print changes under a prefix as they happen", _watch)
+    watch.add_argument("prefix", nargs="?", default="")
 
     run_demo = commands.add_parser("demo", help="three PoPs counting page views two ways")
     run_demo.add_argument("--views", type=int, default=30_000, help="page views in all")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
 
 from . import errors
 from .core.messages import ROLE_CLIENT
@@ -17,6 +19,7 @@ from .errors import CrdtKvError, LinkClosed, ProtocolError
 from .node import secret_bytes
 from .store import KvStore
 from .transport import Connection, Transport, TransportSettings, find_transport
+from .watch import Change
 
 
 class RemoteCallError(CrdtKvError):
@@ -50,6 +53,7 @@ class Client:
         self._group: anyio.abc.TaskGroup | None = None
         self._opened = anyio.Event()
         self._answers: dict[int, tuple[bool, Any]] = {}
+        self._streams: dict[int, MemoryObjectSendStream[tuple[bool, Any]]] = {}
         self._arrived = anyio.Event()
         self._closed: Closed | None = None
 
@@ -111,6 +115,12 @@ class Client:
                         self._opened.set()
                     elif isinstance(event, ResponseReceived):
                         answer = event.response
+                        stream = self._streams.get(answer.id)
+                        if stream is not None:
+                            # when we fall behind, the node drops changes and says so
+                            with contextlib.suppress(anyio.WouldBlock):
+                                stream.send_nowait((answer.ok, answer.value))
+                            continue
                         self._answers[answer.id] = (answer.ok, answer.value)
                         self._arrived.set()
                     elif isinstance(event, Closed):
@@ -139,9 +149,35 @@ class Client:
                 await self._arrived.wait()
         ok, value = self._answers.pop(request_id)
         if not ok:
-            kind, message = [*value, "", ""][:2] if isinstance(value, list) else ("Error", str(value))
-            raise RemoteCallError(str(kind), str(message))
+            raise _refusal(value)
         return value
+
+    async def watch(self, prefix: str = "") -> AsyncIterator[Change]:
+        """Changes under ``prefix`` at the node, as :class:`~crdtkv.watch.Change` objects."""
+        session = self._session
+        if session is None:
+            raise errors.StoreClosed("the client is not connected")
+        self._next_id += 1
+        request_id = self._next_id
+        send, receive = anyio.create_memory_object_stream[tuple[bool, Any]](10_000)
+        self._streams[request_id] = send
+        session.request(request_id, "watch", [prefix])
+        await self._flush()
+        try:
+            async with receive:
+                async for ok, value in receive:
+                    if not ok:
+                        kind, message = (
+                            [*value, "", ""][:2] if isinstance(value, list) else ("Error", str(value))
+                        )
+                        raise RemoteCallError(str(kind), str(message))
+                    if value and value[0] == "change" and len(value) == 4:
+                        yield Change(value[1], value[2], value[3])
+                    elif value and value[0] == "overflow":
+                        yield Change(None, None, None, overflow=True)
+        finally:
+            del self._streams[request_id]
+            send.close()
 
     async def get(self, key: str) -> tuple[bool, Any]:
         """``(found, value)`` for ``key``."""
@@ -151,8 +187,8 @@ class Client:
     async def put(self, key: str, value: Any, ttl: float | None = None) -> None:
         await self.call("put", key, value, ttl)
 
-    async def incr(self, key: str, by: int = 1) -> int:
-        result: int = await self.call("incr", key, by)
+    async def incr(self, key: str, by: int = 1, ttl: float | None = None) -> int:
+        result: int = await self.call("incr", key, by, ttl)
         return result
 
     async def delete(self, key: str) -> bool:
@@ -165,6 +201,12 @@ class Client:
     async def digest(self) -> str:
         result: str = await self.call("digest")
         return result
+
+
+def _refusal(value: Any) -> RemoteCallError:
+    """The error a node's ``[error type, message]`` answer stands for."""
+    kind, message = [*value, "", ""][:2] if isinstance(value, list) else ("Error", str(value))
+    return RemoteCallError(str(kind), str(message))
 
 
 def _closed_error(closed: Closed) -> CrdtKvError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -30,6 +30,9 @@ from .store import KvStore
 from .transport import Connection, Listener, Transport, TransportSettings, find_transport
 
 log = logging.getLogger("crdtkv.node")
+
+#: Messages that may wait for a watching client before its changes are dropped.
+MAX_WATCH_BACKLOG = 1000
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class _Link:
         self.connection = connection
         self.label = label
         self.wake = anyio.Event()
+        #: change-feed hooks this link's client registered on the store
+        self.watchers: list[Callable[[Sequence[str]], None]] = []
 
     def poke(self) -> None:
         self.wake.set()
@@ -244,6 +249,9 @@ class Node:
         except Exception:  # an error boundary: a bug on one link must not take the node down
             log.exception("link %s failed", label)
         finally:
+            for watcher in link.watchers:
+                if watcher in self.store._state.watchers:
+                    self.store._state.watchers.remove(watcher)
             self._links.discard(link)
             if session.peer_origin is not None and self.connected.get(session.peer_origin) == label:
                 del self.connected[session.peer_origin]
@@ -271,8 +279,11 @@ class Node:
                 log.info("replicating with %s (%s)", event.peer_origin, link.label)
         elif isinstance(event, RequestReceived):
             request = event.request
-            ok, value = execute(self.store, request.op, request.args)
-            session.respond(request.id, ok, value)
+            if request.op == "watch":
+                self._watch_for(link, request.id, request.args)
+            else:
+                ok, value = execute(self.store, request.op, request.args)
+                session.respond(request.id, ok, value)
         elif isinstance(event, Closed):
             level = (
                 logging.WARNING
@@ -281,6 +292,42 @@ class Node:
             )
             who = "peer" if event.by_peer else "we"
             log.log(level, "link %s closed (%s): code %d, %s", link.label, who, event.code, event.reason)
+
+    def _watch_for(self, link: _Link, request_id: int, args: list[Any]) -> None:
+        """Stream changes under a prefix to a client as responses to one request.
+
+        Bounded like local watchers: while more than ``MAX_WATCH_BACKLOG``
+        messages wait for the client, changes are dropped, and an
+        ``["overflow"]`` notice goes out once it has caught up.
+        """
+        session = link.session
+        if len(args) != 1 or not isinstance(args[0], str):
+            session.respond(request_id, False, ["InvalidArgument", "watch takes one prefix string"])
+            return
+        prefix = args[0]
+        store = self.store
+        lost = False
+
+        def on_change(keys: Sequence[str]) -> None:
+            nonlocal lost
+            for key in keys:
+                if not key.startswith(prefix) or key.startswith("\x00"):
+                    continue
+                if session.backlog() >= MAX_WATCH_BACKLOG:
+                    lost = True
+                    continue
+                if lost:
+                    session.respond(request_id, True, ["overflow"])
+                    lost = False
+                session.respond(
+                    request_id, True, ["change", key, store.get(key), store._state.origin_of(key)]
+                )
+            link.poke()
+
+        link.watchers.append(on_change)
+        store._state.watchers.append(on_change)
+        session.respond(request_id, True, ["watching", prefix])
+        link.poke()
 
     async def _send_loop(self, link: _Link) -> None:
         try:

@@ -31,13 +31,13 @@ def _keys(store: KvStore, prefix: Any = "") -> list[str]:
 OPERATIONS: dict[str, Callable[..., Any]] = {
     "get": _get,
     "put": _put,
-    "incr": lambda store, key, by=1: store.incr(key, by),
+    "incr": lambda store, key, by=1, ttl=None: store.incr(key, by, ttl=ttl),
     "del": lambda store, key: store.delete(key),
     "keys": _keys,
     "digest": lambda store: store.digest(),
 }
 
-_ARITY = {"get": (1, 1), "put": (2, 3), "incr": (1, 2), "del": (1, 1), "keys": (0, 1), "digest": (0, 0)}
+_ARITY = {"get": (1, 1), "put": (2, 3), "incr": (1, 3), "del": (1, 1), "keys": (0, 1), "digest": (0, 0)}
 
 
 def execute(store: KvStore, op: str, args: list[Any]) -> tuple[bool, Any]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from crdtkv import KvStore
@@ -137,3 +140,49 @@ def test_client_commands_against_a_serving_node(tmp_path):
         _, stderr = server.communicate(timeout=10)
     assert server.returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_watch_command_prints_changes(tmp_path):
+    from .test_processes import free_ports
+
+    port = free_ports(1)[0]
+    url = f"ws://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "crdtkv.cli", "serve", "--id", "london", "--listen", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watcher = None
+    try:
+        assert server.stdout is not None and server.stdout.readline().startswith("serving")
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "crdtkv.cli", "watch", "--node", url, "flag:"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: list[str] = []
+        assert watcher.stdout is not None
+        # the watch is registered once the node answers; poke until the first change shows up
+        assert crdtkv("put", "--node", url, "flag:dark", "on").returncode == 0
+        deadline = time.monotonic() + 20
+        while not lines and time.monotonic() < deadline:
+            if select.select([watcher.stdout], [], [], 0.5)[0]:
+                lines.append(watcher.stdout.readline().strip())
+            else:
+                crdtkv("put", "--node", url, "flag:dark", "on")
+        assert crdtkv("del", "--node", url, "flag:dark").returncode == 0
+        while len(lines) < 2 or lines[-1] != "flag:dark\t(deleted)":
+            assert time.monotonic() < deadline, lines
+            lines.append(watcher.stdout.readline().strip())
+        assert lines[0] == "flag:dark\ton"
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=10) == 0
+    finally:
+        if watcher is not None:
+            if watcher.poll() is None:
+                watcher.kill()
+            watcher.communicate(timeout=10)
+        server.terminate()
+        server.communicate(timeout=10)

@@ -176,3 +176,36 @@ async def test_a_peer_that_is_down_is_redialed_until_it_comes_up():
         async with Node(b, listen=url, settings=FAST):
             await converge(a, b)
             assert b.get("early") == 1
+
+
+async def test_a_client_watches_changes_at_a_node(network):
+    url_for, transports = network
+    store = KvStore.open("t", replica_id="server")
+    peer = KvStore.open("t", replica_id="peer")
+    async with (
+        Node(store, listen=url_for("watched"), secret=SECRET, transports=transports, settings=FAST) as node,
+        Node(peer, peers=[node.url], secret=SECRET, transports=transports, settings=FAST),
+        Client(node.url, store="t", secret=SECRET, transports=transports) as client,
+    ):
+        seen = []
+
+        async def watch() -> None:
+            async for change in client.watch("flag:"):
+                seen.append(change)
+                if len(seen) == 3:
+                    return
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            await anyio.sleep(0.05)
+            store.put("flag:a", True)
+            store.put("unrelated", 1)
+            peer.put("flag:b", "remote")  # replicated, then reported
+            with anyio.fail_after(10):
+                while store.get("flag:b") is None:
+                    await anyio.sleep(0.005)
+            store.delete("flag:a")
+        assert [(c.key, c.value) for c in seen] == [("flag:a", True), ("flag:b", "remote"), ("flag:a", None)]
+        assert seen[1].origin == peer.origin
+        assert await client.incr("n", 2, ttl=60) == 2
+        assert store.get_with_metadata("n").expires_at is not None  # type: ignore[union-attr]

@@ -406,6 +406,10 @@ class Session:
             self._last_sent = now
         return out
 
+    def backlog(self) -> int:
+        """Messages queued for the peer and not yet taken by :meth:`outgoing`."""
+        return len(self._outbox)
+
     def has_more(self, now: float) -> bool:
         """True if :meth:`outgoing` would produce more right now (a batch in flight)."""
         return self._batch is not None or bool(self._outbox)
