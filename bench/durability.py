@@ -12,13 +12,13 @@ machine is assumed shared and noisy:
   ``synchronous=NORMAL``, ``INSERT OR REPLACE`` of 100 rows per commit);
 * put throughput in ``durability="sync"`` mode against raw ``sqlite3`` (WAL,
   ``synchronous=FULL``, one row per commit);
-* ``KvStore.open`` of a store of ``--keys`` keys (integrity check, reading,
-  decoding, rebuilding indexes) against a raw ``SELECT`` of the same rows,
-  with the integrity check, the row read and the row decoding also timed alone;
+* ``KvStore.open`` of a store of ``--keys`` keys against a raw ``SELECT`` of
+  the same rows, with the file check (``PRAGMA quick_check``), the row read
+  and the row decoding also timed alone;
 * file bytes per key against a raw table of the same keys and values;
 * overwrite rounds of the same keys (throughput, and file size after each round).
 
-Rules, as in ``bench/local_ops.py``: each timing is the best (minimum) of
+Rules, as in ``bench/local_ops.py`` (see ``bench/report.py``): each timing is the best (minimum) of
 ``repeats`` runs; the variants of one comparison run round-robin (A B A B ...)
 so a slow spell hits them alike; every write timing starts on a fresh file;
 the cyclic garbage collector is disabled during timed regions (measured and
@@ -37,28 +37,36 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib
-import importlib.metadata
 import math
-import os
-import platform
-import shlex
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:
-    import crdtkv
-except ModuleNotFoundError:  # a checkout without `pip install -e .`: use the tree this file is in
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    crdtkv = importlib.import_module("crdtkv")
+import cbor2
+from report import (  # before crdtkv: it makes crdtkv importable from a checkout without `pip install -e .`
+    Row,
+    Variant,
+    command_line,
+    crdtkv_revision,
+    error_row,
+    fmt_num,
+    fmt_rate,
+    fmt_ratio,
+    fmt_time,
+    header,
+    print_results,
+    progress,
+    race,
+    rate_row,
+    timed_once,
+    version_of,
+)
 
 from crdtkv import KvStore
 from crdtkv.core import DEFAULT_LIMITS
@@ -160,216 +168,12 @@ def filesystem_of(path: Path) -> str:
     return f"{best[1]} on {best[2]} (mounted at {best[0]})" if best[0] else "filesystem unknown"
 
 
-# -- timing ----------------------------------------------------------------------------------
-
-
-def _no_setup() -> None:
-    return None
-
-
-def _no_teardown(ctx: Any, result: Any) -> dict[str, float]:
-    return {}
-
-
-@dataclass
-class Variant:
-    """One contestant: ``run(setup())`` is timed; setup and ``teardown(ctx, result)`` are not.
-
-    ``teardown`` closes and removes what the run used and returns statistics;
-    those of the fastest run are kept in ``stats``.
-    """
-
-    name: str
-    run: Callable[[Any], object]
-    setup: Callable[[], Any] = _no_setup
-    teardown: Callable[[Any, Any], dict[str, float]] = _no_teardown
-    best: float = math.inf
-    times: list[float] = field(default_factory=list)
-    stats: dict[str, float] = field(default_factory=dict)
-    all_stats: list[dict[str, float]] = field(default_factory=list)
-    error: str | None = None
-
-    def rate(self, ops: float) -> float:
-        return ops / self.best if self.ok else math.nan
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and math.isfinite(self.best)
-
-
-def race(variants: Sequence[Variant], repeats: int, *, collector: bool = False) -> dict[str, Variant]:
-    """Time each variant ``repeats`` times, round-robin; keep each one's minimum.
-
-    The cyclic collector is disabled in the timed region unless ``collector``.
-    """
-    for _ in range(repeats):
-        for v in variants:
-            if v.error is not None:
-                continue
-            try:
-                ctx = v.setup()
-            except Exception as exc:
-                v.error = f"setup failed: {type(exc).__name__}: {exc}"
-                continue
-            result: Any = None
-            elapsed = math.inf
-            gc.collect()
-            if not collector:
-                gc.disable()
-            try:
-                start = time.perf_counter()
-                result = v.run(ctx)
-                elapsed = time.perf_counter() - start
-            except Exception as exc:
-                v.error = f"{type(exc).__name__}: {exc}"
-            finally:
-                gc.enable()
-                try:
-                    stats = v.teardown(ctx, result)
-                except Exception as exc:
-                    v.error = v.error or f"teardown failed: {type(exc).__name__}: {exc}"
-                    stats = {}
-            del ctx, result
-            if v.error is not None:
-                continue
-            v.times.append(elapsed)
-            v.all_stats.append(stats)
-            if elapsed < v.best:
-                v.best = elapsed
-                v.stats = stats
-    return {v.name: v for v in variants}
-
-
-def timed_once(fn: Callable[[], Any], *, collector: bool = False) -> tuple[float, Any]:
-    """One timed call (one-off builds and overwrite rounds), under the same gc rule."""
-    gc.collect()
-    if not collector:
-        gc.disable()
-    try:
-        start = time.perf_counter()
-        result = fn()
-        return time.perf_counter() - start, result
-    finally:
-        gc.enable()
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- formatting ------------------------------------------------------------------------------
-
-
-def fmt_num(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k"
-    return f"{x:.3g}"
-
-
-def fmt_rate(x: float, unit: str = "puts/s") -> str:
-    return f"{fmt_num(x)} {unit}"
-
-
-def fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if 0 < x < 1:
-        return f"{x:.3f} (1/{1 / x:.1f})"
-    return f"{x:.2f}x" if x < 100 else f"{x:,.0f}x"
-
-
-def fmt_time(seconds: float) -> str:
-    if math.isnan(seconds) or math.isinf(seconds):
-        return "n/a"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
-
-
 def fmt_bytes(n: float) -> str:
     if n >= 1 << 20:
         return f"{n / (1 << 20):.1f} MiB"
     if n >= 1 << 10:
         return f"{n / (1 << 10):.1f} KiB"
     return f"{n:.0f} B"
-
-
-def met(ok: bool | None) -> str:
-    if ok is None:
-        return "n/a"
-    return "yes" if ok else "**NO**"
-
-
-@dataclass
-class Row:
-    num: str
-    what: str
-    measured: str
-    baseline_name: str
-    baseline: str
-    ratio: str
-    goal: str = "-"
-    met: str = "n/a"
-    notes: str = ""
-
-
-def error_row(num: str, what: str, baseline_name: str, variants: Iterable[Variant]) -> Row | None:
-    errors = [f"{v.name}: {v.error}" for v in variants if v.error is not None]
-    if not errors:
-        return None
-    text = "; ".join(errors).replace("|", "/").replace("\n", " ")
-    return Row(num, what, "ERROR", baseline_name, "ERROR", "n/a", notes=text[:300])
-
-
-def rate_row(
-    num: str,
-    what: str,
-    measured: Variant,
-    baseline: Variant,
-    baseline_name: str,
-    *,
-    ops: float,
-    unit: str = "puts/s",
-    goal: float | None = None,
-    notes: str = "",
-    with_time: bool = False,
-) -> Row:
-    """A row comparing two rates: ratio = crdtkv rate / baseline rate."""
-    failed = error_row(num, what, baseline_name, (measured, baseline))
-    if failed is not None:
-        return failed
-
-    def cell(v: Variant) -> str:
-        text = fmt_rate(v.rate(ops), unit)
-        return f"{fmt_time(v.best)} ({text})" if with_time else text
-
-    ratio = measured.rate(ops) / baseline.rate(ops)
-    return Row(
-        num,
-        what,
-        cell(measured),
-        baseline_name,
-        cell(baseline),
-        fmt_ratio(ratio),
-        "-" if goal is None else f">= {goal:g}x",
-        met(None if goal is None else ratio >= goal),
-        notes,
-    )
-
-
-def render(rows: Sequence[Row]) -> str:
-    header = ("#", "Measurement", "crdtkv", "Baseline", "Baseline figure", "Ratio", "Goal", "Met", "Notes")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = (r.num, r.what, r.measured, r.baseline_name, r.baseline, r.ratio, r.goal, r.met, r.notes)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # -- workloads -------------------------------------------------------------------------------
@@ -405,11 +209,18 @@ def batches_of(keys: Sequence[str], values: Sequence[str]) -> list[list[tuple[st
     return [rows[i : i + RAW_BATCH] for i in range(0, len(rows), RAW_BATCH)]
 
 
-def storage_stats(store: KvStore) -> dict[str, float]:
+SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def storage_stats(store: KvStore) -> dict[str, Any]:
+    """The storage's commit count, and the ``synchronous`` level its SQLite connection runs with."""
     storage = store._storage
-    commits = getattr(storage, "commits", math.nan)
-    rows = getattr(storage, "rows_written", math.nan)
-    return {"commits": float(commits), "rows": float(rows)}
+    db = getattr(storage, "_db", None)
+    synchronous = db.execute("PRAGMA synchronous").fetchone()[0] if db is not None else None
+    return {
+        "commits": float(getattr(storage, "commits", math.nan)),
+        "synchronous": SYNCHRONOUS.get(synchronous, "unknown"),
+    }
 
 
 def durable_variant(cfg: Config, name: str, durability: str, keys: list[str], values: list[str]) -> Variant:
@@ -424,7 +235,7 @@ def durable_variant(cfg: Config, name: str, durability: str, keys: list[str], va
         put_all(store, keys, values)
         store.flush()
 
-    def teardown(ctx: tuple[KvStore, Path], result: object) -> dict[str, float]:
+    def teardown(ctx: tuple[KvStore, Path], result: object) -> dict[str, Any]:
         store, path = ctx
         stats = storage_stats(store)
         store.close()
@@ -441,20 +252,19 @@ def raw_variant(
         path = cfg.files.new(f"raw-{synchronous.lower()}")
         return raw_create(path, synchronous), path
 
-    def teardown(ctx: tuple[sqlite3.Connection, Path], result: object) -> dict[str, float]:
+    def teardown(ctx: tuple[sqlite3.Connection, Path], result: object) -> None:
         db, path = ctx
         db.close()
         remove_db(path)
-        return {}
 
     return Variant(name, lambda ctx: run(ctx[0]), setup, teardown)
 
 
 def commit_notes(v: Variant, puts: int) -> str:
-    if not v.ok or not v.stats:
+    if not v.ok or not v.summary:
         return ""
-    commits = v.stats["commits"]
-    per_run = sorted(int(s["commits"]) for s in v.all_stats)
+    commits = v.summary["commits"]
+    per_run = sorted(int(s["commits"]) for s in v.summaries)
     spread = "/".join(str(c) for c in per_run)
     windows = v.best / DEFAULT_COMMIT_WINDOW
     return (
@@ -487,6 +297,7 @@ def bench_batch(cfg: Config, rows: list[Row]) -> None:
             result["raw"],
             f"raw sqlite3 (WAL, synchronous=NORMAL, INSERT OR REPLACE, {RAW_BATCH} rows/commit)",
             ops=n,
+            unit="puts/s",
             goal=BATCH_GOAL,
             notes=commit_notes(result["batch"], n),
         )
@@ -499,6 +310,7 @@ def bench_batch(cfg: Config, rows: list[Row]) -> None:
             result["memory"],
             "in-memory `KvStore.put` (no storage)",
             ops=n,
+            unit="puts/s",
             notes="what durability costs a put; for reference, no goal",
         )
     )
@@ -526,16 +338,20 @@ def bench_sync(cfg: Config, rows: list[Row]) -> None:
     )
     sync = result["sync"]
     notes = ""
-    if sync.ok and sync.stats:
-        notes = f"{int(sync.stats['commits']):,} commits for {m:,} puts in the fastest run"
+    if sync.ok and sync.summary:
+        notes = (
+            f"{int(sync.summary['commits']):,} commits for {m:,} puts in the fastest run; the store's "
+            f"SQLite connection ran with synchronous={sync.summary['synchronous']}"
+        )
     rows.append(
         rate_row(
             "2",
-            f'put, `durability="sync"` (each put committed with synchronous=FULL), {m:,} new keys',
+            f'put, `durability="sync"`, {m:,} new keys',
             sync,
             result["raw"],
             "raw sqlite3 (WAL, synchronous=FULL, BEGIN; INSERT OR REPLACE; COMMIT per row)",
             ops=m,
+            unit="puts/s",
             goal=SYNC_GOAL,
             notes=notes,
         )
@@ -580,10 +396,9 @@ def build_recovery_files(cfg: Config) -> Recovery:
 
 
 def open_variant(path: Path) -> Variant:
-    def teardown(ctx: None, store: KvStore | None) -> dict[str, float]:
+    def teardown(ctx: None, store: KvStore | None) -> None:
         if store is not None:
             store.close()
-        return {}
 
     return Variant("open", lambda _: KvStore.open(STORE_NAME, path=path), teardown=teardown)
 
@@ -607,24 +422,24 @@ def quick_check(path: Path) -> list[Any]:
     return result
 
 
-def read_rows(path: Path) -> list[bytes]:
-    """The row read of ``SqliteStorage.load`` alone: ``SELECT row FROM entries`` in chunks."""
+def read_rows(path: Path) -> list[tuple[str, bytes]]:
+    """The row read of ``SqliteStorage.load`` alone: ``SELECT key, row FROM entries`` in chunks."""
     db = sqlite3.connect(path)
     try:
-        out: list[bytes] = []
-        cursor = db.execute("SELECT row FROM entries")
+        out: list[tuple[str, bytes]] = []
+        cursor = db.execute("SELECT key, row FROM entries")
         while chunk := cursor.fetchmany(LOAD_CHUNK):
-            out.extend(row for (row,) in chunk)
+            out.extend(chunk)
         return out
     finally:
         db.close()
 
 
-def decode_all(blobs: list[bytes]) -> int:
-    """The decoding of ``SqliteStorage.load`` alone, chunk by chunk as it does it."""
+def decode_all(pairs: list[tuple[str, bytes]]) -> int:
+    """The decoding of ``SqliteStorage.load`` alone: ``decode_rows`` of its ``(key, row)`` chunks."""
     decoded = 0
-    for i in range(0, len(blobs), LOAD_CHUNK):
-        decoded += len(decode_rows(blobs[i : i + LOAD_CHUNK], DEFAULT_LIMITS))
+    for i in range(0, len(pairs), LOAD_CHUNK):
+        decoded += len(decode_rows(pairs[i : i + LOAD_CHUNK], DEFAULT_LIMITS))
     return decoded
 
 
@@ -643,114 +458,97 @@ def bench_recovery(cfg: Config, rec: Recovery, rows: list[Row], notes: list[str]
     without_gc = race(
         [open_variant(rec.store_path), Variant("raw", lambda _: select_all(rec.raw_path))], cfg.repeats
     )
-    rows.append(
-        rate_row(
-            "3a",
-            open_what + ", cyclic gc enabled (as an application sees it)",
-            with_gc["open"],
-            with_gc["raw"],
-            raw_name + " (gc enabled)",
-            ops=n,
-            unit="keys/s",
-            with_time=True,
-        )
-    )
     gc_share = ""
     if with_gc["open"].ok and without_gc["open"].ok:
         gc_cost = with_gc["open"].best - without_gc["open"].best
         gc_share = f"the cyclic gc adds {fmt_time(gc_cost)} ({gc_cost / with_gc['open'].best:.0%}) to 3a"
-    rows.append(
-        rate_row(
-            "3b",
-            open_what + ", cyclic gc disabled",
-            without_gc["open"],
-            without_gc["raw"],
-            raw_name + " (gc disabled)",
-            ops=n,
-            unit="keys/s",
-            with_time=True,
-            notes=gc_share,
+    for num, gc_state, result, notes_text in (
+        ("3a", "enabled (as an application sees it)", with_gc, ""),
+        ("3b", "disabled", without_gc, gc_share),
+    ):
+        rows.append(
+            rate_row(
+                num,
+                f"{open_what}, cyclic gc {gc_state}",
+                result["open"],
+                result["raw"],
+                f"{raw_name} (gc {gc_state.split()[0]})",
+                ops=n,
+                unit="keys/s",
+                with_time=True,
+                notes=notes_text,
+            )
         )
-    )
 
-    progress("3c: PRAGMA quick_check alone, crdtkv file vs raw file")
-    checks = race(
-        [
-            Variant("check", lambda _: quick_check(rec.store_path)),
-            Variant("raw", lambda _: quick_check(rec.raw_path)),
-        ],
-        cfg.repeats,
-    )
     open_best = without_gc["open"].best
-    share = ""
-    if checks["check"].ok and without_gc["open"].ok:
-        share = f"{checks['check'].best / open_best:.0%} of the open time in 3b"
-    rows.append(
-        rate_row(
+
+    def share(v: Variant) -> str:
+        return f"{v.best / open_best:.0%} of the open time in 3b" if v.ok and without_gc["open"].ok else ""
+
+    check = Variant("check", lambda _: quick_check(rec.store_path))
+    read = Variant("read", lambda _: read_rows(rec.store_path))
+    for num, what, measured, baseline, baseline_name, unit in (
+        (
             "3c",
             "`PRAGMA quick_check` alone (connect + check) on the crdtkv file",
-            checks["check"],
-            checks["raw"],
+            check,
+            Variant("raw", lambda _: quick_check(rec.raw_path)),
             "the same check on the raw table's file",
-            ops=n,
-            unit="keys/s",
-            with_time=True,
-            notes=share,
-        )
-    )
-
-    progress("3d: row read alone (SELECT row FROM entries) vs raw SELECT")
-    reads = race(
-        [
-            Variant("read", lambda _: read_rows(rec.store_path)),
-            Variant("raw", lambda _: select_all(rec.raw_path)),
-        ],
-        cfg.repeats,
-    )
-    if reads["read"].ok and without_gc["open"].ok:
-        share = f"{reads['read'].best / open_best:.0%} of the open time in 3b"
-    rows.append(
-        rate_row(
+            "keys/s",
+        ),
+        (
             "3d",
-            f"row read of `open` alone: connect + `SELECT row FROM entries` in chunks of {LOAD_CHUNK:,}",
-            reads["read"],
-            reads["raw"],
+            f"row read of `open` alone: connect + `SELECT key, row FROM entries` in chunks of {LOAD_CHUNK:,}",
+            read,
+            Variant("raw", lambda _: select_all(rec.raw_path)),
             raw_name + " (gc disabled)",
-            ops=n,
-            unit="rows/s",
-            with_time=True,
-            notes=share,
+            "rows/s",
+        ),
+    ):
+        progress(f"{num}: {what}")
+        race([measured, baseline], cfg.repeats)
+        rows.append(
+            rate_row(
+                num,
+                what,
+                measured,
+                baseline,
+                baseline_name,
+                ops=n,
+                unit=unit,
+                with_time=True,
+                notes=share(measured),
+            )
         )
-    )
 
-    progress("3e: row decoding alone (decode_rows)")
-    blobs = read_rows(rec.store_path)
-    decodes = race([Variant("decode", lambda _: decode_all(blobs))], cfg.repeats)
-    decode = decodes["decode"]
-    failed = error_row("3e", "row decoding of `open` alone", "-", [decode])
+    what = (
+        "row decoding of `open` alone: `decode_rows` (checksums + CBOR) of `(key, row)` pairs, "
+        f"chunks of {LOAD_CHUNK:,}"
+    )
+    progress(f"3e: {what}")
+    decode = Variant("decode", decode_all, lambda: read_rows(rec.store_path))  # the read is not timed
+    race([decode], cfg.repeats)
+    failed = error_row("3e", what, "-", [decode])
     if failed is not None:
         rows.append(failed)
     else:
-        parts = [checks["check"], reads["read"], decode]
+        parts = [check, read, decode]
         rest = open_best - sum(v.best for v in parts) if all(v.ok for v in parts) else math.nan
         rows.append(
             Row(
                 "3e",
-                f"row decoding of `open` alone: `decode_rows` (checksums + CBOR), chunks of {LOAD_CHUNK:,}",
+                what,
                 f"{fmt_time(decode.best)} ({fmt_rate(decode.rate(n), 'rows/s')})",
                 "-",
                 "-",
                 "n/a",
-                notes=(
-                    f"{decode.best / open_best:.0%} of the open time in 3b; the rest of 3b (all else "
-                    "`open` does: building the state and change logs, meta writes, begin) is about "
-                    f"{fmt_time(rest)}"
-                ),
+                notes=f"{share(decode)}; 3b less 3c, 3d and 3e, the rest of what `open` does: about "
+                f"{fmt_time(rest)}",
             )
         )
     notes.append(
         f"Row 3: building the {n:,}-key store took {fmt_time(rec.build_seconds)} "
-        f"({fmt_rate(n / rec.build_seconds)}, batch mode, gc disabled, including close); "
+        f"({fmt_rate(n / rec.build_seconds, 'puts/s')}, batch mode, gc disabled, including close); "
         f"the raw table (one transaction) {fmt_time(rec.raw_build_seconds)}."
     )
 
@@ -774,7 +572,17 @@ def bench_size(cfg: Config, rec: Recovery, rows: list[Row], notes: list[str]) ->
     db = sqlite3.connect(rec.store_path)
     try:
         key_len, row_len = db.execute("SELECT sum(length(key)), sum(length(row)) FROM entries").fetchone()
+        (meta_len,) = db.execute("SELECT sum(length(name) + length(value)) FROM meta").fetchone()
+        pages, page_size, free = (
+            db.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_count", "page_size", "freelist_count")
+        )
         sample_key, sample_row = db.execute("SELECT key, row FROM entries LIMIT 1").fetchone()
+        ((_, entry),) = decode_rows([(sample_key, sample_row)], DEFAULT_LIMITS)
+        writer = entry.writer.encode()
+        (with_writer,) = db.execute(
+            "SELECT count(*) FROM entries WHERE instr(row, ?) > 0", (writer,)
+        ).fetchone()
     finally:
         db.close()
     raw = sqlite3.connect(rec.raw_path)
@@ -790,15 +598,38 @@ def bench_size(cfg: Config, rec: Recovery, rows: list[Row], notes: list[str]) ->
             "raw `length(key) + length(value)`",
             f"{raw_payload / n:.1f} B",
             fmt_ratio((key_len + row_len) / raw_payload),
-            notes="the rest of 4a is SQLite's b-tree: cell headers, page slack, interior pages",
+            notes=f"the file is {pages:,} pages of {page_size:,} B, {free:,} of them free; the `meta` table "
+            f"holds {meta_len:,} B; the rest of 4a beyond the payload is SQLite's page and b-tree overhead",
         )
     )
-    body = bytes(sample_row[4:])
     notes.append(
-        f"Row 4: a sample row, for key {sample_key!r} ({len(sample_key)} B), is {len(sample_row)} B: "
-        f"a 4-byte CRC-32 then CBOR `[key, [stamp, writer origin, value]]` = `{body.hex()}` "
-        "(the key is stored twice, once as the primary key and once in the row, and the writer's "
-        "origin id is inline in every row)."
+        f"Row 4: a sample row, for key {sample_key!r} ({len(sample_key)} B), is "
+        f"{describe_row(sample_key, sample_row)}. The writer's origin id ({len(writer)} B) is in "
+        f"{with_writer:,} of the {n:,} rows."
+    )
+
+
+def describe_row(key: str, row: bytes) -> str:
+    """What a stored row holds, found in the row itself: its checksum, and its body decoded."""
+    body = row[4:]
+    if zlib.crc32(body, zlib.crc32(key.encode())).to_bytes(4, "big") == row[:4]:
+        checksum = "a 4-byte CRC-32 of key + body"
+    elif zlib.crc32(body).to_bytes(4, "big") == row[:4]:
+        checksum = "a 4-byte CRC-32 of the body alone"
+    else:
+        checksum = "4 bytes that are no CRC-32 of the body or of key + body"
+    ((_, entry),) = decode_rows([(key, row)], DEFAULT_LIMITS)
+    known = (("key", key), ("stamp", entry.stamp), ("writer origin", entry.writer), ("value", entry.value))
+
+    def shape(item: object) -> str:
+        if isinstance(item, list):
+            return "[" + ", ".join(shape(x) for x in item) + "]"
+        return next((name for name, v in known if type(v) is type(item) and v == item), repr(item))
+
+    where = "also in the body" if key.encode() in body else "not in the body, only in the `key` column"
+    return (
+        f"{len(row)} B: {checksum}, then {len(body)} B of CBOR "
+        f"`{shape(cbor2.loads(body))}` = `{body.hex()}`; the key is {where}"
     )
 
 
@@ -856,9 +687,9 @@ def bench_overwrite(cfg: Config, rows: list[Row], notes: list[str]) -> None:
             "5a",
             f"put overwriting {n:,} existing keys, batch mode, through `flush()`, "
             f"best of {OVERWRITE_ROUNDS} rounds",
-            fmt_rate(n / best),
+            fmt_rate(n / best, "puts/s"),
             f"raw sqlite3 as in 1a, overwriting the same keys ({RAW_BATCH} rows/commit)",
-            fmt_rate(n / raw_best),
+            fmt_rate(n / raw_best, "puts/s"),
             fmt_ratio(raw_best / best),
             notes=f"per round (puts/s): crdtkv {rates}; raw {raw_rates}; store reopened between rounds",
         )
@@ -883,32 +714,12 @@ def bench_overwrite(cfg: Config, rows: list[Row], notes: list[str]) -> None:
         )
     )
     notes.append(
-        f"Row 5: the fill itself (round 0) ran at {fmt_rate(n / crdtkv_times[0])} for crdtkv and "
-        f"{fmt_rate(n / raw_times[0])} for raw; single timings, not best-of."
+        f"Row 5: the fill itself (round 0) ran at {fmt_rate(n / crdtkv_times[0], 'puts/s')} for crdtkv and "
+        f"{fmt_rate(n / raw_times[0], 'puts/s')} for raw; single timings, not best-of."
     )
 
 
 # -- main ---------------------------------------------------------------------------------------
-
-
-def crdtkv_revision() -> str:
-    """The git commit of the crdtkv tree being measured, and whether crdtkv/ has local edits."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(crdtkv.__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "crdtkv"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "git revision unknown"
-    edited = [line[3:] for line in dirty if line.strip()]
-    return f"git {head}" + (f" + uncommitted edits to {', '.join(edited)}" if edited else ", crdtkv/ clean")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -948,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not parent.is_dir():
         parser.error(f"--dir {parent} is not a directory")
 
-    command = shlex.join([sys.executable, *sys.argv])
+    command = command_line(__file__, argv)
     revision = crdtkv_revision()  # the code was imported just now: record which
     started = time.perf_counter()
     rows: list[Row] = []
@@ -970,14 +781,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_overwrite(cfg, rows, notes)
     elapsed = time.perf_counter() - started
 
-    try:
-        cbor2_version = importlib.metadata.version("cbor2")
-    except importlib.metadata.PackageNotFoundError:
-        cbor2_version = "not installed"
     print(
-        f"crdtkv {crdtkv.__version__} ({revision}) bench/durability.py: Python {platform.python_version()} "
-        f"({platform.python_implementation()}), machine {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"SQLite {sqlite3.sqlite_version}, cbor2 {cbor2_version}; files in {where}"
+        f"{header(__file__, revision)}, SQLite {sqlite3.sqlite_version}, cbor2 {version_of('cbor2')}; "
+        f"files in {where}"
     )
     print()
     print(f"Command: `{command}`")
@@ -992,12 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "crdtkv size / baseline size). File timings run with a warm page cache."
     )
     print()
-    print(render(rows))
-    print()
-    for note in notes:
-        print(f"- {note}")
-    print()
-    print(f"Total wall time: {elapsed:.1f} s (pid {os.getpid()}).")
+    print_results(rows, notes, elapsed=elapsed)
     return 0
 
 

@@ -26,26 +26,34 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import importlib.metadata
 import math
-import os
-import platform
 import random
-import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-
-try:
-    import crdtkv
-except ModuleNotFoundError:  # a checkout without `pip install -e .`: use the tree this file is in
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    crdtkv = importlib.import_module("crdtkv")
+from report import (  # before crdtkv: it makes crdtkv importable from a checkout without `pip install -e .`
+    Row,
+    Variant,
+    crdtkv_revision,
+    error_row,
+    fmt_rate,
+    fmt_ratio,
+    fmt_time,
+    header,
+    met,
+    print_results,
+    progress,
+    race,
+    rate_row,
+    summarize,
+    timed_once,
+    version_of,
+)
 
 from crdtkv import KvStore
 from crdtkv.core import DEFAULT_LIMITS, decode_delta, encode_delta
@@ -119,196 +127,6 @@ class DictWrapper:
         self._d[key] = value
 
 
-# -- timing ----------------------------------------------------------------------------------
-
-
-def _no_setup() -> None:
-    return None
-
-
-@dataclass
-class Variant:
-    """One contestant in a round-robin race: ``run(setup())`` is timed, setup is not."""
-
-    name: str
-    run: Callable[[Any], object]
-    setup: Callable[[], Any] = _no_setup
-    #: turns run's result into a small summary kept for checks (the result itself is dropped)
-    check: Callable[[Any], object] | None = None
-    best: float = math.inf
-    times: list[float] = field(default_factory=list)
-    summary: object = None
-    error: str | None = None
-
-    def rate(self, ops: float) -> float:
-        return ops / self.best if self.ok else math.nan
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and math.isfinite(self.best)
-
-
-def race(variants: Sequence[Variant], repeats: int, *, warm: bool = False) -> dict[str, Variant]:
-    """Time each variant ``repeats`` times, round-robin; keep each one's minimum.
-
-    With ``warm``, each timed run directly follows an untimed run of the same
-    variant, so every variant is timed with its own data in the CPU caches
-    (otherwise a baseline would profit from the baseline before it touching
-    the same dict). Only for variants whose runs can repeat on the same state.
-    """
-    for _ in range(repeats):
-        for v in variants:
-            if v.error is not None:
-                continue
-            try:
-                ctx = v.setup()
-                if warm:
-                    v.run(ctx)
-            except Exception as exc:
-                v.error = f"setup failed: {type(exc).__name__}: {exc}"
-                continue
-            gc.collect()
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                result = v.run(ctx)
-                elapsed = time.perf_counter() - start
-            except Exception as exc:
-                v.error = f"{type(exc).__name__}: {exc}"
-                continue
-            finally:
-                gc.enable()
-            v.times.append(elapsed)
-            v.best = min(v.best, elapsed)
-            if v.check is not None:
-                v.summary = v.check(result)
-            del ctx, result
-    return {v.name: v for v in variants}
-
-
-def timed_once(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """One timed call (used for one-off builds), under the same gc rule."""
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        result = fn()
-        return time.perf_counter() - start, result
-    finally:
-        gc.enable()
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- formatting ------------------------------------------------------------------------------
-
-
-def fmt_num(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k"
-    return f"{x:.3g}"
-
-
-def fmt_rate(x: float, unit: str = "ops/s") -> str:
-    return f"{fmt_num(x)} {unit}"
-
-
-def fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if 0 < x < 1:
-        return f"{x:.3f} (1/{1 / x:.1f})"
-    return f"{x:.2f}x" if x < 100 else f"{x:,.0f}x"
-
-
-def fmt_time(seconds: float) -> str:
-    if math.isnan(seconds) or math.isinf(seconds):
-        return "n/a"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
-
-
-def met(ok: bool | None) -> str:
-    if ok is None:
-        return "n/a"
-    return "yes" if ok else "**NO**"
-
-
-@dataclass
-class Row:
-    num: str
-    what: str
-    measured: str
-    baseline_name: str
-    baseline: str
-    ratio: str
-    goal: str = "-"
-    met: str = "n/a"
-    notes: str = ""
-
-
-def error_row(num: str, what: str, baseline_name: str, variants: Iterable[Variant]) -> Row | None:
-    errors = [f"{v.name}: {v.error}" for v in variants if v.error is not None]
-    if not errors:
-        return None
-    text = "; ".join(errors).replace("|", "/").replace("\n", " ")
-    return Row(num, what, "ERROR", baseline_name, "ERROR", "n/a", notes=text[:300])
-
-
-def rate_row(
-    num: str,
-    what: str,
-    measured: Variant,
-    baseline: Variant,
-    baseline_name: str,
-    *,
-    ops: float,
-    unit: str = "ops/s",
-    goal: float | None = None,
-    goal_text: str = "-",
-    notes: str = "",
-) -> Row:
-    failed = error_row(num, what, baseline_name, (measured, baseline))
-    if failed is not None:
-        if measured.ok:
-            failed.measured = fmt_rate(measured.rate(ops), unit)
-        if baseline.ok:
-            failed.baseline = fmt_rate(baseline.rate(ops), unit)
-        return failed
-    rate = measured.rate(ops)
-    base = baseline.rate(ops)
-    ratio = rate / base
-    return Row(
-        num,
-        what,
-        fmt_rate(rate, unit),
-        baseline_name,
-        fmt_rate(base, unit),
-        fmt_ratio(ratio),
-        goal_text,
-        met(None if goal is None else ratio >= goal),
-        notes,
-    )
-
-
-def render(rows: Sequence[Row]) -> str:
-    header = ("#", "Measurement", "crdtkv", "Baseline", "Baseline figure", "Ratio", "Goal", "Met", "Notes")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = (r.num, r.what, r.measured, r.baseline_name, r.baseline, r.ratio, r.goal, r.met, r.notes)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 # -- fixtures ---------------------------------------------------------------------------------
 
 
@@ -372,15 +190,8 @@ class Fixtures:
     pycrdt_error: str
     build_times: dict[str, float]
 
-    def pycrdt_variant(
-        self,
-        name: str,
-        run: Callable[[Any], object],
-        setup: Callable[[], Any] = _no_setup,
-        check: Callable[[Any], object] | None = None,
-    ) -> Variant:
-        """A variant that reports the pycrdt set-up error, if any, instead of running."""
-        v = Variant(name, run, setup, check)
+    def needs_pycrdt(self, v: Variant) -> Variant:
+        """``v``, made to report the pycrdt set-up error, if any, instead of running."""
         if self.pycrdt_error:
             v.error = self.pycrdt_error
         return v
@@ -440,7 +251,7 @@ def race_get(fx: Fixtures, repeats: int) -> dict[str, Variant]:
             Variant("raw", lambda _: loop_raw_get(big, sample)),
             Variant("wrapper", lambda _: loop_call1(wrapped.get, sample)),
             Variant("store", lambda _: loop_call1(store.get, sample)),
-            fx.pycrdt_variant("pycrdt", lambda _: loop_call1(pmap.get, sample)),
+            fx.needs_pycrdt(Variant("pycrdt", lambda _: loop_call1(pmap.get, sample))),
         ],
         repeats,
         warm=True,
@@ -514,7 +325,7 @@ def race_fresh(fx: Fixtures, repeats: int) -> dict[str, Variant]:
             Variant("wrapper", lambda w: loop_call2(w.put, new_keys, new_values), DictWrapper),
             Variant("put", lambda s: loop_call2(s.put, new_keys, new_values), fresh_store),
             Variant("incr", lambda s: loop_call2(s.incr, new_keys, ones), fresh_store),
-            fx.pycrdt_variant("pycrdt", pycrdt_set, fresh_pycrdt),
+            fx.needs_pycrdt(Variant("pycrdt", pycrdt_set, fresh_pycrdt)),
         ],
         repeats,
     )
@@ -546,16 +357,20 @@ def race_delta(
             fx.pycrdt_error = f"setting {CHANGED_KEYS} keys failed: {type(exc).__name__}: {exc}"
     result = race(
         [
-            Variant("full", lambda _: state.full_state(), check=lambda d: len(d.entries)),
+            Variant("full", lambda _: state.full_state(), teardown=summarize(lambda d: len(d.entries))),
             Variant(
-                "delta", lambda _: state.delta_since(vv), check=lambda d: sorted(k for k, _ in d.entries)
+                "delta",
+                lambda _: state.delta_since(vv),
+                teardown=summarize(lambda d: sorted(k for k, _ in d.entries)),
             ),
-            Variant("delta+encode", lambda _: encode_delta(state.delta_since(vv)), check=len),
-            fx.pycrdt_variant("pycrdt", lambda _: pdoc.get_update(state_vector), check=len),
+            Variant("delta+encode", lambda _: encode_delta(state.delta_since(vv)), teardown=summarize(len)),
+            fx.needs_pycrdt(
+                Variant("pycrdt", lambda _: pdoc.get_update(state_vector), teardown=summarize(len))
+            ),
         ],
         repeats,
     )
-    return result, changed, result["pycrdt"].summary  # type: ignore[return-value]
+    return result, changed, result["pycrdt"].summary
 
 
 def race_merge(m: int, repeats: int) -> tuple[dict[str, Variant], int]:
@@ -584,12 +399,16 @@ def race_merge(m: int, repeats: int) -> tuple[dict[str, Variant], int]:
 
     result = race(
         [
-            Variant("dict", fill_dict, check=len),
-            Variant("loads", lambda _: cbor2.loads(data), check=lambda t: len(t[4])),
-            Variant("decode", decode, check=lambda d: len(d.entries)),
-            Variant("strict", lambda _: strict_loads(data, max_depth=depth), check=lambda t: len(t[4])),
-            Variant("apply", lambda dst: dst._state.apply(batch), fresh_dst, check=int),
-            Variant("decode+apply", decode_apply, fresh_dst, check=int),
+            Variant("dict", fill_dict, teardown=summarize(len)),
+            Variant("loads", lambda _: cbor2.loads(data), teardown=summarize(lambda t: len(t[4]))),
+            Variant("decode", decode, teardown=summarize(lambda d: len(d.entries))),
+            Variant(
+                "strict",
+                lambda _: strict_loads(data, max_depth=depth),
+                teardown=summarize(lambda t: len(t[4])),
+            ),
+            Variant("apply", lambda dst: dst._state.apply(batch), fresh_dst, teardown=summarize(int)),
+            Variant("decode+apply", decode_apply, fresh_dst, teardown=summarize(int)),
         ],
         repeats,
     )
@@ -632,6 +451,7 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
                 get[base],
                 base_name,
                 ops=ops,
+                unit="ops/s",
                 goal=GET_GOAL,
                 goal_text=">= 1/3",
                 notes=where,
@@ -659,6 +479,7 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
                     variants[base],
                     base_name,
                     ops=ops,
+                    unit="ops/s",
                     goal=WRITE_GOAL,
                     goal_text=">= 1/4",
                     notes=where,
@@ -680,6 +501,7 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
                     cycle[base],
                     base_name,
                     ops=n + 1,
+                    unit="ops/s",
                     goal=WRITE_GOAL,
                     goal_text=">= 1/4",
                     notes=f"{n + 1:,} writes covering all {n:,} keys in random order, one timed pass "
@@ -689,7 +511,7 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
     notes.append(
         "Rows 2-3: `incr` is called as `incr(k, 1)` through the same `fn(k, v)` loop as `put` and the "
         "wrapper. Best-of-N keeps the fastest repeat, so rows 2b/3a show the common path; rows 2c/3c are "
-        "one pass over every key and include periodic work such as change-log compaction, if any. "
+        "one pass over every key and include any periodic work the store does every so many writes. "
         "Every repeat: "
         f"put overwrite {', '.join(fmt_time(t) for t in existing['put'].times)}; "
         f"incr existing {', '.join(fmt_time(t) for t in existing['incr'].times)}; "
@@ -784,6 +606,7 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
             fresh["pycrdt"],
             "pycrdt `Map[k] = v` (one transaction)",
             ops=ops,
+            unit="ops/s",
             notes=f"{ops:,} new keys into an empty store / map, best of {2 * repeats}" + versus,
         )
     )
@@ -795,6 +618,7 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
             get["pycrdt"],
             "pycrdt `Map.get(k)` (no transaction)",
             ops=ops,
+            unit="ops/s",
             notes=f"{ops:,} random keys of {n:,}, best of {2 * repeats}" + versus,
         )
     )
@@ -832,7 +656,7 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
             Row(
                 "8e",
                 f"build {n:,} keys (one run)",
-                fmt_rate(n / times["store"]),
+                fmt_rate(n / times["store"], "ops/s"),
                 "pycrdt",
                 "ERROR",
                 "n/a",
@@ -844,9 +668,9 @@ def bench_timings(cfg: Config, rows: list[Row], notes: list[str]) -> None:
             Row(
                 "8e",
                 f"build {n:,} keys (one run, not best-of)",
-                fmt_rate(n / times["store"]),
+                fmt_rate(n / times["store"], "ops/s"),
                 f"pycrdt `Map[k] = v`, transactions of {PYCRDT_BATCH:,}",
-                fmt_rate(n / times["pycrdt"]),
+                fmt_rate(n / times["pycrdt"], "ops/s"),
                 fmt_ratio(times["pycrdt"] / times["store"]),
                 notes=f"crdtkv {fmt_time(times['store'])}, pycrdt {fmt_time(times['pycrdt'])}; {context}"
                 + versus,
@@ -892,7 +716,9 @@ def bench_wire(rows: list[Row]) -> None:
             "plain `cbor2.dumps([[k, v]])`",
             f"{len(raw_one)} B",
             fmt_ratio(len(one) / len(raw_one)),
-            notes=f"store name {store.name!r}, origin {len(store.origin)} chars (sent once per message)",
+            notes=f"store name {store.name!r}; the writer's origin id ({len(one_store.origin)} chars) "
+            f"appears {one.count(one_store.origin.encode())} time(s) in this delta and "
+            f"{many.count(store.origin.encode())} time(s) in 6a's {WIRE_ENTRIES:,}-entry one",
         )
     )
 
@@ -986,26 +812,6 @@ def bench_memory(n: int, rows: list[Row]) -> None:
     )
 
 
-def crdtkv_revision() -> str:
-    """The git commit of the crdtkv tree being measured, and whether crdtkv/ has local edits."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(crdtkv.__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "crdtkv"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "git revision unknown"
-    edited = [line[3:] for line in dirty if line.strip()]
-    return f"git {head}" + (f" + uncommitted edits to {', '.join(edited)}" if edited else ", crdtkv/ clean")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -1043,17 +849,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.sort(key=lambda r: (r.num[0], r.num))
     elapsed = time.perf_counter() - started
 
-    versions = {}
-    for dist in ("cbor2", "pycrdt"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
     print(
-        f"crdtkv {crdtkv.__version__} ({revision}) bench/local_ops.py: Python {platform.python_version()} "
-        f"({platform.python_implementation()}), "
-        f"machine {platform.machine()}, {os.cpu_count()} CPUs, N = {n:,} keys, "
-        f"cbor2 {versions['cbor2']}, pycrdt {versions['pycrdt']}"
+        f"{header(__file__, revision)}, N = {n:,} keys, "
+        f"cbor2 {version_of('cbor2')}, pycrdt {version_of('pycrdt')}"
     )
     print()
     print(
@@ -1067,24 +865,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "baselines alike. Ratio = crdtkv rate / baseline rate (for sizes: crdtkv size / baseline size)."
     )
     print()
-    print(render(rows))
-    print()
-    for note in notes:
-        print(f"- {note}")
-    print(
-        "- Row 4: ratio = full_state time / delta_since time; the per-entry costs in the notes show the "
-        "catch-up cost following the number of changes, not the store size."
-    )
-    print(
-        "- Row 5 goal is an absolute rate, so it depends on this machine; 5a's baseline is the floor "
-        "of touching each pair once in Python."
-    )
-    print(
-        "- Rows 8a-8c reuse the crdtkv timings of rows 2a, 1a and 4 (same race, same samples); "
-        "pycrdt memory is not counted by tracemalloc and is not reported."
-    )
-    print()
-    print(f"Total wall time: {elapsed:.1f} s (pid {os.getpid()}).")
+    notes += [
+        "Row 4: ratio = full_state time / delta_since time; the notes set delta_since's time as a share "
+        "of full_state's against the share of keys changed (changed/N).",
+        "Row 5 goal is an absolute rate, so it depends on this machine; 5a's baseline is the floor "
+        "of touching each pair once in Python.",
+        "Rows 8a-8c reuse the crdtkv timings of rows 2a, 1a and 4 (same race, same samples); "
+        "pycrdt memory is not counted by tracemalloc and is not reported.",
+    ]
+    print_results(rows, notes, elapsed=elapsed)
     return 0
 
 

@@ -40,8 +40,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import importlib
-import importlib.metadata
 import itertools
 import json
 import math
@@ -50,7 +48,6 @@ import platform
 import random
 import statistics
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -65,15 +62,21 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 from anyio.streams.buffered import BufferedByteReceiveStream
+from report import (  # before crdtkv: it makes crdtkv importable from a checkout without `pip install -e .`
+    Row,
+    command_line,
+    crdtkv_revision,
+    fmt_num,
+    fmt_ratio,
+    header,
+    met,
+    print_results,
+    progress,
+    version_of,
+)
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
-
-try:
-    import crdtkv
-except ModuleNotFoundError:  # a checkout without `pip install -e .`: use the tree this file is in
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    crdtkv = importlib.import_module("crdtkv")
 
 from crdtkv import KvStore
 from crdtkv.core.codec import Delta, encode_delta
@@ -115,10 +118,6 @@ MAX_LINE = 64 * 1024 * 1024
 EXIT_ORPHANED = 70
 
 now_ns = time.monotonic_ns
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -385,6 +384,26 @@ def b_store() -> KvStore:
     return KvStore.open(STORE, replica_id="b")
 
 
+async def sink_node(
+    parent: Parent,
+    store: KvStore,
+    p: dict[str, Any],
+    on_change: Callable[[], None],
+    done: anyio.Event,
+    result: Callable[[Node], dict[str, Any]],
+) -> None:
+    """Run B's Node: emit "ready" once linked and "done" (``result``, gc) once ``done``; await "stop"."""
+    store._state.listeners.append(on_change)
+    async with Node(store, peers=[p["url"]], secret=SECRET) as node:
+        await node.wait_for_peers(1, timeout=READY_TIMEOUT)
+        GC.reset()
+        parent.emit("ready")
+        with anyio.fail_after(p["timeout"]):
+            await done.wait()
+        parent.emit("done", **result(node), gc=GC.summary())
+        await parent.command("stop")
+
+
 async def role_sink(p: dict[str, Any]) -> None:
     """B for the write burst: dial A, note when all N keys are here."""
     parent = Parent()
@@ -401,23 +420,11 @@ async def role_sink(p: dict[str, Any]) -> None:
             marks["done"] = now_ns()
             done.set()
 
-    store._state.listeners.append(on_change)
-    async with Node(store, peers=[p["url"]], secret=SECRET) as node:
-        await node.wait_for_peers(1, timeout=READY_TIMEOUT)
-        GC.reset()
-        parent.emit("ready")
-        with anyio.fail_after(p["timeout"]):
-            await done.wait()
+    def result(node: Node) -> dict[str, Any]:
         stats = dict(only_link(node).session.stats)
-        parent.emit(
-            "done",
-            t_first=marks["first"],
-            t_done=marks["done"],
-            entries=len(entries),
-            stats=stats,
-            gc=GC.summary(),
-        )
-        await parent.command("stop")
+        return {"t_first": marks["first"], "t_done": marks["done"], "entries": len(entries), "stats": stats}
+
+    await sink_node(parent, store, p, on_change, done, result)
     parent.emit("stopped", digest=store.digest())
 
 
@@ -445,15 +452,7 @@ async def role_latency_sink(p: dict[str, Any]) -> None:
             if count >= n:
                 done.set()
 
-    store._state.listeners.append(on_change)
-    async with Node(store, peers=[p["url"]], secret=SECRET) as node:
-        await node.wait_for_peers(1, timeout=READY_TIMEOUT)
-        GC.reset()
-        parent.emit("ready")
-        with anyio.fail_after(p["timeout"]):
-            await done.wait()
-        parent.emit("done", delays=delays, applies=applies, gc=GC.summary())
-        await parent.command("stop")
+    await sink_node(parent, store, p, on_change, done, lambda _: {"delays": delays, "applies": applies})
     parent.emit("stopped")
 
 
@@ -889,8 +888,9 @@ class Round:
     entries_sent: int
     parts_sent: int
     total: float
-    jitter: float
-    #: the segments of ``total`` after ``jitter``, in order (see STEPS)
+    #: from B starting its Node to B's Node calling the transport's ``connect``
+    before_dial: float
+    #: the time between consecutive MARKS, from B's ``connect`` call on
     steps: list[float]
     connections: int
     gc_a: dict[str, list[int]]
@@ -909,17 +909,22 @@ class CatchUp:
     raw_open: list[float] = field(default_factory=list)
     agree: bool = False
     sync_gc: str = ""
-    #: from B's Hello arriving at A to A's Hello leaving, on the initial sync
+    #: on the initial sync: from B's Hello arriving at A to A sending its Hello, and from that to
+    #: A sending its first Deltas
     sync_hello_wait: float = 0.0
+    sync_deltas_wait: float = 0.0
 
 
-STEPS = (
-    "WebSocket open",
-    "Challenge",
-    "B's Hello to A",
-    "A builds Hello + delta",
-    "Deltas transit",
-    "B decodes + applies",
+#: the marks of a catch-up round after B's ``connect`` call, in order: a "sent" mark is A's Node
+#: calling its connection's ``send``, an "at" mark the receiver's ``receive`` returning the message
+MARKS = (
+    "WebSocket open at B",
+    "A's Challenge at B",
+    "B's Hello at A",
+    "A's Hello sent",
+    "A's first Deltas sent",
+    "Deltas at B",
+    "all changes applied at B",
 )
 
 
@@ -954,7 +959,9 @@ async def bench_catchup(n: int, rounds: int, rng: random.Random, prof: str | Non
         sync_gc = f"{gc_note('A', GC.summary())}; {gc_note('B', synced['gc'])}"
         sync_stats = dict(only_link(node).session.stats)
         first = transport.connections[0]
-        hello_wait = (_first(first.sent, 2) - _first(first.received, 2)) / 1e9
+        hello_sent = _first(first.sent, 2)
+        hello_wait = (hello_sent - _first(first.received, 2)) / 1e9
+        deltas_wait = (_first(first.sent, 3) - hello_sent) / 1e9
         await b.send(cmd="stop")
         await b.expect("stopped", 60)
         await until(lambda: not node._links, 10, "A's link to B to close")
@@ -966,6 +973,7 @@ async def bench_catchup(n: int, rounds: int, rng: random.Random, prof: str | Non
             sync_stats["entries_sent"],
             sync_gc=sync_gc,
             sync_hello_wait=hello_wait,
+            sync_deltas_wait=deltas_wait,
         )
         for r in range(rounds):
             progress(f"3. catch-up round {r + 1}/{rounds}: A overwrites {CHANGED_KEYS:,} keys, B reconnects")
@@ -996,13 +1004,14 @@ async def bench_catchup(n: int, rounds: int, rng: random.Random, prof: str | Non
                 name = CODE_NAMES.get(code, f"type {code}")
                 kinds[name] = kinds.get(name, 0) + size
             received = caught["received"]
-            marks = [
+            marks = [  # B's connect call, then MARKS
                 caught["t_dial"],
                 caught["t_open"],
-                _first(received, 1),  # B has A's Challenge
-                _first(connection.received, 2),  # A has B's Hello
-                _first(connection.sent, 3),  # A starts sending the Deltas (its Hello goes just before)
-                _first(received, 3),  # B has the Deltas
+                _first(received, 1),
+                _first(connection.received, 2),
+                _first(connection.sent, 2),
+                _first(connection.sent, 3),
+                _first(received, 3),
                 caught["t_done"],
             ]
             result.rounds.append(
@@ -1016,7 +1025,7 @@ async def bench_catchup(n: int, rounds: int, rng: random.Random, prof: str | Non
                     entries_sent=stats["entries_sent"],
                     parts_sent=stats["parts_sent"],
                     total=(caught["t_done"] - caught["t_start"]) / 1e9,
-                    jitter=(caught["t_dial"] - caught["t_start"]) / 1e9,
+                    before_dial=(caught["t_dial"] - caught["t_start"]) / 1e9,
                     steps=[(y - x) / 1e9 for x, y in itertools.pairwise(marks)],
                     connections=caught["connections"],
                     gc_a=gc_a,
@@ -1040,58 +1049,12 @@ async def bench_catchup(n: int, rounds: int, rng: random.Random, prof: str | Non
 # -- formatting ------------------------------------------------------------------------------
 
 
-def fmt_num(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k"
-    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
-
-
-def fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if 0 < x < 1:
-        return f"{x:.2f} (1/{1 / x:.1f})"
-    return f"{x:.2f}x"
-
-
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms"
 
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.3f} s"
-
-
-def met(ok: bool | None) -> str:
-    if ok is None:
-        return "n/a"
-    return "yes" if ok else "**NO**"
-
-
-@dataclass
-class Row:
-    num: str
-    what: str
-    measured: str
-    baseline_name: str
-    baseline: str
-    ratio: str
-    goal: str = "-"
-    met: str = "n/a"
-    notes: str = ""
-
-
-def render(rows: Sequence[Row]) -> str:
-    header = ("#", "Measurement", "crdtkv", "Baseline", "Baseline figure", "Ratio", "Goal", "Met", "Notes")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = (r.num, r.what, r.measured, r.baseline_name, r.baseline, r.ratio, r.goal, r.met, r.notes)
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines)
 
 
 def throughput_rows(t: Throughput, rows: list[Row]) -> None:
@@ -1163,7 +1126,7 @@ def throughput_rows(t: Throughput, rows: list[Row]) -> None:
     rows.append(
         Row(
             "1d",
-            "A's put loop while replicating (diagnostic: what bounds 1a)",
+            "A's put loop while replicating (diagnostic for 1a)",
             f"{fmt_num(n / write_best)} puts/s",
             "the same put loop into a store with no Node",
             f"{fmt_num(n / local_best)} puts/s",
@@ -1171,8 +1134,8 @@ def throughput_rows(t: Throughput, rows: list[Row]) -> None:
             "-",
             "n/a",
             f"best of {repeats} each ({', '.join(f'{b.write_seconds:.3f}' for b in t.crdtkv)} s vs "
-            f"{', '.join(f'{s:.3f}' for s in t.local)} s); B held all keys {tails} after A's last put: "
-            "A's one thread (puts, the Node's per-put listener, delta encoding, sends) is the bottleneck",
+            f"{', '.join(f'{s:.3f}' for s in t.local)} s); B held all keys {tails} after A's last put; "
+            f"in 1a's best run A's put loop took {best.write_seconds / best.seconds:.0%} of the time",
         )
     )
 
@@ -1280,36 +1243,36 @@ def catchup_rows(c: CatchUp, rows: list[Row]) -> None:
             f"{gc_sum('B', [r.gc_b for r in rounds])}",
         )
     )
-    from_dial = [r.total - r.jitter for r in rounds]
+    from_dial = [r.total - r.before_dial for r in rounds]
     rows.append(
         Row(
             "3d",
-            "same, from B's dial (excludes the Node's random first-dial delay)",
+            "same, from B's `connect` call (without B's Node start-up before it)",
             fmt_ms(med(from_dial)),
             "same raw figure",
             fmt_ms(raw_total),
             fmt_ratio(med(from_dial) / raw_total),
             "-",
             "n/a",
-            f"{span(from_dial, fmt_ms)}; the first-dial delay is uniform(0, reconnect_initial = "
-            f"{NodeSettings().reconnect_initial * 1e3:g} ms): {span([r.jitter for r in rounds], fmt_ms)}",
+            f"{span(from_dial, fmt_ms)}; B's Node called `connect` "
+            f"{span([r.before_dial for r in rounds], fmt_ms)} after B started it",
         )
     )
-    steps = [med(r.steps[i] for r in rounds) for i in range(len(STEPS))]
+    steps = [med(r.steps[i] for r in rounds) for i in range(len(MARKS))]
     rows.append(
         Row(
             "3e",
-            "catch-up from B's dial, step by step (medians): " + " / ".join(STEPS),
+            "catch-up from B's `connect` call, step by step (medians, each since the mark before): "
+            + " / ".join(MARKS),
             " / ".join(fmt_ms(x) for x in steps),
             "raw `websockets` connect (TCP + HTTP upgrade)",
             fmt_ms(med(c.raw_open)),
             f"WebSocket open {fmt_ratio(steps[0] / med(c.raw_open))}",
             "-",
             "n/a",
-            "one system-wide clock, A's and B's marks interleaved: B dials; WebSocket open at B; "
-            "A's Challenge at B; B's Hello at A; A starts sending its Hello + Deltas (A sends its Hello "
-            "only after computing the delta: both leave in one `outgoing()` call); Deltas at B; "
-            "all changes applied at B",
+            "one system-wide clock, marks taken in A and in B; the first figure is from B's `connect` "
+            "call; 'sent' = A's Node calling its connection's `send`, 'at' = the receiving side's "
+            "`receive` returning the message, 'applied' = B's store listener finding every change",
         )
     )
     rows.append(
@@ -1324,39 +1287,11 @@ def catchup_rows(c: CatchUp, rows: list[Row]) -> None:
             "n/a",
             f"{fmt_s(c.sync_from_dial)} from B's dial ({fmt_s(c.sync_seconds)} from Node start); "
             f"entries_sent {c.sync_entries_sent:,}; A built the store in {fmt_s(c.build_seconds)}; "
-            f"A's Hello left {fmt_ms(c.sync_hello_wait)} after B's Hello arrived (A lists and sorts every "
-            f"key to send before its Hello goes out); digests equal after the last round: "
+            f"A sent its Hello {fmt_ms(c.sync_hello_wait)} after B's Hello arrived and its first Deltas "
+            f"{fmt_ms(c.sync_deltas_wait)} after its Hello; digests equal after the last round: "
             f"{'yes' if c.agree else 'NO'}; {c.sync_gc}",
         )
     )
-
-
-def crdtkv_revision() -> str:
-    """The git commit of the crdtkv tree being measured, and whether crdtkv/ or transports/ have edits."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(crdtkv.__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "crdtkv", "transports"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return "git revision unknown"
-    edited = [line[3:] for line in dirty if line.strip()]
-    where = "crdtkv/ and transports/ clean"
-    return f"git {head}" + (f" + uncommitted edits to {', '.join(edited)}" if edited else f", {where}")
-
-
-def version_of(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 PHASES = ("throughput", "latency", "catchup")
@@ -1401,9 +1336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"need --keys >= {YIELD_EVERY}, --catchup-keys >= {CHANGED_KEYS}, --repeats/--rounds >= 1"
         )
 
-    revision = crdtkv_revision()
-    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
-    command = " ".join([python, os.path.relpath(SCRIPT), *(sys.argv[1:] if argv is None else argv)])
+    revision = crdtkv_revision("crdtkv", "transports")  # the code was imported just now: record which
+    command = command_line(SCRIPT, argv)
     started = time.perf_counter()
     rows: list[Row] = []
     with profiled(args.profile, "A"):
@@ -1412,10 +1346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     clock = time.get_clock_info("monotonic")
     print(
-        f"crdtkv {crdtkv.__version__} ({revision}) bench/replication.py: Python {platform.python_version()} "
-        f"({platform.python_implementation()}), machine {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{platform.system()} {platform.release()}; websockets {version_of('websockets')}, "
-        f"anyio {version_of('anyio')}, cbor2 {version_of('cbor2')}; "
+        f"{header(SCRIPT, revision)}, {platform.system()} {platform.release()}; "
+        f"websockets {version_of('websockets')}, anyio {version_of('anyio')}, cbor2 {version_of('cbor2')}; "
         f"clock time.monotonic_ns = {clock.implementation} in both processes"
     )
     print()
@@ -1430,11 +1362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "better); times, latencies and sizes crdtkv / baseline (lower is better)."
     )
     print()
-    print(render(rows))
-    print()
-    print(f"Command: `{command}`")
-    print()
-    print(f"Total wall time: {elapsed:.1f} s (pid {os.getpid()}).")
+    print_results(rows, elapsed=elapsed, command=command)
     return 0
 
 
