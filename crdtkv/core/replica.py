@@ -92,6 +92,18 @@ class ReplicaState:
             if origin not in after:
                 self._logs[origin].forget(key)
 
+    def _local_change(self, key: str, stamp: int) -> None:
+        """Bookkeeping after a local operation on ``key``: vv, digest, then every hook."""
+        self.vv[self.origin] = stamp
+        self._digest = None
+        if self.journal is not None:
+            self.journal((key,))
+        if self.watchers:
+            for watcher in self.watchers:
+                watcher((key,))
+        if self.listeners:
+            self._notify()
+
     def _notify(self) -> None:
         for listener in self.listeners:
             listener()
@@ -131,15 +143,7 @@ class ReplicaState:
             entry.meta = meta
             own.pop(key, None)
         own[key] = stamp
-        self.vv[origin] = stamp
-        self._digest = None
-        if self.journal is not None:
-            self.journal((key,))
-        if self.watchers:
-            for watcher in self.watchers:
-                watcher((key,))
-        if self.listeners:
-            self._notify()
+        self._local_change(key, stamp)
         return stamp
 
     def delete(self, key: str) -> bool:
@@ -191,15 +195,7 @@ class ReplicaState:
                 counter.expiry = expiry
             heapq.heappush(self._expiring, (expires, key))
         own[key] = stamp
-        self.vv[origin] = stamp
-        self._digest = None
-        if self.journal is not None:
-            self.journal((key,))
-        if self.watchers:
-            for watcher in self.watchers:
-                watcher((key,))
-        if self.listeners:
-            self._notify()
+        self._local_change(key, stamp)
         return counter.value()
 
     def lookup(self, key: str, default: object) -> object:
