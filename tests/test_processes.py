@@ -30,9 +30,11 @@ def free_ports(count: int) -> list[int]:
 
 
 class Server:
-    def __init__(self, name: str, port: int, peers: list[int], secret_file: Path, logs: Path) -> None:
+    def __init__(
+        self, name: str, port: int, peers: list[int], secret_file: Path, logs: Path, data: Path | None = None
+    ) -> None:
         self.name, self.port, self.peers = name, port, peers
-        self.secret_file, self.logs = secret_file, logs
+        self.secret_file, self.logs, self.data = secret_file, logs, data
         self.process: subprocess.Popen[str] | None = None
 
     @property
@@ -54,6 +56,8 @@ class Server:
         ]
         for port in self.peers:
             args += ["--peer", f"ws://127.0.0.1:{port}"]
+        if self.data is not None:
+            args += ["--data", str(self.data)]
         log = open(self.logs / f"{self.name}.log", "a")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
@@ -136,3 +140,24 @@ async def test_three_processes_with_a_sigkilled_node_converge_exactly(tmp_path):
     assert codes == [0, 0, 0]  # SIGTERM stops a node cleanly
     logs = "".join((tmp_path / f"{s.name}.log").read_text() for s in servers)
     assert "Traceback" not in logs, logs[-3000:]
+
+
+async def test_a_durable_node_keeps_its_data_across_restarts(tmp_path):
+    secret_file = tmp_path / "secret"
+    secret_file.write_bytes(SECRET)
+    data = tmp_path / "london.db"
+    server = Server("london", free_ports(1)[0], [], secret_file, tmp_path, data=data)
+    try:
+        server.start()
+        async with Client(server.url, secret=SECRET) as client:
+            await client.put("greeting", "hello")
+            assert await client.incr("views", 41) == 41
+        assert server.stop() == 0  # SIGTERM: flush and exit
+        server.start()
+        async with Client(server.url, secret=SECRET) as client:
+            assert await client.get("greeting") == (True, "hello")
+            assert await client.incr("views") == 42
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+    assert data.exists()
