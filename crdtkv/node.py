@@ -113,6 +113,8 @@ class Node:
         self._rng = random.Random()
         #: links that completed a handshake, by peer origin
         self.connected: dict[str, str] = {}
+        self._dialers = anyio.CancelScope()
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,8 +129,7 @@ class Node:
             if self.listen_url is not None:
                 transport = find_transport(self.listen_url, self._transports)
                 self._listener = await transport.listen(self.listen_url, self._serve, self.settings.transport)
-            for url, transport in dialers:
-                self._task_group.start_soon(self._dial_forever, url, transport)
+            self._task_group.start_soon(self._dial_all, dialers)
             self._task_group.start_soon(self._collect_garbage)
         except BaseException:
             self._task_group.cancel_scope.cancel()
@@ -146,6 +147,9 @@ class Node:
         state = self.store._state
         if self._store_changed in getattr(state, "listeners", []):
             state.listeners.remove(self._store_changed)
+        # no new links from here on: stop dialing, refuse new inbound links
+        self._closing = True
+        self._dialers.cancel()
         for link in list(self._links):
             link.session.close(CLOSE_SHUTDOWN, "node shutting down")
             link.poke()
@@ -221,7 +225,16 @@ class Node:
             )
             delay = min(delay * settings.reconnect_factor, settings.reconnect_max)
 
+    async def _dial_all(self, dialers: list[tuple[str, Transport]]) -> None:
+        with self._dialers:
+            async with anyio.create_task_group() as group:
+                for url, transport in dialers:
+                    group.start_soon(self._dial_forever, url, transport)
+
     async def _serve(self, connection: Connection) -> None:
+        if self._closing:
+            await connection.aclose()
+            return
         if len(self._links) >= self.settings.max_connections:
             log.warning("refusing %s: max_connections (%d) reached", connection.remote, len(self._links))
             await connection.aclose()

@@ -7,7 +7,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -23,7 +23,7 @@ from .errors import InvalidArgument, InvalidArgumentType, InvalidKeyType, Invali
 from .storage import DURABILITY_MODES, Storage, attach, new_replica_id
 
 if TYPE_CHECKING:
-    from .watch import Change
+    from .watch import Watch
 
 MAX_REPLICA_ID_CHARS = 64
 MAX_NAME_CHARS = 256
@@ -99,6 +99,8 @@ class Decision:
     reset_after: float
     #: the limit asked for
     limit: int
+    #: when the counted window started, in seconds since the epoch
+    window_start: float
 
 
 #: Most keys one page of :meth:`KvStore.list` returns.
@@ -412,18 +414,21 @@ class KvStore:
         if allowed:
             # keep the window one extra window, so late increments still merge into it
             seen = state.incr(counter_key, cost, start + 2 * window_ms)
-        return Decision(allowed, seen, max(0, limit - seen), (start + window_ms - now_ms) / 1000, limit)
+        reset_after = (start + window_ms - now_ms) / 1000
+        return Decision(allowed, seen, max(0, limit - seen), reset_after, limit, start / 1000)
 
-    def watch(self, prefix: str = "", *, buffer: int = 1000) -> AsyncIterator[Change]:
+    def watch(self, prefix: str = "", *, buffer: int = 1000) -> Watch:
         """Iterate (``async for``) over changes of keys with ``prefix``, local and merged.
 
-        Changes come in the order this replica applied them. A watcher more than
-        ``buffer`` changes behind gets a ``Change`` with ``overflow=True`` in place
-        of what it missed, and should resync; nothing is skipped silently.
+        Changes come in the order this replica applied them, from the moment
+        ``watch`` returns. A watcher more than ``buffer`` changes behind gets a
+        ``Change`` with ``overflow=True`` in place of what it missed, and should
+        resync; nothing is skipped silently. Use ``async with`` (or ``close()``)
+        to stop watching promptly.
         """
-        from .watch import watch
+        from .watch import Watch
 
-        return watch(self, prefix, buffer)
+        return Watch(self, prefix, buffer)
 
     def __contains__(self, key: object) -> bool:
         missing = object()

@@ -9,7 +9,7 @@ than its buffer loses the changes that did not fit and then receives one
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,8 @@ class Change:
 
     #: the key (None for an overflow notice)
     key: str | None
-    #: the new value; None when the key was deleted (or its value expired)
+    #: the new value; None when the key was deleted. Expiry is not an operation:
+    #: a value that expires produces no change.
     value: Any
     #: the origin id of the write that produced it (None for an overflow notice)
     origin: str | None
@@ -38,42 +39,71 @@ class Change:
     overflow: bool = False
 
 
-async def watch(store: KvStore, prefix: str, buffer: int) -> AsyncIterator[Change]:
-    """Yield the changes of keys starting with ``prefix``; see the module docstring."""
-    if not isinstance(prefix, str):
-        raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
-    if type(buffer) is not int or buffer < 1:
-        raise InvalidArgument(f"buffer must be a positive int, not {buffer!r}")
-    state = store._state
-    send, receive = anyio.create_memory_object_stream[Change](buffer)
-    lost = False
+class Watch:
+    """An ``async for`` iterator over changes; registered from the moment it is created.
 
-    def on_change(keys: Sequence[str]) -> None:
-        nonlocal lost
-        for key in keys:
-            if not key.startswith(prefix) or key.startswith("\x00"):
-                continue
-            if lost:
-                continue  # dropping until the watcher has drained and been told
-            try:
-                send.send_nowait(Change(key, store.get(key), state.origin_of(key)))
-            except anyio.WouldBlock:
-                lost = True
+    Iterate it, or use it as ``async with store.watch(...) as changes``; it stops
+    watching when closed, when the context ends, or when it is dropped.
+    """
 
-    state.watchers.append(on_change)
-    try:
-        async with receive:
-            while True:
+    def __init__(self, store: KvStore, prefix: str, buffer: int) -> None:
+        if not isinstance(prefix, str):
+            raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
+        if type(buffer) is not int or buffer < 1:
+            raise InvalidArgument(f"buffer must be a positive int, not {buffer!r}")
+        state = store._state
+        send, self._receive = anyio.create_memory_object_stream[Change](buffer)
+        self._lost = [False]
+        lost = self._lost
+
+        def on_change(keys: Sequence[str]) -> None:
+            for key in keys:
+                if not key.startswith(prefix) or key.startswith("\x00") or lost[0]:
+                    continue  # after a loss, drop until the watcher has drained and been told
                 try:
-                    change = receive.receive_nowait()
+                    send.send_nowait(Change(key, store.get(key), state.origin_of(key)))
                 except anyio.WouldBlock:
-                    if lost:
-                        lost = False
-                        yield Change(None, None, None, overflow=True)
-                        continue
-                    change = await receive.receive()
-                yield change
-    finally:
-        if on_change in state.watchers:
-            state.watchers.remove(on_change)
-        send.close()
+                    lost[0] = True
+
+        self._watchers = state.watchers
+        self._on_change = on_change
+        self._send = send
+        state.watchers.append(on_change)
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> Change:
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            if self._lost[0]:
+                self._lost[0] = False
+                return Change(None, None, None, overflow=True)
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Stop watching (idempotent)."""
+        if self._on_change in self._watchers:
+            self._watchers.remove(self._on_change)
+        self._send.close()
+        self._receive.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Watch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # dropped without closing (e.g. a loop left with break): unregister
+        if hasattr(self, "_send"):  # not if __init__ refused its arguments
+            self.close()

@@ -23,6 +23,7 @@ def test_a_single_replica_admits_exactly_the_limit_per_window():
     assert [d.count for d in decisions] == [1, 2, 3, 4, 5, 5, 5, 5]
     assert decisions[4].remaining == 0 and decisions[0].remaining == 4
     assert decisions[0].reset_after == pytest.approx(60.0)
+    assert decisions[0].window_start == pytest.approx(clock.ns / 1e9)
     assert store.rate_limit("api:bob", 5, 60.0).allowed  # keys are independent
     clock.advance(60)
     fresh = store.rate_limit("api:ana", 5, 60.0)

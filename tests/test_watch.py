@@ -89,3 +89,18 @@ async def test_bad_arguments():
     with pytest.raises(InvalidArgument):
         async for _ in store.watch("", buffer=0):
             pass
+
+
+async def test_a_watch_sees_changes_from_the_moment_it_is_created():
+    store = KvStore.open("t")
+    async with store.watch("k") as changes:
+        store.put("k1", 1)  # before the first iteration
+        store.put("k2", 2)
+        first = await changes.__anext__()
+        second = await changes.__anext__()
+    assert (first.key, second.key) == ("k1", "k2")
+    assert store._state.watchers == []  # the context closed it
+    dropped = store.watch("x")
+    assert len(store._state.watchers) == 1
+    del dropped  # dropped without closing: unregistered too
+    assert store._state.watchers == []
