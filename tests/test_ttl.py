@@ -94,3 +94,20 @@ def test_ttl_is_not_rounded_to_a_minimum():
     assert a.get("blink") == 1
     ca.advance(0.001)
     assert a.get("blink") is None
+
+
+def test_ttl_through_replication_over_the_protocol():
+    from .sim import Simulation
+
+    sim = Simulation(3, 11)
+    london, sydney, newyork = sim.stores
+    london.put("session", "s", ttl=2.0)
+    sydney.incr("rl", 3, ttl=1.0)
+    sim.settle()
+    assert newyork.get("session") == "s" and newyork.get("rl") == 3
+    sim.run(1.0)  # advances every replica's clock by 1 s
+    assert [store.get("rl") for store in sim.stores] == [None, None, None]
+    assert [store.get("session") for store in sim.stores] == ["s", "s", "s"]
+    sim.run(1.0)
+    assert [store.get("session") for store in sim.stores] == [None, None, None]
+    assert newyork.get_with_metadata("session") is None
