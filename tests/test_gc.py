@@ -136,3 +136,37 @@ def test_garbage_collection_is_persisted(tmp_path):
 def test_the_grace_period_must_be_positive(grace):
     with pytest.raises(ValueError, match="gc_grace"):
         Limits(gc_grace=grace)
+
+
+def test_a_new_or_rebuilt_replica_receives_old_live_data_after_collection(tmp_path):
+    clock, (london,) = replicas("london")
+    london.put("config:plan", "enterprise")  # old, live data
+    london.put("gone", 1)
+    london.delete("gone")
+    clock.advance(GRACE * 2)
+    assert london.collect_garbage() == 1
+    # a replica rebuilt from nothing (a new file, collected on open) and one in memory
+    durable = KvStore.open("t", path=tmp_path / "sydney.db", replica_id="sydney", clock=clock, limits=LIMITS)
+    fresh = KvStore.open("t", replica_id="newyork", clock=clock, limits=LIMITS)
+    for replica in (durable, fresh):
+        replica.collect_garbage()
+        assert not london._state.missed_collection(replica._state.vv)  # not refused
+        replica.put("local-first", 1)  # writing before the first sync does not make it stale
+        assert not london._state.missed_collection(replica._state.vv)
+        replica.merge(london)
+        assert replica.get("config:plan") == "enterprise"
+        london.merge(replica)
+        assert replica.digest() == london.digest()
+    durable.close()
+
+
+def test_collected_data_is_not_taken_back_from_a_stale_copy():
+    clock, (a, b) = replicas("a", "b")
+    a.put("k", "v")
+    b.merge(a)
+    stale = b.snapshot()  # b's copy before the delete
+    a.delete("k")
+    clock.advance(GRACE + 1)
+    a.collect_garbage()
+    a.merge(stale)  # every operation in it was seen by a: it stays collected
+    assert a.get("k") is None and "k" not in a._state.entries

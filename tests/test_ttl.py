@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from crdtkv import KvStore
+from crdtkv.errors import WrongType
 
 from .helpers import FakeClock
 
@@ -111,3 +114,26 @@ def test_ttl_through_replication_over_the_protocol():
     sim.run(1.0)
     assert [store.get("session") for store in sim.stores] == [None, None, None]
     assert newyork.get_with_metadata("session") is None
+
+
+def test_an_expired_counter_does_not_uncover_the_write_it_beat():
+    ca, _cb, a, b = pair(skew=-1)  # b's clock is behind: a's increment is the later write
+    b.put("x", "v")
+    a.incr("x")  # concurrently: the counter wins
+    a.merge(b)
+    assert a.get("x") == 1
+    a.incr("x", ttl=1)
+    ca.advance(1)
+    assert a.get("x") is None  # expired: missing, not the older "v"
+    assert a.incr("x") == 1  # the key is missing, so incr starts a new counter
+
+
+def test_incr_on_a_live_register_raises_even_with_a_hidden_counter():
+    _ca, _cb, a, b = pair(skew=1)  # b's clock is ahead: its put is the later write
+    a.incr("x", 5)
+    b.put("x", "v")  # concurrently: the register wins
+    a.merge(b)
+    assert a.get("x") == "v"
+    with pytest.raises(WrongType):
+        a.incr("x")
+    assert a.get("x") == "v"

@@ -187,20 +187,20 @@ def counter_expires(entry: Entry) -> int | None:
 
 
 def resolve(entry: Entry, now_ms: int) -> int:
-    """Which half of the entry a read sees: MISSING, REGISTER or COUNTER."""
+    """Which half of the entry a read sees: MISSING, REGISTER or COUNTER.
+
+    The later of the register value and the counter's increments decides; if
+    that one has expired, the key reads as missing (the older one stays hidden).
+    """
     counter = entry.counter
-    reg = register_live(entry, now_ms)
     if counter is None:
-        return REGISTER if reg else MISSING
+        return REGISTER if register_live(entry, now_ms) else MISSING
     live = counter.live_stamp()
-    if live is None:
-        return REGISTER if reg else MISSING
+    has_value = entry.value is not TOMBSTONE and entry.stamp > 0
+    if live is None or (has_value and (entry.stamp, entry.writer) > live):
+        return REGISTER if register_live(entry, now_ms) else MISSING
     expires = counter_expires(entry)
-    if expires is not None and expires <= now_ms:
-        return REGISTER if reg else MISSING
-    if reg and (entry.stamp, entry.writer) > live:
-        return REGISTER
-    return COUNTER
+    return MISSING if expires is not None and expires <= now_ms else COUNTER
 
 
 # -- dots -----------------------------------------------------------------------

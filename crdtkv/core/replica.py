@@ -32,6 +32,7 @@ from .entry import (
     dots,
     join_into,
     max_stamp,
+    register_live,
     resolve,
 )
 from .hlc import HybridClock
@@ -61,7 +62,7 @@ class ReplicaState:
         #: (stamp or expiry in ms, key) of entries that may become garbage, smallest first
         self._graves: list[tuple[int, str]] = []
         self._expiring: list[tuple[int, str]] = []
-        #: stamps below this were garbage-collected here: such data is not taken back
+        #: the horizon of the last garbage collection (each run moves it forward)
         self.gc_horizon = 0
         #: origin -> largest stamp of its operations garbage-collected here
         self.collected: dict[str, int] = {}
@@ -162,9 +163,13 @@ class ReplicaState:
         """
         entry = self.entries.get(key)
         if entry is not None and entry.counter is not None:
-            ends = counter_expires(entry)
-            if ends is not None and ends <= self.clock.now_ms():
-                self.write(key, TOMBSTONE)  # expired: remove what it counted, start a new epoch
+            kind = resolve(entry, self.clock.now_ms())
+            if kind == REGISTER:
+                raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
+            if kind == MISSING and entry.counter.live_stamp() is not None:
+                # expired, or hidden behind a value that expired: start afresh, without
+                # the old increments or expiry (a delete that removes what it counted)
+                self.write(key, TOMBSTONE)
         origin = self.origin
         own = self._own_log.latest
         if entry is None:
@@ -173,7 +178,11 @@ class ReplicaState:
             if self._index is not None:
                 self._fresh.append(key)
         else:
-            if entry.value is not TOMBSTONE and resolve(entry, self.clock.now_ms()) == REGISTER:
+            if (
+                entry.counter is None
+                and entry.value is not TOMBSTONE
+                and register_live(entry, self.clock.now_ms())
+            ):
                 raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
             counter_or_none = entry.counter
             if counter_or_none is None:
@@ -368,14 +377,17 @@ class ReplicaState:
         changed = 0
         entries = self.entries
         pending: _Pending = {}
-        horizon = self.gc_horizon
+        collecting = bool(self.collected)
+        vv = self.vv
         fresh = self._fresh if self._index is not None else None
         for key, remote in delta.entries:
             local = entries.get(key)
+            if local is None and collecting and all(vv.get(o, 0) >= s for o, s in dots(remote).items()):
+                # every operation in it was seen here, yet the key is gone: it was
+                # garbage-collected, and a stale copy must not bring it back
+                continue
             if local is None and fresh is not None:
                 fresh.append(key)
-            if local is None and max_stamp(remote) < horizon:
-                continue  # as old as what was collected here: never taken back
             if remote.value is TOMBSTONE:
                 heapq.heappush(self._graves, (remote.stamp, key))
             elif remote.expires is not None:
@@ -418,12 +430,14 @@ class ReplicaState:
         return changed
 
     def missed_collection(self, vv: dict[str, int]) -> bool:
-        """True if a replica with version vector ``vv`` lacks operations collected here.
+        """True if a replica with version vector ``vv`` may hold data whose deletion was collected here.
 
-        Deltas cannot bring such a replica up to date (the tombstones it needs
-        are gone), so it must be rebuilt from a peer: this is the grace rule.
+        That is a replica that saw some of an origin's operations but not the
+        ones collected here: deltas cannot bring it up to date (the tombstones
+        it needs are gone), so it must be rebuilt from a peer (the grace rule).
+        A new or rebuilt replica, which saw none of them, holds nothing stale.
         """
-        return any(vv.get(origin, 0) < stamp for origin, stamp in self.collected.items())
+        return any(0 < vv.get(origin, 0) < stamp for origin, stamp in self.collected.items())
 
     def collect_garbage(self) -> int:
         """Drop tombstones and expired values older than ``gc_grace``; return how many.
