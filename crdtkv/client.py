@@ -54,6 +54,8 @@ class Client:
         self._opened = anyio.Event()
         self._answers: dict[int, tuple[bool, Any]] = {}
         self._streams: dict[int, MemoryObjectSendStream[tuple[bool, Any]]] = {}
+        self._lost: set[int] = set()
+        self._abandoned: set[int] = set()
         self._arrived = anyio.Event()
         self._closed: Closed | None = None
 
@@ -117,9 +119,13 @@ class Client:
                         answer = event.response
                         stream = self._streams.get(answer.id)
                         if stream is not None:
-                            # when we fall behind, the node drops changes and says so
-                            with contextlib.suppress(anyio.WouldBlock):
+                            try:
                                 stream.send_nowait((answer.ok, answer.value))
+                            except anyio.WouldBlock:  # the consumer fell behind: tell it
+                                self._lost.add(answer.id)
+                            continue
+                        if answer.id in self._abandoned:  # its caller timed out
+                            self._abandoned.discard(answer.id)
                             continue
                         self._answers[answer.id] = (answer.ok, answer.value)
                         self._arrived.set()
@@ -141,42 +147,56 @@ class Client:
         request_id = self._next_id
         session.request(request_id, op, list(args))
         await self._flush()
-        with anyio.fail_after(self.timeout):
-            while request_id not in self._answers:
-                if self._closed is not None:
-                    raise _closed_error(self._closed)
-                self._arrived = anyio.Event()
-                await self._arrived.wait()
+        try:
+            with anyio.fail_after(self.timeout):
+                while request_id not in self._answers:
+                    if self._closed is not None:
+                        raise _closed_error(self._closed)
+                    self._arrived = anyio.Event()
+                    await self._arrived.wait()
+        except TimeoutError:
+            self._abandoned.add(request_id)  # a late answer is dropped, not kept forever
+            raise
         ok, value = self._answers.pop(request_id)
         if not ok:
             raise _refusal(value)
         return value
 
-    async def watch(self, prefix: str = "") -> AsyncIterator[Change]:
-        """Changes under ``prefix`` at the node, as :class:`~crdtkv.watch.Change` objects."""
+    async def watch(self, prefix: str = "", *, buffer: int = 10_000) -> AsyncIterator[Change]:
+        """Changes under ``prefix`` at the node, as :class:`~crdtkv.watch.Change` objects.
+
+        If this consumer falls more than ``buffer`` changes behind, the changes
+        that did not fit are dropped and a ``Change(overflow=True)`` follows.
+        """
         session = self._session
         if session is None:
             raise errors.StoreClosed("the client is not connected")
         self._next_id += 1
         request_id = self._next_id
-        send, receive = anyio.create_memory_object_stream[tuple[bool, Any]](10_000)
+        send, receive = anyio.create_memory_object_stream[tuple[bool, Any]](buffer)
         self._streams[request_id] = send
         session.request(request_id, "watch", [prefix])
         await self._flush()
         try:
             async with receive:
-                async for ok, value in receive:
+                while True:
+                    try:
+                        ok, value = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        if request_id in self._lost:  # drained after losing some: say so
+                            self._lost.discard(request_id)
+                            yield Change(None, None, None, overflow=True)
+                            continue
+                        ok, value = await receive.receive()
                     if not ok:
-                        kind, message = (
-                            [*value, "", ""][:2] if isinstance(value, list) else ("Error", str(value))
-                        )
-                        raise RemoteCallError(str(kind), str(message))
+                        raise _refusal(value)
                     if value and value[0] == "change" and len(value) == 4:
                         yield Change(value[1], value[2], value[3])
                     elif value and value[0] == "overflow":
                         yield Change(None, None, None, overflow=True)
         finally:
             del self._streams[request_id]
+            self._lost.discard(request_id)
             send.close()
 
     async def get(self, key: str) -> tuple[bool, Any]:

@@ -144,9 +144,8 @@ class Node:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        state = self.store._state
-        if self._store_changed in getattr(state, "listeners", []):
-            state.listeners.remove(self._store_changed)
+        if not self.store.closed and self._store_changed in self.store._state.listeners:
+            self.store._state.listeners.remove(self._store_changed)
         # no new links from here on: stop dialing, refuse new inbound links
         self._closing = True
         self._dialers.cancel()
@@ -262,9 +261,10 @@ class Node:
         except Exception:  # an error boundary: a bug on one link must not take the node down
             log.exception("link %s failed", label)
         finally:
-            for watcher in link.watchers:
-                if watcher in self.store._state.watchers:
-                    self.store._state.watchers.remove(watcher)
+            if not self.store.closed:
+                for watcher in link.watchers:
+                    if watcher in self.store._state.watchers:
+                        self.store._state.watchers.remove(watcher)
             self._links.discard(link)
             if session.peer_origin is not None and self.connected.get(session.peer_origin) == label:
                 del self.connected[session.peer_origin]

@@ -24,8 +24,19 @@ def _put(store: KvStore, key: Any, value: Any, ttl: Any = None) -> None:
     store.put(key, value, ttl=ttl)
 
 
+#: Key bytes one ``keys`` response may carry (well inside one message).
+MAX_KEY_BYTES_PER_RESPONSE = 256 * 1024
+
+
 def _keys(store: KvStore, prefix: Any = "") -> list[str]:
-    return list(islice(store.keys(prefix), MAX_KEYS_PER_RESPONSE))
+    keys: list[str] = []
+    size = 0
+    for key in islice(store.keys(prefix), MAX_KEYS_PER_RESPONSE):
+        size += len(key.encode("utf-8")) + 3
+        if size > MAX_KEY_BYTES_PER_RESPONSE:
+            break
+        keys.append(key)
+    return keys
 
 
 OPERATIONS: dict[str, Callable[..., Any]] = {

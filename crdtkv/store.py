@@ -51,13 +51,24 @@ def _check_replica_id(replica_id: object) -> str:
     return replica_id
 
 
+#: The longest ttl or rate-limit window accepted, in seconds (about 100 years).
+MAX_SECONDS = 100 * 365 * 86_400
+
+
+def _seconds(value: object, what: str) -> float:
+    """A positive duration of at most MAX_SECONDS, or a typed error."""
+    if type(value) not in (int, float):
+        raise InvalidArgumentType(f"{what} must be a number of seconds, not {type(value).__name__}")
+    assert isinstance(value, (int, float))
+    if not 0 < value <= MAX_SECONDS:  # also refuses NaN and infinities
+        raise InvalidArgument(
+            f"{what} must be a positive number of seconds up to {MAX_SECONDS}, not {value!r}"
+        )
+    return float(value)
+
+
 def _expiry_ms(ttl: object, now_ms: int) -> int:
-    if type(ttl) not in (int, float):
-        raise InvalidArgumentType(f"ttl must be a number of seconds, not {type(ttl).__name__}")
-    assert isinstance(ttl, (int, float))
-    if not (ttl > 0 and math.isfinite(ttl)):
-        raise InvalidArgument(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
-    return now_ms + max(1, math.ceil(ttl * 1000))
+    return now_ms + max(1, math.ceil(_seconds(ttl, "ttl") * 1000))
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,7 @@ class KvStore:
         self._max_key = limits.max_key_bytes
         self._max_str = limits.max_value_bytes
         self._storage: Storage | None = None
+        self._last_window = -1
 
     @classmethod
     def open(
@@ -401,13 +413,15 @@ class KvStore:
             raise InvalidArgument(f"limit must be a non-negative int, not {limit!r}")
         if type(cost) is not int or cost < 1:
             raise InvalidArgument(f"cost must be a positive int, not {cost!r}")
-        if type(window) not in (int, float) or not (window > 0 and math.isfinite(window)):
-            raise InvalidArgument(f"window must be a positive number of seconds, not {window!r}")
+        window = _seconds(window, "window")
         state = self._state
         now_ms = state.clock.now_ms()
         window_ms = max(1, math.ceil(window * 1000))
         start = now_ms - now_ms % window_ms
         counter_key = check_key(f"{RATE_LIMIT_PREFIX}{key}\x00{start}", self._limits)
+        if start != self._last_window:  # a window ended somewhere: drop expired window counters
+            self._last_window = start
+            state.collect_expired_internal()
         seen = state.lookup(counter_key, 0)
         assert isinstance(seen, int)
         allowed = seen + cost <= limit

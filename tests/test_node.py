@@ -209,3 +209,46 @@ async def test_a_client_watches_changes_at_a_node(network):
         assert seen[1].origin == peer.origin
         assert await client.incr("n", 2, ttl=60) == 2
         assert store.get_with_metadata("n").expires_at is not None  # type: ignore[union-attr]
+
+
+async def test_a_client_watcher_that_falls_behind_is_told():
+    store = KvStore.open("t", replica_id="server")
+    async with (
+        Node(store, listen="ws://127.0.0.1:0", settings=FAST) as node,
+        Client(node.url, store="t") as client,
+    ):
+        changes = client.watch("k", buffer=5)
+
+        async def poke() -> None:  # until the watch is registered at the node
+            while True:
+                store.put("k-first", 1)
+                await anyio.sleep(0.05)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(poke)
+            with anyio.fail_after(10):
+                first = await changes.__anext__()
+            group.cancel_scope.cancel()
+        assert first.key == "k-first"
+        for i in range(200):  # far more than the client buffers, while it is not reading
+            store.put(f"k{i}", i)
+        await anyio.sleep(0.3)
+        seen = []
+        with anyio.fail_after(10):
+            while not any(c.overflow for c in seen):
+                seen.append(await changes.__anext__())
+        assert len(seen) <= 5 + 1  # what fit in the buffer, then the notice, not 200 changes
+        await changes.aclose()
+
+
+async def test_a_node_shuts_down_cleanly_after_its_store_was_closed():
+    store = KvStore.open("t")
+    async with Node(store, listen="ws://127.0.0.1:0") as node:
+        url = node.url
+        store.close()
+    from crdtkv.errors import ConnectFailed
+    from crdtkv.transport import TransportSettings
+    from transports.websocket import WebSocketTransport
+
+    with pytest.raises(ConnectFailed):  # the listener is gone too
+        await WebSocketTransport().connect(url, TransportSettings())

@@ -90,3 +90,27 @@ def test_slow_traffic_is_never_under_admitted():
             admitted += 1
         sim.run(0.05)
     assert admitted == limit
+
+
+def test_expired_window_counters_are_dropped_without_making_peers_stale():
+    clock = FakeClock()
+    store = KvStore.open("t", clock=clock)
+    for _window in range(50):
+        for _ in range(3):
+            store.rate_limit("api:ana", 5, 1.0)
+        clock.advance(1.0)
+    # each window's counter expires after two windows and goes at the next window change
+    assert len(store._state.entries) <= 3
+    assert store._state.collected == {}  # no grace marks: no peer is ever refused for these
+
+
+def test_huge_windows_and_ttls_are_typed_errors():
+    store = KvStore.open()
+    for call in (
+        lambda: store.rate_limit("k", 5, 10**400),
+        lambda: store.put("k", 1, ttl=10**400),
+        lambda: store.incr("k", ttl=10**400),
+        lambda: store.put("k", 1, ttl=float("nan")),
+    ):
+        with pytest.raises(InvalidArgument, match="seconds"):
+            call()

@@ -38,6 +38,9 @@ from .entry import (
 from .hlc import HybridClock
 from .limits import DEFAULT_LIMITS, Limits
 
+#: Keys starting with this are reserved for crdtkv itself (never listed).
+INTERNAL_PREFIX = "\x00"
+
 #: Log rows to add after a merge: origin -> [(stamp, key)].
 _Pending = dict[str, list[tuple[int, str]]]
 
@@ -62,6 +65,8 @@ class ReplicaState:
         #: (stamp or expiry in ms, key) of entries that may become garbage, smallest first
         self._graves: list[tuple[int, str]] = []
         self._expiring: list[tuple[int, str]] = []
+        #: expiring keys reserved for crdtkv (rate-limit windows): collected at once
+        self._expiring_internal: list[tuple[int, str]] = []
         #: the horizon of the last garbage collection (each run moves it forward)
         self.gc_horizon = 0
         #: origin -> largest stamp of its operations garbage-collected here
@@ -94,16 +99,22 @@ class ReplicaState:
                 self._logs[origin].forget(key)
 
     def _local_change(self, key: str, stamp: int) -> None:
-        """Bookkeeping after a local operation on ``key``: vv, digest, then every hook."""
+        """Bookkeeping after a local operation on ``key``: vv, digest, then every hook.
+
+        The change is applied even if the journal fails (a StorageError then
+        propagates): watchers and replication still hear of it.
+        """
         self.vv[self.origin] = stamp
         self._digest = None
-        if self.journal is not None:
-            self.journal((key,))
-        if self.watchers:
-            for watcher in self.watchers:
-                watcher((key,))
-        if self.listeners:
-            self._notify()
+        try:
+            if self.journal is not None:
+                self.journal((key,))
+        finally:
+            if self.watchers:
+                for watcher in self.watchers:
+                    watcher((key,))
+            if self.listeners:
+                self._notify()
 
     def _notify(self) -> None:
         for listener in self.listeners:
@@ -120,7 +131,7 @@ class ReplicaState:
         if value is TOMBSTONE:
             heapq.heappush(self._graves, (stamp, key))
         elif expires is not None:
-            heapq.heappush(self._expiring, (expires, key))
+            self._expire_at(expires, key)
         origin = self.origin
         own = self._own_log.latest
         entry = self.entries.get(key)
@@ -202,7 +213,7 @@ class ReplicaState:
             expiry = (self.entries[key].stamp, expires)
             if counter.expiry is None or expiry > counter.expiry:
                 counter.expiry = expiry
-            heapq.heappush(self._expiring, (expires, key))
+            self._expire_at(expires, key)
         own[key] = stamp
         self._local_change(key, stamp)
         return counter.value()
@@ -279,7 +290,7 @@ class ReplicaState:
             if not key.startswith(prefix):
                 break
             entry = entries.get(key)
-            if entry is None or key.startswith("\x00") or resolve(entry, now_ms) == MISSING:
+            if entry is None or key.startswith(INTERNAL_PREFIX) or resolve(entry, now_ms) == MISSING:
                 continue
             if len(keys) == limit:
                 return keys, True
@@ -391,9 +402,9 @@ class ReplicaState:
             if remote.value is TOMBSTONE:
                 heapq.heappush(self._graves, (remote.stamp, key))
             elif remote.expires is not None:
-                heapq.heappush(self._expiring, (remote.expires, key))
+                self._expire_at(remote.expires, key)
             if remote.counter is not None and remote.counter.expiry is not None:
-                heapq.heappush(self._expiring, (remote.counter.expiry[1], key))
+                self._expire_at(remote.counter.expiry[1], key)
             if local is None:
                 if remote.counter is None:  # a new plain register: adopt a copy
                     entries[key] = Entry(
@@ -439,37 +450,67 @@ class ReplicaState:
         """
         return any(0 < vv.get(origin, 0) < stamp for origin, stamp in self.collected.items())
 
+    def _expire_at(self, expires: int, key: str) -> None:
+        heap = self._expiring_internal if key.startswith(INTERNAL_PREFIX) else self._expiring
+        heapq.heappush(heap, (expires, key))
+
     def collect_garbage(self) -> int:
         """Drop tombstones and expired values older than ``gc_grace``; return how many.
 
         Run it regularly (a Node does, every ``gc_interval``); each run costs
         what it collects, not the store size.
         """
+        removed = self.collect_expired_internal()
         now_ms = self.clock.now_ms()
         grace_ms = int(self.limits.gc_grace * 1000)
         horizon = (now_ms - grace_ms) << 16
         if horizon <= self.gc_horizon:
-            return 0
+            return removed
         self.gc_horizon = horizon
-        entries = self.entries
-        removed: list[str] = []
+        keys: list[str] = []
         for heap, bound in ((self._graves, horizon), (self._expiring, now_ms - grace_ms)):
-            while heap and heap[0][0] < bound:
-                _, key = heapq.heappop(heap)
-                entry = entries.get(key)
-                if entry is not None and collectable(entry, horizon, now_ms):
-                    del entries[key]  # stays in the sorted index until its next rebuild
-                    collected = self.collected
-                    for origin, stamp in dots(entry).items():
-                        self._logs[origin].forget(key)
-                        if collected.get(origin, 0) < stamp:
-                            collected[origin] = stamp
-                    removed.append(key)
-        if removed:
+            keys += self._drop_collectable(heap, bound, horizon, now_ms, remember=True)
+        self._dropped(keys)
+        return removed + len(keys)
+
+    def collect_expired_internal(self) -> int:
+        """Drop crdtkv's own expired entries (rate-limit windows) at once, without a grace period.
+
+        Safe without one: such a counter expires on every increment's own
+        expiry, so a late or stale copy that comes back still reads as missing.
+        These collections set no grace marks, so they never make a peer stale.
+        """
+        now_ms = self.clock.now_ms()
+        keys = self._drop_collectable(
+            self._expiring_internal, now_ms, (now_ms + 1) << 16, now_ms, remember=False
+        )
+        self._dropped(keys)
+        return len(keys)
+
+    def _drop_collectable(
+        self, heap: list[tuple[int, str]], bound: int, horizon: int, now_ms: int, *, remember: bool
+    ) -> list[str]:
+        entries = self.entries
+        collected = self.collected
+        removed: list[str] = []
+        while heap and heap[0][0] < bound:
+            _, key = heapq.heappop(heap)
+            entry = entries.get(key)
+            if entry is None or not collectable(entry, horizon, now_ms):
+                continue
+            del entries[key]  # stays in the sorted index until its next rebuild
+            for origin, stamp in dots(entry).items():
+                self._logs[origin].forget(key)
+                if remember and collected.get(origin, 0) < stamp:
+                    collected[origin] = stamp
+            removed.append(key)
+        return removed
+
+    def _dropped(self, keys: list[str]) -> None:
+        if keys:
             self._digest = None
             if self.journal is not None:
-                self.journal(removed)
-        return len(removed)
+                self.journal(keys)
 
     def restore(
         self,
@@ -489,11 +530,10 @@ class ReplicaState:
             if entry.value is TOMBSTONE:
                 self._graves.append((entry.stamp, key))
             elif entry.expires is not None:
-                self._expiring.append((entry.expires, key))
+                self._expire_at(entry.expires, key)
             if entry.counter is not None and entry.counter.expiry is not None:
-                self._expiring.append((entry.counter.expiry[1], key))
+                self._expire_at(entry.counter.expiry[1], key)
         heapq.heapify(self._graves)
-        heapq.heapify(self._expiring)
         for origin, rows in pending.items():
             rows.sort()
             self._log(origin).record(rows)
