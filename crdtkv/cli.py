@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,8 +19,9 @@ from . import demo
 from .client import Client
 from .display import format_value
 from .errors import CrdtKvError
-from .node import Node
+from .node import Node, NodeSettings
 from .store import KvStore
+from .transport import TransportSettings
 
 
 def _read_snapshot(path: str) -> bytes:
@@ -84,6 +86,29 @@ def _read_secret(path: str | None) -> bytes | None:
     return secret
 
 
+def _client_tls(ca_file: str | None) -> ssl.SSLContext | None:
+    """A context that trusts ``ca_file`` (for self-signed node certificates), or None."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"crdtkv: cannot load --tls-ca {ca_file}: {exc}") from exc
+
+
+def _server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SystemExit("crdtkv: --tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"crdtkv: cannot load the TLS certificate or key: {exc}") from exc
+    return context
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run a replica node until SIGINT or SIGTERM."""
     logging.basicConfig(
@@ -96,8 +121,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     secret = _read_secret(args.secret_file)
     store = KvStore.open(args.store, replica_id=args.id, path=args.data)
 
+    tls = TransportSettings(
+        ssl_context=_client_tls(args.tls_ca), server_ssl_context=_server_tls(args.tls_cert, args.tls_key)
+    )
+
     async def serve() -> None:
-        async with Node(store, listen=args.listen, peers=args.peer, secret=secret) as node:
+        settings = NodeSettings(transport=tls)
+        async with Node(store, listen=args.listen, peers=args.peer, secret=secret, settings=settings) as node:
             print(f"serving store {store.name!r} as {store.origin} on {node.url}", flush=True)
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
@@ -119,7 +149,10 @@ def _client_command(
     def command(args: argparse.Namespace) -> int:
         async def main() -> int:
             secret = _read_secret(args.secret_file)
-            async with Client(args.node, store=args.store, secret=secret, timeout=args.timeout) as client:
+            tls = _client_tls(args.tls_ca)
+            async with Client(
+                args.node, store=args.store, secret=secret, timeout=args.timeout, ssl_context=tls
+            ) as client:
                 return await run(client, args)
 
         try:
@@ -194,6 +227,7 @@ def _add_client_command(commands: Any, name: str, help_text: str, run: Any) -> a
     parser.add_argument("--secret-file", metavar="FILE")
     parser.add_argument("--store", default="default", help="store name (default: default)")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--tls-ca", metavar="FILE", help="CA certificate(s) to trust for a wss:// node")
     parser.set_defaults(func=_client_command(run))
     return parser
 
@@ -223,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", metavar="PATH", help="SQLite file for a durable replica")
     serve.add_argument("--secret-file", metavar="FILE", help="file holding the shared secret")
     serve.add_argument("--store", default="default", help="store name (default: default)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="certificate for listening on wss://")
+    serve.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert")
+    serve.add_argument(
+        "--tls-ca", metavar="FILE", help="CA certificate(s) to trust when dialing wss:// peers"
+    )
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=cmd_serve)
 

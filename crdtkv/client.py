@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -41,8 +42,10 @@ class Client:
         secret: bytes | str | None = None,
         timeout: float = 10.0,
         transports: dict[str, Transport] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        self._ssl = ssl_context
         self.timeout = timeout
         self._secret = secret_bytes(secret)
         self._state = KvStore.open(store)._state  # only its name, id and limits are used
@@ -61,7 +64,9 @@ class Client:
 
     async def __aenter__(self) -> Client:
         with anyio.fail_after(self.timeout):
-            self._connection = await self._transport.connect(self.url, TransportSettings())
+            self._connection = await self._transport.connect(
+                self.url, TransportSettings(ssl_context=self._ssl)
+            )
         self._session = Session(
             self._state,
             dialer=True,

@@ -44,8 +44,10 @@ class TransportSettings:
     connect_timeout: float = 10.0
     #: How long a closing handshake may take before the link is dropped.
     close_timeout: float = 10.0
-    #: TLS for ``wss://``: client context for connect, server context for listen.
+    #: TLS for dialing ``wss://`` (None: the system's default verification).
     ssl_context: ssl.SSLContext | None = None
+    #: TLS for listening on ``wss://`` (a server context with a certificate).
+    server_ssl_context: ssl.SSLContext | None = None
 
 
 @runtime_checkable

@@ -186,3 +186,34 @@ def test_watch_command_prints_changes(tmp_path):
             watcher.communicate(timeout=10)
         server.terminate()
         server.communicate(timeout=10)
+
+
+def test_serve_and_clients_over_wss(certificate):
+    from .test_processes import free_ports
+
+    cert, key = certificate
+    ports = free_ports(2)
+    hub_url, edge_url = (f"wss://127.0.0.1:{port}" for port in ports)
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]
+    servers = []
+    try:
+        for name, url, peers in (("london", hub_url, []), ("sydney", edge_url, ["--peer", hub_url])):
+            server = subprocess.Popen(
+                [sys.executable, "-m", "crdtkv.cli", "serve", "--id", name, "--listen", url, *tls, *peers],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            servers.append(server)
+            assert server.stdout is not None and server.stdout.readline().startswith("serving")
+        assert crdtkv("incr", "--node", edge_url, "--tls-ca", str(cert), "views").stdout == "1\n"
+        deadline = time.monotonic() + 20
+        while crdtkv("get", "--node", hub_url, "--tls-ca", str(cert), "views").stdout != "1\n":
+            assert time.monotonic() < deadline, "the write did not replicate over wss"
+            time.sleep(0.05)
+        untrusted = crdtkv("get", "--node", hub_url, "--timeout", "3", "views")  # no --tls-ca
+        assert untrusted.returncode == 2 and "certificate" in untrusted.stderr.lower()
+    finally:
+        for server in servers:
+            server.terminate()
+            server.communicate(timeout=10)

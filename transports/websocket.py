@@ -197,9 +197,10 @@ class WebSocketTransport:
             raise ListenFailed(f"cannot listen on {url}: {exc}") from exc
         if scheme not in SCHEMES:
             raise ListenFailed(f"cannot listen on {url}: not a ws:// or wss:// URL")
-        if scheme == "wss" and settings.ssl_context is None:
+        server_tls = settings.server_ssl_context or settings.ssl_context
+        if scheme == "wss" and server_tls is None:
             raise ListenFailed(
-                f"cannot listen on {url}: wss:// needs settings.ssl_context (a server context)"
+                f"cannot listen on {url}: wss:// needs settings.server_ssl_context (a server context)"
             )
         if port is None:
             port = 443 if scheme == "wss" else 80
@@ -209,7 +210,7 @@ class WebSocketTransport:
                 listener._serve,
                 host or None,
                 port,
-                ssl=settings.ssl_context if scheme == "wss" else None,
+                ssl=server_tls if scheme == "wss" else None,
                 **_options(settings),
             )
         except OSError as exc:
