@@ -70,7 +70,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return demo.run(total=args.views, seconds=args.seconds, seed=args.seed)
+    return demo.run(total=args.views, seconds=args.seconds, seed=args.seed, wan_delay=args.wan_delay / 1000)
 
 
 def _read_secret(path: str | None) -> bytes | None:
@@ -286,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo = commands.add_parser("demo", help="three PoPs counting page views two ways")
     run_demo.add_argument("--views", type=int, default=30_000, help="page views in all")
     run_demo.add_argument("--seconds", type=float, default=5.0, help="how long the traffic runs")
+    run_demo.add_argument(
+        "--wan-delay",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="hold every message between PoPs back MS ms",
+    )
     run_demo.add_argument("--seed", type=int, default=2026)
     run_demo.set_defaults(func=cmd_demo)
     return parser

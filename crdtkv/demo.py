@@ -20,6 +20,7 @@ import anyio
 
 from .node import Node
 from .store import KvStore
+from .transport import Transport
 
 POPS = ("london", "sydney", "new-york")
 #: Share of the traffic each PoP serves.
@@ -82,19 +83,45 @@ def _row(label: str, stores: list[KvStore]) -> str:
     return f"{label:>7}  " + "  ".join(f"{cell:>20}" for cell in cells)
 
 
-async def _run(total: int, seconds: float, seed: int) -> int:
+async def _run(total: int, seconds: float, seed: int, wan_delay: float) -> int:
     rnd = random.Random(seed)
+    transports: dict[str, Transport] | None = None
+    urls = ["ws://127.0.0.1:0"] * len(POPS)
+    if wan_delay > 0:
+        # the in-process transport delays each message on its own, like a WAN link
+        from transports.memory import MemoryNetwork, MemoryTransport
+
+        network = MemoryNetwork(seed=seed)
+        network.delay = (wan_delay, wan_delay)
+        transports = {"memory": MemoryTransport(network)}
+        urls = [f"memory://{pop}" for pop in POPS]
     stores = [KvStore.open("demo", replica_id=pop) for pop in POPS]
     per_pop = [round(total * share) for share in SHARES]
     per_pop[0] += total - sum(per_pop)
     shares = ", ".join(f"{pop} {count:,}" for pop, count in zip(POPS, per_pop, strict=True))
     print(f"crdtkv demo: {total:,} page views at {len(POPS)} PoPs ({shares}) over about {seconds:g} s.")
-    print("Each PoP is a replica node on a loopback WebSocket, in a full mesh, with a shared secret.\n")
+    if wan_delay > 0:
+        print(
+            f"Each PoP is a replica node on the in-process transport, {wan_delay * 1000:g} ms one-way"
+            " between any two, in a full mesh, with a shared secret.\n"
+        )
+    else:
+        print("Each PoP is a replica node on a loopback WebSocket, in a full mesh, with a shared secret.\n")
     async with (
-        Node(stores[2], listen="ws://127.0.0.1:0", secret=SECRET) as newyork,
-        Node(stores[1], listen="ws://127.0.0.1:0", peers=[newyork.url or ""], secret=SECRET) as sydney,
+        Node(stores[2], listen=urls[2], secret=SECRET, transports=transports) as newyork,
         Node(
-            stores[0], listen="ws://127.0.0.1:0", peers=[sydney.url or "", newyork.url or ""], secret=SECRET
+            stores[1],
+            listen=urls[1],
+            peers=[newyork.url or ""],
+            secret=SECRET,
+            transports=transports,
+        ) as sydney,
+        Node(
+            stores[0],
+            listen=urls[0],
+            peers=[sydney.url or "", newyork.url or ""],
+            secret=SECRET,
+            transports=transports,
         ) as london,
     ):
         await london.wait_for_peers(2)
@@ -140,7 +167,7 @@ async def _run(total: int, seconds: float, seed: int) -> int:
     if samples:
         print(
             f"  propagation London -> Sydney/New York: p50 {statistics.median(samples):.2f} ms, "
-            f"p99 {_percentile(samples, 0.99):.2f} ms ({len(samples)} probes, loopback, under load)"
+            f"p99 {_percentile(samples, 0.99):.2f} ms ({len(samples)} probes, under load)"
         )
     ok = incr == total
     if not ok:
@@ -148,6 +175,6 @@ async def _run(total: int, seconds: float, seed: int) -> int:
     return 0 if ok else 1
 
 
-def run(total: int = 30_000, seconds: float = 5.0, seed: int = 2026) -> int:
-    """Run the demo; return the process exit code."""
-    return anyio.run(_run, total, seconds, seed)
+def run(total: int = 30_000, seconds: float = 5.0, seed: int = 2026, wan_delay: float = 0.0) -> int:
+    """Run the demo; return the process exit code. ``wan_delay``: seconds added to every message."""
+    return anyio.run(_run, total, seconds, seed, wan_delay)

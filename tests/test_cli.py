@@ -75,6 +75,16 @@ def test_demo_shows_lost_read_modify_write_increments_and_exact_incr():
     assert "p99" in lines["propagation London -> Sydney/New York"]
 
 
+def test_demo_with_a_simulated_wan_delay():
+    result = crdtkv("demo", "--views", "1500", "--seconds", "1", "--wan-delay", "30")
+    assert result.returncode == 0, result.stderr
+    assert "30 ms one-way" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if "propagation" in line)
+    p50 = float(line.split("p50 ")[1].split(" ms")[0])
+    assert p50 >= 30  # a message cannot arrive before the link delay
+    assert "1,500  (0 increments lost)" in result.stdout
+
+
 def test_page_views_example_runs():
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "page_views.py")],
