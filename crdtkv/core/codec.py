@@ -123,7 +123,7 @@ def entry_to_wire(key: str, entry: Entry, ref: Callable[[str], object]) -> list[
     wire_counter: list[object] = [
         _totals_to_wire(counter.totals, ref),
         _totals_to_wire(counter.removed, ref),
-        [[ref(origin), stamp] for origin, stamp in sorted(counter.context.items())],
+        [[ref(origin), stamp] for origin, stamp in sorted(counter.full_context().items())],
     ]
     if counter.expiry is not None:
         wire_counter.append(list(counter.expiry))
@@ -341,6 +341,8 @@ class _Reader:
             for origin, (_, _, stamp) in totals.items():
                 if context.get(origin, 0) < stamp:
                     _fail("counter context is behind its totals")
+                if context[origin] == stamp:
+                    del context[origin]  # the totals say it already: keep only what they do not
             for origin, (inc, dec, stamp) in removed.items():
                 have = totals.get(origin)
                 if have is None or have[2] < stamp or have[0] < inc or have[1] < dec:

@@ -23,7 +23,8 @@ what it observed.
 
 Change tracking: each entry knows its *dots*, the latest stamp per origin of the
 operations reflected in it. For a plain register that is just its writer's
-stamp; a key that ever held a counter keeps a full ``context`` map.
+stamp; a key that ever held a counter also keeps the dots of register writes
+made where the counter was known (``context``).
 """
 
 from __future__ import annotations
@@ -53,12 +54,22 @@ class CounterState:
         self.totals: dict[str, Totals] = totals if totals is not None else {}
         #: origin -> the totals a delete observed (never above ``totals``)
         self.removed: dict[str, Totals] = removed if removed is not None else {}
-        #: origin -> stamp of its latest operation of any kind on this key
+        #: origin -> stamp of its latest operation on this key where ``totals``
+        #: does not already say it (a register write at a replica holding the
+        #: counter); see :meth:`full_context`
         self.context: dict[str, int] = context if context is not None else {}
         #: ``(epoch, expires_ms)`` set by ``incr(..., ttl=...)``: ``epoch`` is the
         #: register stamp (the last delete or reset) the expiry was set under, so an
         #: expiry never outlives a reset; joined by maximum (the longest wins)
         self.expiry = expiry
+
+    def full_context(self) -> dict[str, int]:
+        """origin -> stamp of its latest operation of any kind on this key."""
+        result = {origin: stamp for origin, (_, _, stamp) in self.totals.items()}
+        for origin, stamp in self.context.items():
+            if result.get(origin, 0) < stamp:
+                result[origin] = stamp
+        return result
 
     def value(self) -> int:
         """The counter's value: everything added minus everything removed."""
@@ -91,7 +102,7 @@ class CounterState:
             isinstance(other, CounterState)
             and self.totals == other.totals
             and self.removed == other.removed
-            and self.context == other.context
+            and self.full_context() == other.full_context()
             and self.expiry == other.expiry
         )
 
@@ -218,7 +229,7 @@ def dots(entry: Entry) -> dict[str, int]:
     stamp = entry.stamp
     if counter is None:
         return {entry.writer: stamp} if stamp else {}
-    result = dict(counter.context)
+    result = counter.full_context()
     if stamp and result.get(entry.writer, 0) < stamp:
         result[entry.writer] = stamp
     return result
@@ -229,7 +240,7 @@ def max_stamp(entry: Entry) -> int:
     counter = entry.counter
     if counter is None:
         return entry.stamp
-    return max(entry.stamp, max(counter.context.values(), default=0))
+    return max(entry.stamp, max(counter.full_context().values(), default=0))
 
 
 # -- joining --------------------------------------------------------------------

@@ -208,7 +208,7 @@ class ReplicaState:
             totals[origin] = (inc + by, dec, stamp)
         else:
             totals[origin] = (inc, dec - by, stamp)
-        counter.context[origin] = stamp
+        counter.context.pop(origin, None)  # the totals now carry this origin's latest dot
         if expires is not None:
             expiry = (self.entries[key].stamp, expires)
             if counter.expiry is None or expiry > counter.expiry:
@@ -308,8 +308,9 @@ class ReplicaState:
         if entry.stamp:
             return entry.writer
         counter = entry.counter
-        if counter is not None and counter.context:
-            return max(counter.context.items(), key=lambda item: (item[1], item[0]))[0]
+        context = counter.full_context() if counter is not None else {}
+        if context:
+            return max(context.items(), key=lambda item: (item[1], item[0]))[0]
         return None
 
     def live_keys(self, prefix: str = "") -> list[str]:

@@ -93,8 +93,8 @@ def test_join_only_grows_dots(x, y):
     for origin, stamp in dots(result).items():
         assert stamp >= dots(x).get(origin, 0) or stamp >= dots(y).get(origin, 0)
     if x.counter is not None:
-        for origin, stamp in x.counter.context.items():
-            assert result.counter is not None and result.counter.context[origin] >= stamp
+        for origin, stamp in x.counter.full_context().items():
+            assert result.counter is not None and result.counter.full_context()[origin] >= stamp
 
 
 @given(any_entry, any_entry)
