@@ -173,7 +173,12 @@ class ReplicaState:
         old expiry. Raises :class:`WrongType` if the key holds a live register value.
         """
         entry = self.entries.get(key)
-        if entry is not None and entry.counter is not None:
+        # a plain counter (no register value, no expiry) can neither refuse nor need a reset
+        if (
+            entry is not None
+            and entry.counter is not None
+            and (entry.value is not TOMBSTONE or entry.counter.expiry is not None)
+        ):
             kind = resolve(entry, self.clock.now_ms())
             if kind == REGISTER:
                 raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
