@@ -16,6 +16,8 @@ from tests.transports.conftest import Case
 from transports.memory import MemoryTransport
 from transports.websocket import WebSocketTransport
 
+from .common import echo
+
 pytestmark = pytest.mark.anyio
 
 LIMIT = 64 * 1024
@@ -44,14 +46,6 @@ async def dialing(
         yield connection
     finally:
         await connection.aclose()
-
-
-async def echo(connection: Connection) -> None:
-    try:
-        while True:
-            await connection.send(await connection.receive())
-    except LinkClosed:
-        pass
 
 
 def numbered(i: int, size: int = 0) -> bytes:

@@ -20,6 +20,8 @@ from crdtkv.errors import ConnectFailed, LinkClosed, ListenFailed
 from crdtkv.transport import Connection, Handler, Listener, TransportSettings
 from transports.websocket import WebSocketConnection, WebSocketTransport
 
+from .common import echo
+
 pytestmark = pytest.mark.anyio
 
 SETTINGS = TransportSettings(max_message_bytes=64 * 1024)
@@ -36,14 +38,6 @@ async def serving(
         yield listener
     finally:
         await listener.aclose()
-
-
-async def echo(connection: Connection) -> None:
-    try:
-        while True:
-            await connection.send(await connection.receive())
-    except LinkClosed:
-        pass
 
 
 async def test_a_text_message_closes_the_link() -> None:
