@@ -357,7 +357,7 @@ class Node:
                 await connection.send(data)
             if session.closed:
                 return
-            if session.has_more(now):
+            if session.has_more():
                 await anyio.lowlevel.checkpoint()
                 continue
             wait = session.next_deadline(now) - time.monotonic()

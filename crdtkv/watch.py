@@ -20,9 +20,6 @@ from .errors import InvalidArgument, InvalidArgumentType
 if TYPE_CHECKING:
     from .store import KvStore
 
-#: Changes a watcher buffers by default before it overflows.
-DEFAULT_BUFFER = 1000
-
 
 @dataclass(frozen=True)
 class Change:

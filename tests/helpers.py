@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from crdtkv import KvStore, Limits
-from crdtkv.core.codec import Delta
 
 # Fake clocks start at the real time of the test run, so stores on fake and real
 # clocks can merge without tripping the clock-skew guard.
@@ -43,10 +42,6 @@ def copy_of(store: KvStore, replica_id: str = "copy") -> KvStore:
     other = KvStore.open(store.name, replica_id=replica_id, limits=TRUSTING, clock=observer_clock())
     other.merge(store.snapshot())
     return other
-
-
-def delta_between(src: KvStore, vv: dict[str, int]) -> Delta:
-    return src._state.delta_since(vv)
 
 
 def assert_logs_cover_dots(store: KvStore) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from ..errors import ClockSkewError
 
 LOGICAL_BITS = 16
-LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 #: The largest stamp: 48 bits of milliseconds (until the year 10889).
 MAX_STAMP = (1 << 64) - 1
 

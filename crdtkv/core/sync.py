@@ -193,7 +193,6 @@ class Session:
         self.secret = secret
         self.settings = settings or SyncSettings()
         self.limits = state.limits
-        self._random_bytes = random_bytes
         self._nonce = random_bytes(NONCE_BYTES)
         self._peer_nonce = b""
         self._outbox: list[bytes] = []
@@ -233,10 +232,6 @@ class Session:
             self._send(Challenge(self._nonce))
 
     # -- properties ------------------------------------------------------------------
-
-    @property
-    def is_open(self) -> bool:
-        return self._phase == _OPEN
 
     @property
     def closed(self) -> bool:
@@ -410,7 +405,7 @@ class Session:
         """Messages queued for the peer and not yet taken by :meth:`outgoing`."""
         return len(self._outbox)
 
-    def has_more(self, now: float) -> bool:
+    def has_more(self) -> bool:
         """True if :meth:`outgoing` would produce more right now (a batch in flight)."""
         return self._batch is not None or bool(self._outbox)
 
