@@ -16,6 +16,7 @@ keepalive), :class:`~crdtkv.errors.ConnectFailed` from
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from .core.limits import MIB
-from .errors import ConnectFailed
+from .errors import ConnectFailed, LinkClosed
 
 ENTRY_POINT_GROUP = "crdtkv.transports"
+
+log = logging.getLogger("crdtkv.transport")
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,21 @@ class Transport(Protocol):
         ``crdtkv.transport`` and closes that link only.
         """
         ...
+
+
+async def serve_link(handler: Handler, connection: Connection, where: str) -> None:
+    """Run ``handler`` on one accepted link: its failure is logged and closes that link only.
+
+    The error boundary every transport's listener puts around its handler.
+    """
+    try:
+        await handler(connection)
+    except LinkClosed as exc:
+        log.info("link from %s ended in handler: %s", connection.remote, exc.reason)
+    except Exception:
+        log.exception("handler for %s on %s failed", connection.remote, where)
+    finally:
+        await connection.aclose()
 
 
 def scheme_of(url: str) -> str:

@@ -89,7 +89,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from crdtkv.errors import ConnectFailed, InvalidArgument, LinkClosed, ListenFailed
-from crdtkv.transport import Connection, Handler, Listener, TransportSettings
+from crdtkv.transport import Connection, Handler, Listener, TransportSettings, serve_link
 
 __all__ = [
     "DEFAULT_NETWORK",
@@ -532,14 +532,9 @@ class MemoryListener:
     async def _serve(self, connection: MemoryConnection) -> None:
         """Run the handler for one link; its failure closes that link only."""
         try:
-            await self._handler(connection)
-        except LinkClosed as exc:
-            log.info("link from %s ended in handler: %s", connection.remote, exc.reason)
-        except Exception:
-            log.exception("handler for %s on %s failed", connection.remote, self.url)
+            await serve_link(self._handler, connection, self.url)
         finally:
             self._accepted.discard(connection)
-            await connection.aclose()
 
     async def aclose(self) -> None:
         """Stop accepting, close every link, and cancel handlers still running."""

@@ -33,7 +33,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from crdtkv.errors import ConnectFailed, LinkClosed, ListenFailed
-from crdtkv.transport import Connection, Handler, Listener, TransportSettings, scheme_of
+from crdtkv.transport import Connection, Handler, Listener, TransportSettings, scheme_of, serve_link
 
 __all__ = ["WebSocketConnection", "WebSocketListener", "WebSocketTransport"]
 
@@ -133,14 +133,9 @@ class WebSocketListener:
         remote = f"{_host_for_url(peer[0])}:{peer[1]}" if peer else "unknown peer"
         connection = WebSocketConnection(websocket, remote, self._settings.max_message_bytes)
         try:
-            await self._handler(connection)
-        except LinkClosed as exc:
-            log.info("link from %s ended in handler: %s", connection.remote, exc.reason)
-        except Exception:
-            log.exception("handler for %s on %s failed", connection.remote, self._url)
+            await serve_link(self._handler, connection, self._url)
         finally:
             self._tasks.discard(task)
-            await connection.aclose()
 
     async def aclose(self) -> None:
         """Stop accepting, close every connection (code 1001) and cancel handlers still running."""
