@@ -12,12 +12,15 @@ Schema (CBOR arrays throughout; ``w`` indexes the message's origin table)::
     delta    = [FORMAT, store_name, [origin...], [[w, stamp]...] (vv), registers, [entry...]]
     registers = [[key...], [stamp...], [w...], [value...]]
              (plain live registers, column by column: compact, and fast to check)
-    entry    = [key, register] / [key, register, counter]   (everything else)
+    entry    = [key, register] / [key, register, counter] / [key, register, counter / null, doc]
+             (everything else)
     register = [] (never written) / [stamp, w] (tombstone) / [stamp, w, value]
              / [stamp, w, value, expires_ms / null, meta]
     value    = str / bytes / int / float / bool / null / [bytes] (canonical CBOR list or map)
     counter  = [[[w, inc, dec, stamp]...] totals, [[w, inc, dec, stamp]...] removed,
                 [[w, stamp]...] context (, [epoch, expires_ms] expiry)]
+    doc      = [gen_stamp, gen_w, update bytes, [[w, stamp]...] context, [[w, stamp]...] removed,
+                [[root name, kind]...] schema, [[w, stamp, yrs clock]...] clocks]
 
 A snapshot is ``MAGIC + delta + blake2b-128(delta)``, so truncation and bit
 flips are detected even where the damaged bytes would still decode.
@@ -36,15 +39,20 @@ import cbor2
 
 from ..errors import DecodeError, InvalidKey, TooLarge
 from .bulk import collector_paused
+from .document import CLOCK_PAIRS, DocState
 from .entry import TOMBSTONE, CounterState, Entry, Totals
 from .hlc import MAX_STAMP
 from .limits import Limits
 from .values import SCALAR_TYPES, Packed, check_key, packed_from_wire
+from .yrs import ROOT_KINDS
 
 FORMAT: Final = 1
 SNAPSHOT_MAGIC: Final = b"CRDTKV\x00S"
 CHECKSUM_BYTES: Final = 16
 MAX_ORIGIN_CHARS: Final = 256
+#: Longest document root name, and most roots one document may declare.
+MAX_ROOT_CHARS: Final = 256
+MAX_ROOTS: Final = 64
 
 # cbor2 decodes these tags itself; everything but bignums (2, 3) is refused.
 _BUILTIN_TAGS: Final = (
@@ -101,8 +109,31 @@ def _totals_to_wire(totals: dict[str, Totals], ref: Callable[[str], object]) -> 
     return [[ref(origin), inc, dec, stamp] for origin, (inc, dec, stamp) in sorted(totals.items())]
 
 
-def entry_to_wire(key: str, entry: Entry, ref: Callable[[str], object]) -> list[object]:
-    """The wire form of one entry; ``ref`` maps an origin to its reference."""
+def _doc_to_wire(doc: DocState, ref: Callable[[str], object], identity: bool) -> list[object]:
+    return [
+        doc.gen[0],
+        ref(doc.gen[1]),
+        doc.identity() if identity else doc.update,
+        [[ref(origin), stamp] for origin, stamp in sorted(doc.context.items())],
+        [[ref(origin), stamp] for origin, stamp in sorted(doc.removed.items())],
+        [[name, kind] for name, kind in sorted(doc.schema.items())],
+        [
+            [ref(origin), stamp, clock]
+            for origin, pairs in sorted(doc.clocks.items())
+            for stamp, clock in pairs
+        ],
+    ]
+
+
+def entry_to_wire(
+    key: str, entry: Entry, ref: Callable[[str], object], *, identity: bool = False
+) -> list[object]:
+    """The wire form of one entry; ``ref`` maps an origin to its reference.
+
+    With ``identity`` a document is written as its identity instead of its
+    update bytes (which differ between replicas holding the same document):
+    the canonical form :func:`digest_entries` hashes.
+    """
     if not entry.stamp:
         register: list[object] = []
     elif entry.value is TOMBSTONE:
@@ -118,8 +149,11 @@ def entry_to_wire(key: str, entry: Entry, ref: Callable[[str], object]) -> list[
             _value_to_wire(entry.meta),
         ]
     counter = entry.counter
+    doc = entry.doc
     if counter is None:
-        return [key, register]
+        if doc is None:
+            return [key, register]
+        return [key, register, None, _doc_to_wire(doc, ref, identity)]
     wire_counter: list[object] = [
         _totals_to_wire(counter.totals, ref),
         _totals_to_wire(counter.removed, ref),
@@ -127,7 +161,9 @@ def entry_to_wire(key: str, entry: Entry, ref: Callable[[str], object]) -> list[
     ]
     if counter.expiry is not None:
         wire_counter.append(list(counter.expiry))
-    return [key, register, wire_counter]
+    if doc is None:
+        return [key, register, wire_counter]
+    return [key, register, wire_counter, _doc_to_wire(doc, ref, identity)]
 
 
 class _OriginTable:
@@ -155,6 +191,7 @@ def encode_delta(delta: Delta) -> bytes:
     for key, entry in delta.entries:
         if (
             entry.counter is None
+            and entry.doc is None
             and entry.expires is None
             and entry.meta is None
             and entry.stamp
@@ -181,7 +218,7 @@ def digest_entries(items: Iterable[tuple[str, Entry]]) -> str:
     hasher = hashlib.sha256()
     same = str
     for key, entry in sorted(items, key=lambda item: item[0]):
-        hasher.update(cbor2.dumps(entry_to_wire(key, entry, same), canonical=True))
+        hasher.update(cbor2.dumps(entry_to_wire(key, entry, same, identity=True), canonical=True))
     return hasher.hexdigest()
 
 
@@ -296,8 +333,8 @@ class _Reader:
     def entry(self, item: object) -> tuple[str, Entry]:
         """Check and convert one entry of the general form."""
         item = _array(item, "an entry")
-        if not 2 <= len(item) <= 3:
-            _fail("an entry must be [key, register] or [key, register, counter]")
+        if not 2 <= len(item) <= 4:
+            _fail("an entry must be [key, register] followed by an optional counter and document")
         key = self.key(item[0])
         register = _array(item[1], "a register")
         size = len(register)
@@ -320,7 +357,9 @@ class _Reader:
             )
         else:
             _fail("a register must have 0, 2, 3 or 5 fields")
-        if len(item) == 3:
+        if len(item) == 4:
+            entry.doc = self.doc(item[3])
+        if len(item) >= 3 and (item[2] is not None or len(item) == 3):
             counter = _array(item[2], "a counter")
             if len(counter) not in (3, 4):
                 _fail("a counter must be [totals, removed, context] or [totals, removed, context, expiry]")
@@ -348,9 +387,65 @@ class _Reader:
                 if have is None or have[2] < stamp or have[0] < inc or have[1] < dec:
                     _fail("counter removed baseline exceeds its totals")
             entry.counter = CounterState(totals, removed, context, expiry)
-        elif not entry.stamp:
-            _fail("an entry needs a register write or a counter")
+        elif not entry.stamp and entry.doc is None:
+            _fail("an entry needs a register write, a counter or a document")
         return key, entry
+
+    def stamps(self, item: object, what: str) -> dict[str, int]:
+        result: dict[str, int] = {}
+        for row in _array(item, what):
+            row = _array(row, what)
+            if len(row) != 2:
+                _fail(f"{what} rows must be [origin, stamp]")
+            origin = self.origin(row[0])
+            if origin in result:
+                _fail(f"{what} names an origin twice")
+            result[origin] = _stamp(row[1], what)
+        return result
+
+    def doc(self, item: object) -> DocState:
+        """Check and convert a document (its Yrs bytes are checked when merged)."""
+        item = _array(item, "a document")
+        if len(item) != 7:
+            _fail("a document must have 7 fields")
+        gen = (_stamp(item[0], "a document generation"), self.origin(item[1]))
+        update = item[2]
+        if type(update) is not bytes or len(update) < 2:
+            _fail("a document update must be bytes")
+        if len(update) > self.max_value:
+            _fail(f"document is {len(update)} bytes; the limit (max_value_bytes) is {self.max_value}")
+        context = self.stamps(item[3], "document context")
+        removed = self.stamps(item[4], "document removed")
+        if not context:
+            _fail("a document needs a context")
+        for origin, stamp in removed.items():
+            if context.get(origin, 0) < stamp:
+                _fail("document removed baseline exceeds its context")
+        schema: dict[str, str] = {}
+        for row in _array(item[5], "document schema"):
+            row = _array(row, "document schema")
+            if (
+                len(row) != 2
+                or type(row[0]) is not str
+                or not 0 < len(row[0]) <= MAX_ROOT_CHARS
+                or row[1] not in ROOT_KINDS
+                or row[0] in schema
+            ):
+                _fail("document schema rows must be [root name, 'array' / 'map' / 'text'], names unique")
+            schema[row[0]] = row[1]
+        if len(schema) > MAX_ROOTS:
+            _fail(f"a document may declare at most {MAX_ROOTS} roots")
+        clocks: dict[str, list[tuple[int, int]]] = {}
+        for row in _array(item[6], "document clocks"):
+            row = _array(row, "document clocks")
+            if len(row) != 3:
+                _fail("document clock rows must be [origin, stamp, clock]")
+            pairs = clocks.setdefault(self.origin(row[0]), [])
+            pairs.append((_stamp(row[1], "a clock stamp"), _count(row[2], "a Yrs clock")))
+        for pairs in clocks.values():
+            if len(pairs) > CLOCK_PAIRS or pairs != sorted(set(pairs)):
+                _fail(f"document clocks must be sorted, unique and at most {CLOCK_PAIRS} per origin")
+        return DocState(gen, update, context, removed, schema, {o: tuple(p) for o, p in clocks.items()})
 
 
 class _RowReader(_Reader):

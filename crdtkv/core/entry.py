@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from .document import DocState, max_doc_stamp
+
 #: Marks a deleted register (and a key that has no register write at all).
 TOMBSTONE: Final = type("Tombstone", (), {"__repr__": lambda self: "TOMBSTONE", "__slots__": ()})()
 
@@ -118,7 +120,7 @@ class CounterState:
 class Entry:
     """Everything replicated about one key."""
 
-    __slots__ = ("counter", "expires", "meta", "stamp", "value", "writer")
+    __slots__ = ("counter", "doc", "expires", "meta", "stamp", "value", "writer")
 
     def __init__(
         self,
@@ -128,6 +130,7 @@ class Entry:
         expires: int | None = None,
         meta: object = None,
         counter: CounterState | None = None,
+        doc: DocState | None = None,
     ) -> None:
         #: stamp of the winning register write (0: no register write yet)
         self.stamp = stamp
@@ -140,6 +143,8 @@ class Entry:
         #: metadata attached to the write (stored form), or None
         self.meta = meta
         self.counter = counter
+        #: the document half (immutable, so copies share it), or None
+        self.doc = doc
 
     def copy(self) -> Entry:
         return Entry(
@@ -149,6 +154,7 @@ class Entry:
             self.expires,
             self.meta,
             self.counter.copy() if self.counter is not None else None,
+            self.doc,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -160,6 +166,7 @@ class Entry:
             and self.expires == other.expires
             and self.meta == other.meta
             and self.counter == other.counter
+            and self.doc == other.doc
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -167,7 +174,7 @@ class Entry:
     def __repr__(self) -> str:
         return (
             f"Entry(stamp={self.stamp}, writer={self.writer!r}, value={self.value!r}, "
-            f"expires={self.expires!r}, meta={self.meta!r}, counter={self.counter!r})"
+            f"expires={self.expires!r}, meta={self.meta!r}, counter={self.counter!r}, doc={self.doc!r})"
         )
 
 
@@ -177,6 +184,7 @@ class Entry:
 MISSING: Final = 0
 REGISTER: Final = 1
 COUNTER: Final = 2
+DOCUMENT: Final = 3
 
 
 def register_live(entry: Entry, now_ms: int) -> bool:
@@ -198,18 +206,27 @@ def counter_expires(entry: Entry) -> int | None:
 
 
 def resolve(entry: Entry, now_ms: int) -> int:
-    """Which half of the entry a read sees: MISSING, REGISTER or COUNTER.
+    """Which part of the entry a read sees: MISSING, REGISTER, COUNTER or DOCUMENT.
 
-    The later of the register value and the counter's increments decides; if
-    that one has expired, the key reads as missing (the older one stays hidden).
+    The latest live write decides: the register value, the counter's latest
+    increment, or the document's latest edit, compared by ``(stamp, origin)``.
+    If the winner has expired, the key reads as missing (the older ones stay hidden).
     """
     counter = entry.counter
-    if counter is None:
+    doc = entry.doc
+    if counter is None and doc is None:
         return REGISTER if register_live(entry, now_ms) else MISSING
-    live = counter.live_stamp()
+    live = counter.live_stamp() if counter is not None else None
+    kind = COUNTER
+    if doc is not None:
+        edited = doc.live_stamp()
+        if edited is not None and (live is None or edited > live):
+            live, kind = edited, DOCUMENT
     has_value = entry.value is not TOMBSTONE and entry.stamp > 0
     if live is None or (has_value and (entry.stamp, entry.writer) > live):
         return REGISTER if register_live(entry, now_ms) else MISSING
+    if kind == DOCUMENT:
+        return DOCUMENT
     expires = counter_expires(entry)
     return MISSING if expires is not None and expires <= now_ms else COUNTER
 
@@ -227,9 +244,14 @@ def dots(entry: Entry) -> dict[str, int]:
     """
     counter = entry.counter
     stamp = entry.stamp
-    if counter is None:
+    doc = entry.doc
+    if counter is None and doc is None:
         return {entry.writer: stamp} if stamp else {}
-    result = counter.full_context()
+    result = counter.full_context() if counter is not None else {}
+    if doc is not None:
+        for origin, seen in doc.context.items():
+            if result.get(origin, 0) < seen:
+                result[origin] = seen
     if stamp and result.get(entry.writer, 0) < stamp:
         result[entry.writer] = stamp
     return result
@@ -238,9 +260,12 @@ def dots(entry: Entry) -> dict[str, int]:
 def max_stamp(entry: Entry) -> int:
     """The largest stamp anywhere in the entry (for clock checks)."""
     counter = entry.counter
-    if counter is None:
-        return entry.stamp
-    return max(entry.stamp, max(counter.full_context().values(), default=0))
+    top = entry.stamp
+    if counter is not None:
+        top = max(top, max(counter.full_context().values(), default=0))
+    if entry.doc is not None:
+        top = max(top, max_doc_stamp(entry.doc))
+    return top
 
 
 # -- joining --------------------------------------------------------------------
@@ -304,6 +329,8 @@ def collectable(entry: Entry, horizon: int, now_ms: int) -> bool:
     expires = entry.expires
     if entry.value is not TOMBSTONE and (expires is None or expires > (horizon >> 16)):
         return False  # a live value, or one that expired within the grace period
+    if entry.doc is not None and entry.doc.live_stamp() is not None:
+        return False
     counter = entry.counter
     if counter is None or counter.live_stamp() is None:
         return True

@@ -16,12 +16,14 @@ import bisect
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 
-from ..errors import StoreMismatch, WrongType
+from ..errors import InvalidValue, StoreMismatch, WrongType
 from .bulk import collector_paused
 from .changelog import OriginLog
 from .codec import Delta, digest_entries
+from .document import DocState, Gen, join_docs
 from .entry import (
     COUNTER,
+    DOCUMENT,
     MISSING,
     REGISTER,
     TOMBSTONE,
@@ -37,6 +39,8 @@ from .entry import (
 )
 from .hlc import HybridClock
 from .limits import DEFAULT_LIMITS, Limits
+from .values import Packed
+from .yrs import client_id, state_vector
 
 #: Keys starting with this are reserved for crdtkv itself (never listed).
 INTERNAL_PREFIX = "\x00"
@@ -142,12 +146,14 @@ class ReplicaState:
         else:
             counter = entry.counter
             if counter is None:
-                if entry.writer != origin and entry.stamp:
-                    # the old write is superseded and never touched a counter
+                if entry.writer != origin and entry.stamp and entry.doc is None:
+                    # the old write is superseded and never touched a counter or document
                     self._logs[entry.writer].forget(key)
             else:
                 counter.remove_observed()
                 counter.context[origin] = stamp
+            if entry.doc is not None:
+                entry.doc = entry.doc.removed_by(origin, stamp)
             entry.stamp = stamp
             entry.writer = origin
             entry.value = value
@@ -174,15 +180,18 @@ class ReplicaState:
         """
         entry = self.entries.get(key)
         # a plain counter (no register value, no expiry) can neither refuse nor need a reset
-        if (
-            entry is not None
-            and entry.counter is not None
-            and (entry.value is not TOMBSTONE or entry.counter.expiry is not None)
+        if entry is not None and (
+            entry.doc is not None
+            or (
+                entry.counter is not None
+                and (entry.value is not TOMBSTONE or entry.counter.expiry is not None)
+            )
         ):
             kind = resolve(entry, self.clock.now_ms())
-            if kind == REGISTER:
-                raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
-            if kind == MISSING and entry.counter.live_stamp() is not None:
+            if kind in (REGISTER, DOCUMENT):
+                what = "a register value" if kind == REGISTER else "a document"
+                raise WrongType(f"key {key!r} holds {what}; incr needs a counter or a missing key")
+            if kind == MISSING and entry.counter is not None and entry.counter.live_stamp() is not None:
                 # expired, or hidden behind a value that expired: start afresh, without
                 # the old increments or expiry (a delete that removes what it counted)
                 self.write(key, TOMBSTONE)
@@ -223,6 +232,56 @@ class ReplicaState:
         self._local_change(key, stamp)
         return counter.value()
 
+    def document(self, key: str) -> DocState | None:
+        """The document at ``key`` if a read sees one (it is the live value), else None."""
+        entry = self.entries.get(key)
+        if entry is None or entry.doc is None or resolve(entry, self.clock.now_ms()) != DOCUMENT:
+            return None
+        return entry.doc
+
+    def edit_document(self, key: str, gen: Gen | None, update: bytes, schema: dict[str, str]) -> Gen:
+        """Record a local document edit (a Yrs update); return the document's generation.
+
+        ``gen`` is the generation the editor's copy belongs to, and ``update``
+        the edit alone. With ``gen`` None, or a generation that is no longer
+        the live one, ``update`` must hold the editor's whole document: it
+        starts a new generation. Raises :class:`~crdtkv.errors.InvalidValue`
+        (changing nothing) if the result holds a number beyond 2**53 or
+        exceeds ``max_value_bytes``.
+        """
+        stamp = self.clock.tick()
+        origin = self.origin
+        entry = self.entries.get(key)
+        current = self.document(key)
+        if gen is not None and current is not None and current.gen == gen:
+            doc = current.edited(update, origin, stamp, schema)
+        else:
+            clock = state_vector(update).get(client_id(origin), 0)
+            clocks: dict[str, tuple[tuple[int, int], ...]] = {origin: ((stamp, clock),)}
+            doc = DocState((stamp, origin), update, {origin: stamp}, {}, dict(schema), clocks)
+        if len(doc.update) > self.limits.max_value_bytes:
+            raise InvalidValue(
+                f"document would be {len(doc.update)} bytes; the limit (max_value_bytes) is "
+                f"{self.limits.max_value_bytes}"
+            )
+        doc.view()  # checks the content before anything changes
+        if entry is None:
+            entry = self.entries[key] = Entry(0, "", TOMBSTONE, doc=doc)
+            if self._index is not None:
+                self._fresh.append(key)
+        else:
+            before = dots(entry)
+            entry.doc = doc
+            after = dots(entry)
+            for other in before:
+                if other not in after:
+                    self._logs[other].forget(key)
+        own = self._own_log.latest
+        own.pop(key, None)
+        own[key] = stamp
+        self._local_change(key, stamp)
+        return doc.gen
+
     def lookup(self, key: str, default: object) -> object:
         """The stored value a read of ``key`` sees (a counter's int), or ``default``."""
         entry = self.entries.get(key)
@@ -240,7 +299,11 @@ class ReplicaState:
         if kind == REGISTER:
             return entry.value
         if kind == COUNTER:
+            assert entry.counter is not None
             return entry.counter.value()
+        if kind == DOCUMENT:
+            assert entry.doc is not None
+            return Packed(entry.doc.plain())
         return default
 
     def describe(self, key: str) -> tuple[int, object, object, int | None, str, int] | None:
@@ -262,6 +325,12 @@ class ReplicaState:
             live = counter.live_stamp()
             assert live is not None
             return kind, counter.value(), None, counter_expires(entry), live[1], live[0]
+        if kind == DOCUMENT:
+            doc = entry.doc
+            assert doc is not None
+            edited = doc.live_stamp()
+            assert edited is not None
+            return kind, Packed(doc.plain()), None, None, edited[1], edited[0]
         return None
 
     def _sorted_keys(self) -> list[str]:
@@ -335,8 +404,13 @@ class ReplicaState:
     def delta_since(self, vv: dict[str, int]) -> Delta:
         """Every entry that has changes ``vv`` lacks, as independent copies."""
         entries = self.entries
-        keys = self.changed_keys_since(vv)
-        return Delta(self.name, dict(self.vv), [(key, entries[key].copy()) for key in keys])
+        items: list[tuple[str, Entry]] = []
+        for key in self.changed_keys_since(vv):
+            entry = entries[key].copy()
+            if entry.doc is not None:
+                entry.doc = entry.doc.trimmed(vv)  # only the Yrs structs ``vv`` may lack
+            items.append((key, entry))
+        return Delta(self.name, dict(self.vv), items)
 
     def full_state(self, *, copy: bool = True) -> Delta:
         """The whole state (a snapshot's content).
@@ -365,9 +439,17 @@ class ReplicaState:
             top = max(top, stamp)
         if top:
             self.clock.check(top)
+        # documents are joined and checked first, so a bad one changes nothing
+        documents: dict[str, DocState | None] = {}
+        for key, remote in delta.entries:
+            if remote.doc is not None:
+                local = self.entries.get(key)
+                documents[key] = join_docs(
+                    local.doc if local is not None else None, remote.doc, self.limits.max_value_bytes
+                )
         journaled: list[str] | None = [] if self.journal is not None or self.watchers else None
         with collector_paused(len(delta.entries)):
-            changed = self._join_all(delta, journaled)
+            changed = self._join_all(delta, journaled, documents)
         vv = self.vv
         grew = False
         for origin, stamp in delta.vv.items():
@@ -386,10 +468,14 @@ class ReplicaState:
             self._notify()
         return changed
 
-    def _join_all(self, delta: Delta, journaled: list[str] | None) -> int:
+    def _join_all(
+        self, delta: Delta, journaled: list[str] | None, documents: dict[str, DocState | None]
+    ) -> int:
         """Join every entry of ``delta``; log the new dots in stamp order per origin.
 
-        Changed keys are appended to ``journaled`` when it is a list.
+        ``documents`` holds the already joined document of each key whose
+        remote entry has one (None: nothing new). Changed keys are appended to
+        ``journaled`` when it is a list.
         """
         changed = 0
         entries = self.entries
@@ -412,7 +498,7 @@ class ReplicaState:
             if remote.counter is not None and remote.counter.expiry is not None:
                 self._expire_at(remote.counter.expiry[1], key)
             if local is None:
-                if remote.counter is None:  # a new plain register: adopt a copy
+                if remote.counter is None and remote.doc is None:  # a new plain register: adopt a copy
                     entries[key] = Entry(
                         remote.stamp, remote.writer, remote.value, remote.expires, remote.meta
                     )
@@ -420,11 +506,14 @@ class ReplicaState:
                 else:
                     local = entries[key] = Entry(0, "", TOMBSTONE)
                     join_into(local, remote)
+                    if remote.doc is not None:
+                        local.doc = documents[key]
                     self._note_dots(key, {}, local, pending)
                 changed += 1
                 if journaled is not None:
                     journaled.append(key)
-            elif local.counter is None and remote.counter is None:
+            elif local.counter is None is remote.counter and local.doc is None is remote.doc:
+                # (chained: both counters and both documents are None)
                 # the common case, two plain registers: no dot maps needed
                 if (remote.stamp, remote.writer) > (local.stamp, local.writer):
                     if local.stamp:
@@ -436,7 +525,12 @@ class ReplicaState:
                         journaled.append(key)
             else:
                 before = dict(dots(local))
-                if join_into(local, remote):
+                joined = join_into(local, remote)
+                document = documents.get(key)
+                if document is not None:
+                    local.doc = document
+                    joined = True
+                if joined:
                     self._note_dots(key, before, local, pending)
                     changed += 1
                     if journaled is not None:

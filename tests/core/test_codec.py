@@ -180,7 +180,7 @@ STAMP = 116_000_000_000_000_000
         (delta_bytes([[7, [STAMP, 0, "v"]]]), "bad key"),
         (delta_bytes([["k", [STAMP, 0, "v"]], ["k", [STAMP, 0, "v"]]]), "twice"),
         (delta_bytes([["k", [STAMP, 0, "v", 1]]]), "fields"),
-        (delta_bytes([["k", []]]), "register write or a counter"),
+        (delta_bytes([["k", []]]), "register write, a counter or a document"),
         (delta_bytes([["k", [], [[[0, 1, 0, STAMP]], [], []]]]), "context is behind"),
         (delta_bytes([["k", [], [[[0, 1, 0, STAMP]], [[0, 2, 0, STAMP]], [[0, STAMP]]]]]), "baseline"),
         (delta_bytes([["k", [], [[[0, -1, 0, STAMP]], [], [[0, STAMP]]]]]), "non-negative"),

@@ -1,0 +1,224 @@
+"""The document half of an entry: a collaborative Yrs document as a value.
+
+A :class:`DocState` is immutable: every change makes a new one, so entries
+and deltas share them freely. It holds
+
+* ``gen``: ``(stamp, origin)`` of the operation that started this document.
+  Deleting a document and creating it again starts a new generation; when
+  two generations meet, the later one wins whole (edits made to the older one
+  after the newer one started are dropped, as a register would drop them).
+  A generation is its own Yrs document, so generations never share structs.
+* ``update``: one Yrs update holding the document (in a delta: only the part
+  the receiver lacks; merging adds it).
+* ``context`` / ``removed``: per origin, the stamp of its latest operation on
+  the key while it held this document, and the stamps a ``delete`` or
+  ``put`` observed. The document is *live* while some origin has operations
+  beyond ``removed`` (observed-remove, as for counters): a delete removes the
+  document as it was seen, and an edit made elsewhere that it did not see
+  keeps the document alive.
+* ``schema``: root name -> kind; a name declared with two kinds takes the
+  first in alphabetical order (``array`` < ``map`` < ``text``).
+* ``clocks``: per origin, its most recent ``(stamp, Yrs clock)`` pairs. A
+  peer whose version vector covers ``stamp`` holds that origin's structs up
+  to ``clock``, so a delta can carry only the structs the peer lacks
+  (:meth:`DocState.trimmed`).
+
+Every part joins as a semilattice, so documents merge in any order.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..errors import DecodeError
+from . import yrs
+
+#: ``(stamp, origin)`` of the operation that started a generation.
+Gen = tuple[int, str]
+#: How many ``(stamp, clock)`` pairs a document keeps per origin.
+CLOCK_PAIRS: Final = 16
+
+
+def _join_max(mine: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
+    result = dict(mine)
+    for origin, stamp in theirs.items():
+        if result.get(origin, 0) < stamp:
+            result[origin] = stamp
+    return result
+
+
+def _join_schema(mine: dict[str, str], theirs: dict[str, str]) -> dict[str, str]:
+    result = dict(mine)
+    for name, kind in theirs.items():
+        have = result.get(name)
+        if have is None or kind < have:
+            result[name] = kind
+    return result
+
+
+def _join_clocks(
+    mine: dict[str, tuple[tuple[int, int], ...]], theirs: dict[str, tuple[tuple[int, int], ...]]
+) -> dict[str, tuple[tuple[int, int], ...]]:
+    result = dict(mine)
+    for origin, pairs in theirs.items():
+        have = result.get(origin)
+        if have != pairs:
+            result[origin] = tuple(sorted(set(have or ()) | set(pairs))[-CLOCK_PAIRS:])
+    return result
+
+
+class DocState:
+    """The replicated state of one document value (immutable)."""
+
+    __slots__ = ("_view", "clocks", "context", "gen", "removed", "schema", "update")
+
+    def __init__(
+        self,
+        gen: Gen,
+        update: bytes,
+        context: dict[str, int],
+        removed: dict[str, int] | None = None,
+        schema: dict[str, str] | None = None,
+        clocks: dict[str, tuple[tuple[int, int], ...]] | None = None,
+        view: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        self.gen = gen
+        self.update = update
+        self.context = context
+        self.removed: dict[str, int] = removed if removed is not None else {}
+        self.schema: dict[str, str] = schema if schema is not None else {}
+        self.clocks: dict[str, tuple[tuple[int, int], ...]] = clocks if clocks is not None else {}
+        #: cached ``(plain, identity)`` from :func:`yrs.load`
+        self._view = view
+
+    # -- reading -----------------------------------------------------------------
+
+    def live_stamp(self) -> tuple[int, str] | None:
+        """``(stamp, origin)`` of the latest edit no delete observed, or None."""
+        best: tuple[int, str] | None = None
+        removed = self.removed
+        for origin, stamp in self.context.items():
+            if stamp > removed.get(origin, 0) and (best is None or (stamp, origin) > best):
+                best = (stamp, origin)
+        return best
+
+    def view(self) -> tuple[bytes, bytes]:
+        """``(plain CBOR, identity)``; computed once (see :func:`yrs.load`)."""
+        if self._view is None:
+            self._view = yrs.load(self.update, self.schema)
+        return self._view
+
+    def plain(self) -> bytes:
+        """The document's content as canonical CBOR of plain data."""
+        return self.view()[0]
+
+    def identity(self) -> bytes:
+        return self.view()[1]
+
+    def clock_of(self, origin: str) -> int:
+        """The Yrs clock ``origin`` reached in this document (0 if it never edited it)."""
+        return yrs.state_vector(self.update).get(yrs.client_id(origin), 0)
+
+    # -- changing ------------------------------------------------------------------
+
+    def edited(self, update: bytes, origin: str, stamp: int, schema: dict[str, str]) -> DocState:
+        """This document after a local edit ``update`` by ``origin`` at ``stamp``."""
+        merged = yrs.merge(self.update, update)
+        clock = yrs.state_vector(merged).get(yrs.client_id(origin), 0)
+        return DocState(
+            self.gen,
+            merged,
+            _join_max(self.context, {origin: stamp}),
+            self.removed,
+            _join_schema(self.schema, schema),
+            _join_clocks(self.clocks, {origin: ((stamp, clock),)}),
+        )
+
+    def removed_by(self, origin: str, stamp: int) -> DocState:
+        """This document after a ``delete`` or ``put`` by ``origin`` at ``stamp``: no longer live."""
+        context = _join_max(self.context, {origin: stamp})
+        return DocState(self.gen, self.update, context, dict(context), self.schema, self.clocks, self._view)
+
+    def trimmed(self, vv: dict[str, int]) -> DocState:
+        """A copy carrying only what a replica with version vector ``vv`` may lack."""
+        vector: dict[int, int] = {}
+        for origin, pairs in self.clocks.items():
+            seen = vv.get(origin, 0)
+            clock = 0
+            for stamp, reached in pairs:
+                if stamp <= seen:
+                    clock = reached
+            if clock:
+                vector[yrs.client_id(origin)] = clock
+        if not vector:
+            return self
+        update = yrs.diff(self.update, vector)
+        return DocState(self.gen, update, self.context, self.removed, self.schema, self.clocks)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, DocState)
+            and self.gen == other.gen
+            and self.context == other.context
+            and self.removed == other.removed
+            and self.schema == other.schema
+            and self.clocks == other.clocks
+            and self.identity() == other.identity()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"DocState(gen={self.gen!r}, {len(self.update)} update bytes, context={self.context!r}, "
+            f"removed={self.removed!r}, schema={self.schema!r})"
+        )
+
+
+def max_doc_stamp(doc: DocState) -> int:
+    return max(doc.gen[0], max(doc.context.values(), default=0))
+
+
+def join_docs(local: DocState | None, remote: DocState, max_bytes: int) -> DocState | None:
+    """The join of two documents, checked; None if ``local`` already holds everything.
+
+    Loads the result into a scratch Yrs document before returning it, so a
+    remote update that does not load, or holds a number Yrs cannot keep
+    exact, raises :class:`DecodeError` and changes nothing.
+    """
+    if local is None or remote.gen > local.gen:
+        result = DocState(
+            remote.gen, remote.update, remote.context, remote.removed, remote.schema, remote.clocks
+        )
+        result_identity(result, max_bytes)
+        return result
+    if remote.gen < local.gen:
+        return None
+    context = _join_max(local.context, remote.context)
+    removed = _join_max(local.removed, remote.removed)
+    schema = _join_schema(local.schema, remote.schema)
+    clocks = _join_clocks(local.clocks, remote.clocks)
+    same_meta = (
+        context == local.context
+        and removed == local.removed
+        and schema == local.schema
+        and clocks == local.clocks
+    )
+    if same_meta and remote.update == yrs.EMPTY_UPDATE:
+        return None
+    merged = yrs.merge(local.update, remote.update)
+    result = DocState(local.gen, merged, context, removed, schema, clocks)
+    identity = result_identity(result, max_bytes)
+    return None if same_meta and identity == local.identity() else result
+
+
+def result_identity(doc: DocState, max_bytes: int) -> bytes:
+    """Check a document received from elsewhere and return its identity."""
+    if len(doc.update) > max_bytes:
+        raise DecodeError(f"document is {len(doc.update)} bytes; the limit (max_value_bytes) is {max_bytes}")
+    try:
+        return doc.identity()
+    except DecodeError:
+        raise
+    except Exception as exc:  # InvalidValue: a number beyond 2**53
+        raise DecodeError(f"remote document rejected: {exc}") from exc
