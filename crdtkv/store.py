@@ -7,27 +7,36 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.bulk import collector_paused
 from .core.codec import decode_snapshot, encode_snapshot
-from .core.entry import COUNTER
+from .core.entry import COUNTER, DOCUMENT, MISSING, REGISTER, resolve
 from .core.hlc import HybridClock, stamp_ms
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
 from .core.values import Packed, check_key, pack_value, unpack_value
-from .errors import InvalidArgument, InvalidArgumentType, InvalidKeyType, InvalidValue, StoreClosed
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    InvalidKeyType,
+    InvalidValue,
+    StoreClosed,
+    WrongType,
+)
 from .storage import DURABILITY_MODES, Storage, attach, new_replica_id
 
 if TYPE_CHECKING:
+    from .document import Document
     from .watch import Watch
 
 MAX_REPLICA_ID_CHARS = 64
 MAX_NAME_CHARS = 256
 INCARNATION_SEPARATOR = "~"
+_KIND_NAMES = {REGISTER: "register", COUNTER: "counter", DOCUMENT: "document"}
 
 
 def _check_name(name: object) -> str:
@@ -167,6 +176,8 @@ class KvStore:
         self._max_str = limits.max_value_bytes
         self._storage: Storage | None = None
         self._last_window = -1
+        #: key -> the Document bound to it (one per key)
+        self._documents: dict[str, Document] = {}
 
     @classmethod
     def open(
@@ -329,7 +340,7 @@ class KvStore:
             origin=origin,
             stamp=stamp,
             written_at=stamp_ms(stamp) / 1000,
-            kind="counter" if kind == COUNTER else "register",
+            kind=_KIND_NAMES[kind],
         )
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -369,6 +380,40 @@ class KvStore:
         if ttl is None:
             return self._state.incr(key, by)
         return self._state.incr(key, by, _expiry_ms(ttl, self._state.clock.now_ms()))
+
+    def doc(self, key: str) -> Document:
+        """The collaborative document at ``key``, bound to this store.
+
+        Edits made through it are recorded at once and replicate as deltas of
+        ``key``; concurrent edits at several replicas all survive (Yrs merges
+        them). ``get(key)`` returns the content as plain data. A missing or
+        deleted key gives an empty document, created by its first edit.
+        Raises :class:`~crdtkv.errors.WrongType` if the key holds a register
+        value or a counter. The same key always gives the same object.
+        """
+        key = check_key(key, self._limits)
+        found = self._documents.get(key)
+        if found is not None:
+            return found
+        state = self._state
+        entry = state.entries.get(key)
+        kind = MISSING if entry is None else resolve(entry, state.clock.now_ms())
+        if kind in (REGISTER, COUNTER):
+            what = "a counter" if kind == COUNTER else "a register value"
+            raise WrongType(f"key {key!r} holds {what}; doc needs a document or a missing key")
+        from .document import Document
+
+        if not self._documents:
+            state.watchers.append(self._refresh_documents)
+        document = self._documents[key] = Document(self, key)
+        return document
+
+    def _refresh_documents(self, keys: Sequence[str]) -> None:
+        documents = self._documents
+        for key in keys:
+            document = documents.get(key)
+            if document is not None:
+                document.refresh()
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Iterate, in sorted order, over live keys starting with ``prefix``."""
@@ -517,6 +562,8 @@ class KvStore:
         """
         if isinstance(self._state, _Closed):
             return
+        for document in list(self._documents.values()):
+            document.close()
         self._state.journal = None
         self._state = _Closed()  # type: ignore[assignment]
         storage, self._storage = self._storage, None

@@ -36,7 +36,7 @@ from . import yrs
 #: ``(stamp, origin)`` of the operation that started a generation.
 Gen = tuple[int, str]
 #: How many ``(stamp, clock)`` pairs a document keeps per origin.
-CLOCK_PAIRS: Final = 16
+CLOCK_PAIRS: Final = 8
 
 
 def _join_max(mine: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
@@ -140,8 +140,14 @@ class DocState:
         return DocState(self.gen, self.update, context, dict(context), self.schema, self.clocks, self._view)
 
     def trimmed(self, vv: dict[str, int]) -> DocState:
-        """A copy carrying only what a replica with version vector ``vv`` may lack."""
+        """A copy carrying only what a replica with version vector ``vv`` may lack.
+
+        That replica holds every operation ``vv`` covers, so it holds each
+        origin's Yrs structs up to the clock paired with the latest covered
+        stamp, and those clock pairs too: both are left out.
+        """
         vector: dict[int, int] = {}
+        clocks: dict[str, tuple[tuple[int, int], ...]] = {}
         for origin, pairs in self.clocks.items():
             seen = vv.get(origin, 0)
             clock = 0
@@ -150,10 +156,11 @@ class DocState:
                     clock = reached
             if clock:
                 vector[yrs.client_id(origin)] = clock
-        if not vector:
-            return self
-        update = yrs.diff(self.update, vector)
-        return DocState(self.gen, update, self.context, self.removed, self.schema, self.clocks)
+            newer = tuple(pair for pair in pairs if pair[0] > seen)
+            if newer:
+                clocks[origin] = newer
+        update = yrs.diff(self.update, vector) if vector else self.update
+        return DocState(self.gen, update, self.context, self.removed, self.schema, clocks)
 
     def __eq__(self, other: object) -> bool:
         return (

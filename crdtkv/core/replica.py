@@ -287,7 +287,7 @@ class ReplicaState:
         entry = self.entries.get(key)
         if entry is None:
             return default
-        if entry.counter is None:
+        if entry.counter is None and entry.doc is None:
             value = entry.value
             if value is TOMBSTONE:
                 return default

@@ -205,11 +205,21 @@ def load(update: bytes, schema: dict[str, str]) -> tuple[bytes, bytes]:
     """
     doc = new_doc(update, schema)
     with _guarded("document content does not read"):
-        plain = {name: plain_value(doc[name].to_py()) for name in sorted(schema)}
+        plain = plain_content(doc, schema)
         vector = bytes(doc.get_state())
         deletes = bytes(doc.get_update(vector))
     identity = [sorted(decode_state_vector(vector).items()), _normalised_delete_set(deletes)]
     return cbor2.dumps(plain, canonical=True), cbor2.dumps(identity, canonical=True)
+
+
+def plain_content(doc: Any, schema: dict[str, str]) -> dict[str, Any]:
+    """Root name -> plain Python data, for every root in ``schema`` (roots typed already)."""
+    empty: dict[str, Any] = {"array": [], "map": {}, "text": ""}
+    result: dict[str, Any] = {}
+    for name in sorted(schema):
+        value = doc[name].to_py()
+        result[name] = empty[schema[name]] if value is None else plain_value(value)
+    return result
 
 
 def plain_value(value: object) -> Any:

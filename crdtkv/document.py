@@ -1,0 +1,324 @@
+"""Document values: a pycrdt document bound to one key of a store.
+
+``store.doc(key)`` returns a :class:`Document`. Its roots (``map``,
+``array``, ``text``) are pycrdt shared types; every transaction on them is
+captured as a Yrs update and recorded in the store at once (read-your-writes),
+so it reaches peers, watchers and storage like any other write. Changes that
+arrive from peers are applied to the bound document as they are merged.
+
+Values written through the roots are checked first: Yrs keeps numbers as
+64-bit floats, so an integer beyond +-2**53 raises
+:class:`~crdtkv.errors.InvalidValue` instead of silently losing precision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pycrdt
+
+from .core.document import Gen
+from .core.yrs import EMPTY_UPDATE, ROOT_KINDS, check_number, client_id, plain_content
+from .errors import CrdtKvError, InvalidArgument, InvalidValue, WrongType
+
+if TYPE_CHECKING:
+    from .store import KvStore
+
+logger = logging.getLogger("crdtkv.document")
+
+
+def check_document_value(value: object) -> None:
+    """Raise InvalidValue if ``value`` holds an integer Yrs cannot keep exact."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        check_number(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            check_document_value(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            check_document_value(item)
+    elif isinstance(value, (pycrdt.Map, pycrdt.Array, pycrdt.Text)) and value._integrated is None:
+        # a shared type not yet in a document carries its initial content
+        check_document_value(value._prelim)
+
+
+def _checked(value: Any) -> Any:
+    """A shared type read from a document, as its checked class."""
+    kind = _CHECKED.get(type(value))
+    if kind is None:
+        return value
+    return kind(_doc=value.doc, _integrated=value.integrated)
+
+
+class CheckedMap(pycrdt.Map):  # type: ignore[type-arg]
+    """A pycrdt ``Map`` that refuses numbers Yrs cannot keep exact."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        check_document_value(value)
+        super().__setitem__(key, value)
+
+    def update(self, value: dict[str, Any]) -> None:
+        check_document_value(value)
+        super().update(value)
+
+    def _maybe_as_type_or_doc(self, obj: Any) -> Any:
+        return _checked(super()._maybe_as_type_or_doc(obj))
+
+
+class CheckedArray(pycrdt.Array):  # type: ignore[type-arg]
+    """A pycrdt ``Array`` that refuses numbers Yrs cannot keep exact."""
+
+    def append(self, value: Any) -> None:
+        check_document_value(value)
+        super().append(value)
+
+    def extend(self, value: list[Any]) -> None:
+        check_document_value(value)
+        super().extend(value)
+
+    def insert(self, index: int, object: Any) -> None:
+        check_document_value(object)
+        super().insert(index, object)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        check_document_value(value)
+        super().__setitem__(key, value)
+
+    def __add__(self, value: list[Any]) -> CheckedArray:
+        check_document_value(value)
+        super().__add__(value)
+        return self
+
+    def _maybe_as_type_or_doc(self, obj: Any) -> Any:
+        return _checked(super()._maybe_as_type_or_doc(obj))
+
+
+class CheckedText(pycrdt.Text):
+    """A pycrdt ``Text`` whose formatting attributes and embeds are checked."""
+
+    def insert(self, index: int, value: str, attrs: dict[str, Any] | None = None) -> None:
+        check_document_value(attrs)
+        super().insert(index, value, attrs)
+
+    def insert_embed(self, index: int, value: Any, attrs: dict[str, Any] | None = None) -> None:
+        check_document_value(value)
+        check_document_value(attrs)
+        super().insert_embed(index, value, attrs)
+
+    def format(self, start: int, stop: int, attrs: dict[str, Any]) -> None:
+        check_document_value(attrs)
+        super().format(start, stop, attrs)
+
+
+_CHECKED: dict[type[Any], type[Any]] = {
+    pycrdt.Map: CheckedMap,
+    pycrdt.Array: CheckedArray,
+    pycrdt.Text: CheckedText,
+}
+_ROOT_CLASSES: dict[str, type[Any]] = {"array": CheckedArray, "map": CheckedMap, "text": CheckedText}
+
+
+class Document:
+    """A collaborative document stored as the value of one key.
+
+    Get one with :meth:`KvStore.doc <crdtkv.KvStore.doc>`; a store hands out
+    one ``Document`` per key. Edit through the roots::
+
+        cart = store.doc("cart:42")
+        items = cart.map("items")
+        items["apple"] = 2            # recorded in the store at once
+        with cart.transaction():      # several edits, one update
+            items["pear"] = 1
+            del items["apple"]
+
+    An edit the store refuses (a document over ``max_value_bytes``, say) is
+    undone by reloading, and its error reaches the caller, wrapped by pycrdt
+    in an ``ExceptionGroup`` ("Observer callback error").
+
+    Root objects stay valid while the document's *generation* does. If the
+    key is deleted, overwritten with ``put``, or replaced by a newer
+    generation from a peer, the document is reloaded (empty, or with the
+    winner's content) and roots must be fetched again; edits to stale roots
+    are not recorded and are logged as errors.
+    """
+
+    def __init__(self, store: KvStore, key: str) -> None:
+        """Use :meth:`KvStore.doc`; this constructor is internal."""
+        self._store = store
+        self._key = key
+        self._gen: Gen | None = None
+        self._schema: dict[str, str] = {}
+        self._applying = False
+        self._capturing = False
+        self._closed = False
+        self._ydoc: pycrdt.Doc[Any] = self._load(None)
+        self.refresh()
+
+    # -- binding -------------------------------------------------------------------
+
+    def _load(self, current: Any) -> pycrdt.Doc[Any]:
+        """A fresh pycrdt document holding ``current`` (a DocState), captured from now on."""
+        ydoc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id(self._store.origin))
+        self._pristine = current is None
+        if current is not None:
+            self._schema = dict(current.schema)
+            self._applying = True
+            try:
+                if current.update != EMPTY_UPDATE:
+                    ydoc.apply_update(current.update)
+                for name, kind in sorted(self._schema.items()):
+                    ydoc.get(name, type=_ROOT_CLASSES[kind])
+            finally:
+                self._applying = False
+        else:
+            self._schema = {}
+        ydoc.observe(lambda event, ydoc=ydoc: self._captured(ydoc, event.update))
+        return ydoc
+
+    def _captured(self, ydoc: pycrdt.Doc[Any], update: bytes) -> None:
+        """A transaction committed on a bound pycrdt document: record it in the store."""
+        if self._applying or update == EMPTY_UPDATE:
+            return
+        if ydoc is not self._ydoc or self._closed:
+            logger.error(
+                "document %r: an edit to a stale root was not recorded; fetch roots again", self._key
+            )
+            return
+        state = self._store._state
+        current = state.document(self._key)
+        incremental = self._gen is not None and current is not None and current.gen == self._gen
+        if not incremental and not self._pristine:
+            # cannot happen while refresh() follows every change; never record a partial document
+            logger.error("document %r: out of step with the store; edit undone", self._key)
+            self.refresh(force=True)
+            return
+        self._capturing = True
+        try:
+            # an edit to a pristine (empty) pycrdt document is the whole document
+            self._gen = state.edit_document(
+                self._key, self._gen if incremental else None, update, self._schema
+            )
+            self._pristine = False
+        except CrdtKvError:
+            self._capturing = False
+            # the edit is in the pycrdt document but the store refused it: undo by reloading
+            self.refresh(force=True)
+            raise
+        finally:
+            self._capturing = False
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Bring the bound pycrdt document up to date with the store (called on every change)."""
+        if self._closed or self._capturing:
+            return
+        current = self._store._state.document(self._key)
+        if current is None:
+            if self._gen is not None or force:
+                self._gen = None
+                self._ydoc = self._load(None)
+            return
+        if force or current.gen != self._gen:
+            self._gen = current.gen
+            self._ydoc = self._load(current)
+            return
+        for name, kind in current.schema.items():
+            if name not in self._schema:
+                self._schema[name] = kind
+        vector = bytes(self._ydoc.get_state())
+        missing = bytes(pycrdt.get_update(current.update, vector))
+        self._applying = True
+        try:
+            self._ydoc.apply_update(missing)
+        finally:
+            self._applying = False
+
+    # -- roots -------------------------------------------------------------------
+
+    def _root(self, name: str, kind: str) -> Any:
+        self._check_open()
+        if type(name) is not str or not 0 < len(name) <= 256:
+            raise InvalidArgument("a root name must be a str of 1 to 256 characters")
+        declared = self._schema.get(name)
+        if declared is not None and declared != kind:
+            raise WrongType(f"root {name!r} of document {self._key!r} is a {declared}, not a {kind}")
+        if declared is None:
+            self._schema[name] = kind
+        return self._ydoc.get(name, type=_ROOT_CLASSES[kind])
+
+    def map(self, name: str) -> CheckedMap:
+        """The map root ``name`` (declared as a map on first use)."""
+        root: CheckedMap = self._root(name, "map")
+        return root
+
+    def array(self, name: str) -> CheckedArray:
+        """The array root ``name`` (declared as an array on first use)."""
+        root: CheckedArray = self._root(name, "array")
+        return root
+
+    def text(self, name: str) -> CheckedText:
+        """The text root ``name`` (declared as a text on first use)."""
+        root: CheckedText = self._root(name, "text")
+        return root
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group edits into one transaction: one Yrs update, one store write."""
+        self._check_open()
+        with self._ydoc.transaction():
+            yield
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def generation(self) -> Gen | None:
+        """``(stamp, origin)`` that started the document's current generation; None if not created yet."""
+        return self._gen
+
+    @property
+    def roots(self) -> dict[str, str]:
+        """Declared roots: name -> ``"array"``, ``"map"`` or ``"text"``."""
+        return dict(self._schema)
+
+    @property
+    def ydoc(self) -> pycrdt.Doc[Any]:
+        """The bound pycrdt document. Edits through it are recorded too, but
+        only the root methods above check numbers before they are applied."""
+        return self._ydoc
+
+    def to_py(self) -> dict[str, Any]:
+        """The content as plain Python data (as ``store.get(key)`` returns it)."""
+        self._check_open()
+        for name, kind in self._schema.items():
+            self._ydoc.get(name, type=_ROOT_CLASSES[kind])
+        return plain_content(self._ydoc, self._schema)
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument(f"document {self._key!r} is closed; call store.doc() again")
+
+    def close(self) -> None:
+        """Unbind from the store; edits after this are not recorded."""
+        if not self._closed:
+            self._closed = True
+            self._store._documents.pop(self._key, None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<Document {self._key!r} generation={self._gen!r} roots={sorted(self._schema)}>"
+
+
+__all__ = ["ROOT_KINDS", "CheckedArray", "CheckedMap", "CheckedText", "Document", "InvalidValue"]
