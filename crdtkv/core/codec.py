@@ -19,7 +19,7 @@ Schema (CBOR arrays throughout; ``w`` indexes the message's origin table)::
     value    = str / bytes / int / float / bool / null / [bytes] (canonical CBOR list or map)
     counter  = [[[w, inc, dec, stamp]...] totals, [[w, inc, dec, stamp]...] removed,
                 [[w, stamp]...] context (, [epoch, expires_ms] expiry)]
-    doc      = [gen_stamp, gen_w, update bytes, [[w, stamp]...] context, [[w, stamp]...] removed,
+    doc      = [gen_stamp, gen_w / null, update bytes, [[w, stamp]...] context, [[w, stamp]...] removed,
                 [[root name, kind]...] schema, [[w, stamp, yrs clock]...] clocks]
 
 A snapshot is ``MAGIC + delta + blake2b-128(delta)``, so truncation and bit
@@ -112,7 +112,7 @@ def _totals_to_wire(totals: dict[str, Totals], ref: Callable[[str], object]) -> 
 def _doc_to_wire(doc: DocState, ref: Callable[[str], object], identity: bool) -> list[object]:
     return [
         doc.gen[0],
-        ref(doc.gen[1]),
+        ref(doc.gen[1]) if doc.gen[0] else None,
         doc.identity() if identity else doc.update,
         [[ref(origin), stamp] for origin, stamp in sorted(doc.context.items())],
         [[ref(origin), stamp] for origin, stamp in sorted(doc.removed.items())],
@@ -408,7 +408,10 @@ class _Reader:
         item = _array(item, "a document")
         if len(item) != 7:
             _fail("a document must have 7 fields")
-        gen = (_stamp(item[0], "a document generation"), self.origin(item[1]))
+        if item[0] == 0 and type(item[0]) is int and item[1] is None:
+            gen: tuple[int, str] = (0, "")  # the first generation
+        else:
+            gen = (_stamp(item[0], "a document generation"), self.origin(item[1]))
         update = item[2]
         if type(update) is not bytes or len(update) < 2:
             _fail("a document update must be bytes")

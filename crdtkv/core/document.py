@@ -3,11 +3,13 @@
 A :class:`DocState` is immutable: every change makes a new one, so entries
 and deltas share them freely. It holds
 
-* ``gen``: ``(stamp, origin)`` of the operation that started this document.
-  Deleting a document and creating it again starts a new generation; when
-  two generations meet, the later one wins whole (edits made to the older one
-  after the newer one started are dropped, as a register would drop them).
-  A generation is its own Yrs document, so generations never share structs.
+* ``gen``: the generation, ``(stamp, origin)`` of the register write (a
+  ``delete`` or ``put``) that ended the previous one; ``(0, "")`` for a key's
+  first document. Creating a document again after it was deleted starts a
+  new generation, a separate Yrs document. Replicas that saw the same end
+  and re-create it concurrently share the generation and merge their edits;
+  when two generations meet, the later one wins whole (edits made to the
+  older one after the newer one started are dropped, as a register would).
 * ``update``: one Yrs update holding the document (in a delta: only the part
   the receiver lacks; merging adds it).
 * ``context`` / ``removed``: per origin, the stamp of its latest operation on
@@ -33,7 +35,7 @@ from typing import Final
 from ..errors import DecodeError
 from . import yrs
 
-#: ``(stamp, origin)`` of the operation that started a generation.
+#: A generation: ``(stamp, origin)`` of the write that ended the previous one.
 Gen = tuple[int, str]
 #: How many ``(stamp, clock)`` pairs a document keeps per origin.
 CLOCK_PAIRS: Final = 8

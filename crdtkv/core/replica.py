@@ -245,7 +245,7 @@ class ReplicaState:
         ``gen`` is the generation the editor's copy belongs to, and ``update``
         the edit alone. With ``gen`` None, or a generation that is no longer
         the live one, ``update`` must hold the editor's whole document: it
-        starts a new generation. Raises :class:`~crdtkv.errors.InvalidValue`
+        starts a generation (see :mod:`.document`). Raises :class:`~crdtkv.errors.InvalidValue`
         (changing nothing) if the result holds a number beyond 2**53 or
         exceeds ``max_value_bytes``.
         """
@@ -256,9 +256,17 @@ class ReplicaState:
         if gen is not None and current is not None and current.gen == gen:
             doc = current.edited(update, origin, stamp, schema)
         else:
+            # A new generation is named after the register write (the delete or put)
+            # that ended the previous one, so replicas that saw the same end and
+            # create the document again concurrently share one generation and
+            # merge their edits; a key never written starts at (0, "").
+            new_gen: Gen = (entry.stamp, entry.writer) if entry is not None else (0, "")
+            old = entry.doc if entry is not None else None
+            if old is not None and old.gen >= new_gen:  # not expected: keep generations increasing
+                new_gen = (stamp, origin)
             clock = state_vector(update).get(client_id(origin), 0)
             clocks: dict[str, tuple[tuple[int, int], ...]] = {origin: ((stamp, clock),)}
-            doc = DocState((stamp, origin), update, {origin: stamp}, {}, dict(schema), clocks)
+            doc = DocState(new_gen, update, {origin: stamp}, {}, dict(schema), clocks)
         if len(doc.update) > self.limits.max_value_bytes:
             raise InvalidValue(
                 f"document would be {len(doc.update)} bytes; the limit (max_value_bytes) is "

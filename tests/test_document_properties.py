@@ -1,0 +1,268 @@
+"""Property tests of document values: convergence under any delivery, and fuzzed update bytes.
+
+Programs of random edits to maps, arrays and text in one document run at three
+replicas (with puts, deletes and increments on the same key mixed in), while
+deltas are captured and later delivered in a random order, with duplicates.
+After a final exchange every replica must hold the same digest and the same
+plain snapshot, and, where nothing removed them, every edit must be there.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pycrdt
+from hypothesis import event, given, note, settings
+from hypothesis import strategies as st
+
+from crdtkv import KvStore
+from crdtkv.core.codec import Delta, encode_snapshot
+from crdtkv.core.document import DocState
+from crdtkv.core.entry import TOMBSTONE, Entry
+from crdtkv.core.yrs import client_id
+from crdtkv.document import Document
+from crdtkv.errors import DecodeError, WrongType
+
+from .helpers import FakeClock, assert_logs_cover_dots
+
+KEY = "doc"
+replica = st.integers(min_value=0, max_value=2)
+position = st.integers(min_value=0, max_value=50)
+map_set = st.tuples(st.just("map_set"), replica, st.sampled_from("abcd"), st.integers(-1000, 1000))
+map_del = st.tuples(st.just("map_del"), replica, st.sampled_from("abcd"))
+array_insert = st.tuples(st.just("array_insert"), replica, position, st.text(max_size=3))
+array_del = st.tuples(st.just("array_del"), replica, position)
+# pycrdt's Text positions count UTF-8 bytes, so positional text edits use ASCII
+ascii_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 ", min_size=1, max_size=4)
+text_insert = st.tuples(st.just("text_insert"), replica, position, ascii_text)
+text_del = st.tuples(st.just("text_del"), replica, position, st.integers(1, 3))
+nested = st.tuples(st.just("nested"), replica, st.sampled_from("xy"), st.integers(0, 9))
+edits = st.one_of(map_set, map_del, array_insert, array_del, text_insert, text_del, nested)
+# other kinds of write to the same key, and unrelated keys
+put = st.tuples(st.just("put"), replica, st.integers(0, 9))
+delete = st.tuples(st.just("delete"), replica)
+incr = st.tuples(st.just("incr"), replica, st.integers(-3, 3))
+# delivery: capture a delta for a replica now, deliver captured ones later (any order, repeats)
+capture = st.tuples(st.just("capture"), replica, replica)
+deliver = st.tuples(st.just("deliver"), st.integers(0, 1000))
+merge = st.tuples(st.just("merge"), replica, replica)
+tick = st.tuples(st.just("tick"), st.floats(0, 3))
+
+
+def open_replicas(clock: FakeClock) -> list[KvStore]:
+    return [KvStore.open("t", replica_id=name, clock=clock) for name in ("london", "sydney", "tokyo")]
+
+
+def document_of(store: KvStore) -> Document | None:
+    try:
+        return store.doc(KEY)
+    except WrongType:
+        bound = store._documents.get(KEY)
+        return bound  # still bound from before the key became a register or counter
+
+
+def apply_edit(store: KvStore, op: tuple) -> None:
+    doc = document_of(store)
+    if doc is None:
+        return
+    kind = op[0]
+    if kind == "map_set":
+        doc.map("m")[op[2]] = op[3]
+    elif kind == "map_del":
+        items = doc.map("m")
+        if op[2] in items:
+            del items[op[2]]
+    elif kind == "array_insert":
+        array = doc.array("a")
+        array.insert(op[2] % (len(array) + 1), op[3])
+    elif kind == "array_del":
+        array = doc.array("a")
+        if len(array):
+            del array[op[2] % len(array)]
+    elif kind == "text_insert":
+        text = doc.text("t")
+        text.insert(op[2] % (len(text) + 1), op[3])
+    elif kind == "text_del":
+        text = doc.text("t")
+        if len(text):
+            start = op[2] % len(text)
+            del text[start : min(len(text), start + op[3])]
+    elif kind == "nested":
+        with doc.transaction():
+            items = doc.map("m")
+            inner = items.get("inner")
+            if not isinstance(inner, pycrdt.Map):
+                items["inner"] = pycrdt.Map({op[2]: op[3]})
+            else:
+                inner[op[2]] = op[3]
+
+
+def settle(stores: list[KvStore]) -> None:
+    for _ in range(2):
+        for store in stores:
+            for other in stores:
+                if other is not store:
+                    store.merge(other)
+
+
+def check_converged(stores: list[KvStore]) -> None:
+    digests = {store.digest() for store in stores}
+    assert len(digests) == 1
+    values = [store.get(KEY) for store in stores]
+    assert all(value == values[0] for value in values), values
+    for store in stores:
+        bound = store._documents.get(KEY)
+        if bound is not None and isinstance(values[0], dict):
+            assert bound.to_py() == {name: values[0].get(name, bound.to_py()[name]) for name in bound.roots}
+        assert_logs_cover_dots(store)
+
+
+@given(st.lists(st.one_of(edits, put, delete, incr, capture, deliver, merge, tick), max_size=40))
+@settings(max_examples=3 * settings.default.max_examples)
+def test_any_delivery_order_with_duplicates_converges(program):
+    clock = FakeClock()
+    stores = open_replicas(clock)
+    captured: list[tuple[int, bytes]] = []
+    for op in program:
+        kind = op[0]
+        if kind == "put":
+            stores[op[1]].put(KEY, op[2])
+        elif kind == "delete":
+            stores[op[1]].delete(KEY)
+        elif kind == "incr":
+            try:
+                stores[op[1]].incr(KEY, op[2])
+            except WrongType:
+                pass  # a live register or document: refused, as documented
+        elif kind == "capture":
+            source, target = stores[op[1]], stores[op[2]]
+            captured.append((op[2], encode_snapshot(source._state.delta_since(target._state.vv))))
+        elif kind == "deliver":
+            if captured:
+                target, data = captured[op[1] % len(captured)]
+                stores[target].merge(data)
+        elif kind == "merge":
+            if op[1] != op[2]:
+                stores[op[1]].merge(stores[op[2]])
+        elif kind == "tick":
+            clock.advance(op[1])
+        else:
+            apply_edit(stores[op[1]], op)
+    rnd = random.Random(len(program))
+    rnd.shuffle(captured)
+    for target, data in captured + captured[: len(captured) // 2]:  # late, out of order, repeated
+        stores[target].merge(data)
+    settle(stores)
+    note(repr([store.get(KEY) for store in stores]))
+    check_converged(stores)
+    event(f"the key ends as {type(stores[0].get(KEY)).__name__}")
+
+
+additions = st.lists(
+    st.one_of(
+        st.tuples(st.just("map"), replica),
+        st.tuples(st.just("array"), replica, position),
+        st.tuples(st.just("text"), replica, position),
+        merge,
+    ),
+    max_size=40,
+)
+
+
+@given(additions, st.randoms(use_true_random=False))
+@settings(max_examples=2 * settings.default.max_examples)
+def test_no_concurrent_addition_is_lost(program, rnd):
+    """Only additions: the final document holds every one, wherever and whenever it was made."""
+    stores = open_replicas(FakeClock())
+    added = {"map": set(), "array": [], "text": []}
+    for serial, op in enumerate(program):
+        if op[0] == "merge":
+            if op[1] != op[2]:
+                stores[op[1]].merge(stores[op[2]])
+            continue
+        doc = stores[op[1]].doc(KEY)
+        name = f"e{serial}"
+        if op[0] == "map":
+            doc.map("m")[name] = serial
+            added["map"].add(name)
+        elif op[0] == "array":
+            array = doc.array("a")
+            array.insert(op[2] % (len(array) + 1), name)
+            added["array"].append(name)
+        else:
+            text = doc.text("t")
+            text.insert(op[2] % (len(text) + 1), "x")
+            added["text"].append("x")
+    order = stores[:]
+    rnd.shuffle(order)
+    settle(order)
+    check_converged(stores)
+    value = stores[0].get(KEY) or {}
+    assert set(value.get("m", {})) == added["map"]
+    assert sorted(value.get("a", [])) == sorted(added["array"])
+    assert len(value.get("t", "")) == len(added["text"])
+
+
+# -- fuzzed update bytes -------------------------------------------------------------
+
+
+def _valid_update() -> bytes:
+    doc = pycrdt.Doc(client_id=client_id("mallory"))
+    items = doc.get("m", type=pycrdt.Map)
+    text = doc.get("t", type=pycrdt.Text)
+    for i in range(12):
+        items[f"k{i}"] = i
+        text += "ab"
+    del items["k3"]
+    del text[2:6]
+    return bytes(doc.get_update())
+
+
+VALID_UPDATE = _valid_update()
+
+
+def _mutations() -> st.SearchStrategy[bytes]:
+    flips = st.lists(
+        st.tuples(st.integers(0, len(VALID_UPDATE) - 1), st.integers(0, 255)), min_size=1, max_size=6
+    ).map(lambda changes: _flip(VALID_UPDATE, changes))
+    cuts = st.integers(2, len(VALID_UPDATE) - 1).map(lambda n: VALID_UPDATE[:n])
+    inserts = st.tuples(st.integers(0, len(VALID_UPDATE)), st.binary(min_size=1, max_size=12)).map(
+        lambda pair: VALID_UPDATE[: pair[0]] + pair[1] + VALID_UPDATE[pair[0] :]
+    )
+    return st.one_of(flips, cuts, inserts, st.binary(min_size=2, max_size=80))
+
+
+def _flip(data: bytes, changes: list[tuple[int, int]]) -> bytes:
+    buffer = bytearray(data)
+    for index, value in changes:
+        buffer[index] = value
+    return bytes(buffer)
+
+
+@given(_mutations(), st.booleans())
+@settings(max_examples=3 * settings.default.max_examples)
+def test_fuzzed_update_bytes_never_crash_or_change_state(update, same_generation):
+    store = KvStore.open("t", replica_id="victim", clock=FakeClock())
+    doc = store.doc(KEY)
+    doc.map("m")["mine"] = 1
+    doc.text("t").insert(0, "text")
+    before_digest, before_value = store.digest(), store.get(KEY)
+    state = store._state.entries[KEY].doc
+    assert state is not None
+    stamp = store._state.clock.tick()
+    gen = state.gen if same_generation else (stamp, "mallory")
+    remote = DocState(gen, update, {"mallory": stamp}, {}, {"m": "map", "t": "text"}, {})
+    data = encode_snapshot(Delta("t", {"mallory": stamp}, [(KEY, Entry(0, "", TOMBSTONE, doc=remote))]))
+    try:
+        store.merge(data)
+    except DecodeError:
+        assert store.digest() == before_digest
+        assert store.get(KEY) == before_value
+        assert doc.to_py() == before_value
+        return
+    # some mutations still decode to a valid update: then the result must be a sound document
+    value = store.get(KEY)
+    assert isinstance(value, dict)
+    assert doc.to_py() == value
+    copy = KvStore.from_snapshot(store.snapshot(), replica_id="copy")
+    assert copy.digest() == store.digest() and copy.get(KEY) == value
