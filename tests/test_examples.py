@@ -24,6 +24,7 @@ KEY_LINES = {
     "tenant_config.py": "all PoPs picked the same winner; equal digests",
     "cache.py": "2 computations for 7 requests at 3 PoPs",
     "rate_limiter.py": "bound per window: limit + (PoPs - 1) x B = 100 + 2 x",
+    "shopping_cart.py": "document cart: 0 of 5 edits lost at 3 PoPs; equal digests",
 }
 
 
