@@ -39,7 +39,7 @@ import cbor2
 
 from ..errors import DecodeError, InvalidKey, TooLarge
 from .bulk import collector_paused
-from .document import CLOCK_PAIRS, DocState
+from .document import MAX_CLOCK_PAIRS, DocState
 from .entry import TOMBSTONE, CounterState, Entry, Totals
 from .hlc import MAX_STAMP
 from .limits import Limits
@@ -446,8 +446,8 @@ class _Reader:
             pairs = clocks.setdefault(self.origin(row[0]), [])
             pairs.append((_stamp(row[1], "a clock stamp"), _count(row[2], "a Yrs clock")))
         for pairs in clocks.values():
-            if len(pairs) > CLOCK_PAIRS or pairs != sorted(set(pairs)):
-                _fail(f"document clocks must be sorted, unique and at most {CLOCK_PAIRS} per origin")
+            if len(pairs) > MAX_CLOCK_PAIRS or pairs != sorted(set(pairs)):
+                _fail(f"document clocks must be sorted, unique and at most {MAX_CLOCK_PAIRS} per origin")
         return DocState(gen, update, context, removed, schema, {o: tuple(p) for o, p in clocks.items()})
 
 

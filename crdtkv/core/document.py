@@ -32,13 +32,20 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..errors import DecodeError
+from ..errors import DecodeError, TooLarge
 from . import yrs
 
 #: A generation: ``(stamp, origin)`` of the write that ended the previous one.
 Gen = tuple[int, str]
-#: How many ``(stamp, clock)`` pairs a document keeps per origin.
+#: A document keeps, per origin, the ``(stamp, clock)`` pairs of its latest
+#: CLOCK_PAIRS edits, and the first pair in each of its last CLOCK_BUCKETS
+#: spans of CLOCK_BUCKET Yrs clock units: a peer that missed up to about
+#: CLOCK_BUCKETS * CLOCK_BUCKET units of an origin's edits still gets only
+#: the structs it lacks (give or take one span).
 CLOCK_PAIRS: Final = 8
+CLOCK_BUCKET: Final = 64
+CLOCK_BUCKETS: Final = 32
+MAX_CLOCK_PAIRS: Final = CLOCK_PAIRS + CLOCK_BUCKETS
 
 
 def _join_max(mine: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
@@ -58,6 +65,22 @@ def _join_schema(mine: dict[str, str], theirs: dict[str, str]) -> dict[str, str]
     return result
 
 
+def retained(pairs: set[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The clock pairs of one origin a document keeps (see CLOCK_PAIRS).
+
+    A function of the set alone, and ``retained(retained(a) | retained(b))
+    == retained(a | b)``, so joining clock histories is a semilattice.
+    """
+    ordered = sorted(pairs)
+    first_in_bucket: dict[int, tuple[int, int]] = {}
+    for pair in ordered:  # an origin's clocks grow with its stamps
+        first_in_bucket.setdefault(pair[1] // CLOCK_BUCKET, pair)
+    top = max(first_in_bucket, default=0)
+    kept = set(ordered[-CLOCK_PAIRS:])
+    kept.update(pair for bucket, pair in first_in_bucket.items() if bucket > top - CLOCK_BUCKETS)
+    return tuple(sorted(kept))
+
+
 def _join_clocks(
     mine: dict[str, tuple[tuple[int, int], ...]], theirs: dict[str, tuple[tuple[int, int], ...]]
 ) -> dict[str, tuple[tuple[int, int], ...]]:
@@ -65,7 +88,7 @@ def _join_clocks(
     for origin, pairs in theirs.items():
         have = result.get(origin)
         if have != pairs:
-            result[origin] = tuple(sorted(set(have or ()) | set(pairs))[-CLOCK_PAIRS:])
+            result[origin] = retained(set(have or ()) | set(pairs))
     return result
 
 
@@ -107,8 +130,23 @@ class DocState:
     def view(self) -> tuple[bytes, bytes]:
         """``(plain CBOR, identity)``; computed once (see :func:`yrs.load`)."""
         if self._view is None:
-            self._view = yrs.load(self.update, self.schema)
+            plain, identity, _ = yrs.load(self.update, self.schema)
+            self._view = (plain, identity)
         return self._view
+
+    def checked(self, max_bytes: int) -> DocState:
+        """This document loaded, checked and compacted (deleted content dropped).
+
+        Raises :class:`~crdtkv.errors.DecodeError` if the update does not
+        load, :class:`~crdtkv.errors.InvalidValue` for a number beyond 2**53,
+        and :class:`~crdtkv.errors.TooLarge` if it exceeds ``max_bytes``.
+        """
+        plain, identity, compact = yrs.load(self.update, self.schema)
+        if len(compact) > max_bytes:
+            raise TooLarge(f"document is {len(compact)} bytes; the limit (max_value_bytes) is {max_bytes}")
+        return DocState(
+            self.gen, compact, self.context, self.removed, self.schema, self.clocks, (plain, identity)
+        )
 
     def plain(self) -> bytes:
         """The document's content as canonical CBOR of plain data."""
@@ -192,15 +230,12 @@ def join_docs(local: DocState | None, remote: DocState, max_bytes: int) -> DocSt
     """The join of two documents, checked; None if ``local`` already holds everything.
 
     Loads the result into a scratch Yrs document before returning it, so a
-    remote update that does not load, or holds a number Yrs cannot keep
-    exact, raises :class:`DecodeError` and changes nothing.
+    remote update that does not load, holds a number Yrs cannot keep exact
+    or grows the document past ``max_bytes`` raises
+    :class:`~crdtkv.errors.DecodeError` and changes nothing.
     """
     if local is None or remote.gen > local.gen:
-        result = DocState(
-            remote.gen, remote.update, remote.context, remote.removed, remote.schema, remote.clocks
-        )
-        result_identity(result, max_bytes)
-        return result
+        return _checked_remote(remote, max_bytes)
     if remote.gen < local.gen:
         return None
     context = _join_max(local.context, remote.context)
@@ -216,17 +251,13 @@ def join_docs(local: DocState | None, remote: DocState, max_bytes: int) -> DocSt
     if same_meta and remote.update == yrs.EMPTY_UPDATE:
         return None
     merged = yrs.merge(local.update, remote.update)
-    result = DocState(local.gen, merged, context, removed, schema, clocks)
-    identity = result_identity(result, max_bytes)
-    return None if same_meta and identity == local.identity() else result
+    result = _checked_remote(DocState(local.gen, merged, context, removed, schema, clocks), max_bytes)
+    return None if same_meta and result.identity() == local.identity() else result
 
 
-def result_identity(doc: DocState, max_bytes: int) -> bytes:
-    """Check a document received from elsewhere and return its identity."""
-    if len(doc.update) > max_bytes:
-        raise DecodeError(f"document is {len(doc.update)} bytes; the limit (max_value_bytes) is {max_bytes}")
+def _checked_remote(doc: DocState, max_bytes: int) -> DocState:
     try:
-        return doc.identity()
+        return doc.checked(max_bytes)
     except DecodeError:
         raise
     except Exception as exc:  # InvalidValue: a number beyond 2**53

@@ -16,7 +16,7 @@ import bisect
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 
-from ..errors import InvalidValue, StoreMismatch, WrongType
+from ..errors import InvalidValue, StoreMismatch, TooLarge, WrongType
 from .bulk import collector_paused
 from .changelog import OriginLog
 from .codec import Delta, digest_entries
@@ -267,12 +267,10 @@ class ReplicaState:
             clock = state_vector(update).get(client_id(origin), 0)
             clocks: dict[str, tuple[tuple[int, int], ...]] = {origin: ((stamp, clock),)}
             doc = DocState(new_gen, update, {origin: stamp}, {}, dict(schema), clocks)
-        if len(doc.update) > self.limits.max_value_bytes:
-            raise InvalidValue(
-                f"document would be {len(doc.update)} bytes; the limit (max_value_bytes) is "
-                f"{self.limits.max_value_bytes}"
-            )
-        doc.view()  # checks the content before anything changes
+        try:
+            doc = doc.checked(self.limits.max_value_bytes)  # before anything changes
+        except TooLarge as exc:
+            raise InvalidValue(str(exc)) from None
         if entry is None:
             entry = self.entries[key] = Entry(0, "", TOMBSTONE, doc=doc)
             if self._index is not None:

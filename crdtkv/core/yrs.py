@@ -194,22 +194,30 @@ def new_doc(update: bytes | None, schema: dict[str, str], client: int | None = N
     return doc
 
 
-def load(update: bytes, schema: dict[str, str]) -> tuple[bytes, bytes]:
-    """``(plain, identity)`` of a document: its content as canonical CBOR, and what makes it itself.
+def load(update: bytes, schema: dict[str, str]) -> tuple[bytes, bytes, bytes]:
+    """``(plain, identity, compact)`` of a document.
 
-    ``plain`` maps each schema root to plain Python data (dicts, lists, str);
-    ``identity`` is the canonical CBOR of the state vector and the normalised
-    delete set, equal on two replicas exactly when they hold the same
-    operations. Raises :class:`DecodeError` if the bytes do not load and
-    :class:`InvalidValue` if the content holds a number Yrs cannot keep exact.
+    ``plain`` is its content as canonical CBOR: each schema root as plain
+    Python data (dicts, lists, str). ``identity`` is the canonical CBOR of the
+    state vector and the normalised delete set, equal on two replicas exactly
+    when they hold the same operations. ``compact`` is the document encoded
+    afresh, with the content of deleted items dropped (Yrs garbage
+    collection); it is ``update`` itself if some structs wait for missing
+    ones, which only the full bytes keep. Raises :class:`DecodeError` if the
+    bytes do not load and :class:`InvalidValue` if the content holds a number
+    Yrs cannot keep exact.
     """
     doc = new_doc(update, schema)
     with _guarded("document content does not read"):
         plain = plain_content(doc, schema)
         vector = bytes(doc.get_state())
         deletes = bytes(doc.get_update(vector))
+        complete = decode_state_vector(vector) == decode_state_vector(
+            bytes(pycrdt_module().get_state(update))
+        )
+        compact = bytes(doc.get_update()) if complete else update
     identity = [sorted(decode_state_vector(vector).items()), _normalised_delete_set(deletes)]
-    return cbor2.dumps(plain, canonical=True), cbor2.dumps(identity, canonical=True)
+    return cbor2.dumps(plain, canonical=True), cbor2.dumps(identity, canonical=True), compact
 
 
 def plain_content(doc: Any, schema: dict[str, str]) -> dict[str, Any]:
