@@ -14,6 +14,7 @@ Values written through the roots are checked first: Yrs keeps numbers as
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ import pycrdt
 
 from .core.document import Gen
 from .core.yrs import EMPTY_UPDATE, ROOT_KINDS, check_number, client_id, plain_content
-from .errors import CrdtKvError, InvalidArgument, InvalidValue, WrongType
+from .errors import CrdtKvError, InvalidArgument, InvalidValue, InvalidValueType, WrongType
 
 if TYPE_CHECKING:
     from .store import KvStore
@@ -31,20 +32,36 @@ logger = logging.getLogger("crdtkv.document")
 
 
 def check_document_value(value: object) -> None:
-    """Raise InvalidValue if ``value`` holds an integer Yrs cannot keep exact."""
-    if isinstance(value, bool) or value is None:
+    """Raise InvalidValue unless ``value`` is a JSON value Yrs keeps exactly.
+
+    That is str, bool, None, an int within +-2**53 (Yrs keeps numbers as
+    64-bit floats), a finite float, and lists and str-keyed dicts of those,
+    or pycrdt shared types holding them.
+    """
+    if isinstance(value, (bool, str)) or value is None:
         return
     if isinstance(value, int):
         check_number(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValue(f"document values are JSON values: {value!r} has no JSON form")
     elif isinstance(value, Mapping):
-        for item in value.values():
+        for item_key, item in value.items():
+            if not isinstance(item_key, str):
+                raise InvalidValueType(f"map keys in documents must be str, not {type(item_key).__name__}")
             check_document_value(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
             check_document_value(item)
-    elif isinstance(value, (pycrdt.Map, pycrdt.Array, pycrdt.Text)) and value._integrated is None:
-        # a shared type not yet in a document carries its initial content
-        check_document_value(value._prelim)
+    elif isinstance(value, (pycrdt.Map, pycrdt.Array, pycrdt.Text)):
+        if value._integrated is None:
+            # a shared type not yet in a document carries its initial content
+            check_document_value(value._prelim)
+    else:
+        raise InvalidValueType(
+            f"document values are JSON values (str, int, float, bool, None, list, dict) or pycrdt "
+            f"Map / Array / Text, not {type(value).__name__}"
+        )
 
 
 def _checked(value: Any) -> Any:

@@ -12,7 +12,7 @@ from crdtkv.core.codec import Delta, encode_delta, encode_snapshot
 from crdtkv.core.document import DocState
 from crdtkv.core.entry import TOMBSTONE, Entry
 from crdtkv.core.yrs import MAX_SAFE_INTEGER, client_id
-from crdtkv.errors import DecodeError, InvalidArgument, InvalidValue, WrongType
+from crdtkv.errors import DecodeError, InvalidArgument, InvalidValue, InvalidValueType, WrongType
 
 from .helpers import FakeClock, open_store
 
@@ -388,3 +388,31 @@ def test_a_valid_remote_document_merges():
     store.merge(_delta_with_document(_update_of(edit)))
     assert store.get("c") == {"m": {"n": 7}}
     assert store.doc("c").map("m")["n"] == 7
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (float("nan"), InvalidValue),
+        (float("inf"), InvalidValue),
+        (b"bytes", InvalidValueType),
+        ({1: "int key"}, InvalidValueType),
+        ([object()], InvalidValueType),
+    ],
+)
+def test_document_values_are_json_values(value, error):
+    store = open_store("london")
+    doc = store.doc("c")
+    with pytest.raises(error):
+        doc.map("m")["v"] = value
+    assert store.get("c") is None
+
+
+def test_numbers_read_back_as_json_numbers():
+    store = open_store("london")
+    items = store.doc("c").map("m")
+    items.update({"int": 3, "whole float": 4.0, "float": 0.5, "big float": 2.0**60, "edge": -(2**53)})
+    assert store.get("c") == {
+        "m": {"int": 3, "whole float": 4, "float": 0.5, "big float": 2.0**60, "edge": -(2**53)}
+    }
+    assert type(store.get("c")["m"]["big float"]) is float

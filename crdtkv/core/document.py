@@ -95,7 +95,7 @@ def _join_clocks(
 class DocState:
     """The replicated state of one document value (immutable)."""
 
-    __slots__ = ("_view", "clocks", "context", "gen", "removed", "schema", "update")
+    __slots__ = ("_identity", "_plain", "clocks", "context", "gen", "removed", "schema", "update")
 
     def __init__(
         self,
@@ -105,7 +105,8 @@ class DocState:
         removed: dict[str, int] | None = None,
         schema: dict[str, str] | None = None,
         clocks: dict[str, tuple[tuple[int, int], ...]] | None = None,
-        view: tuple[bytes, bytes] | None = None,
+        plain: bytes | None = None,
+        identity: bytes | None = None,
     ) -> None:
         self.gen = gen
         self.update = update
@@ -113,8 +114,9 @@ class DocState:
         self.removed: dict[str, int] = removed if removed is not None else {}
         self.schema: dict[str, str] = schema if schema is not None else {}
         self.clocks: dict[str, tuple[tuple[int, int], ...]] = clocks if clocks is not None else {}
-        #: cached ``(plain, identity)`` from :func:`yrs.load`
-        self._view = view
+        #: cached results of :func:`yrs.load`
+        self._plain = plain
+        self._identity = identity
 
     # -- reading -----------------------------------------------------------------
 
@@ -127,57 +129,95 @@ class DocState:
                 best = (stamp, origin)
         return best
 
-    def view(self) -> tuple[bytes, bytes]:
-        """``(plain CBOR, identity)``; computed once (see :func:`yrs.load`)."""
-        if self._view is None:
-            plain, identity, _ = yrs.load(self.update, self.schema)
-            self._view = (plain, identity)
-        return self._view
+    def _load(self) -> None:
+        loaded = yrs.load(self.update, self.schema)
+        self._plain, self._identity = loaded.plain, loaded.identity
 
-    def checked(self, max_bytes: int) -> DocState:
-        """This document loaded, checked and compacted (deleted content dropped).
+    def checked(self, max_bytes: int, *, local: bool = False) -> tuple[DocState, dict[int, int]]:
+        """This document loaded, checked and compacted, with its Yrs state vector.
 
-        Raises :class:`~crdtkv.errors.DecodeError` if the update does not
-        load, :class:`~crdtkv.errors.InvalidValue` for a number beyond 2**53,
-        and :class:`~crdtkv.errors.TooLarge` if it exceeds ``max_bytes``.
+        Compacting drops the content of deleted items (Yrs garbage
+        collection). Raises :class:`~crdtkv.errors.DecodeError` if the update
+        does not load, :class:`~crdtkv.errors.InvalidValue` for a number
+        beyond 2**53, and :class:`~crdtkv.errors.TooLarge` if it exceeds
+        ``max_bytes``. ``local`` marks an update made by a bound pycrdt
+        document from this state: complete by construction, and its identity
+        is left until a digest needs it.
         """
-        plain, identity, compact = yrs.load(self.update, self.schema)
-        if len(compact) > max_bytes:
-            raise TooLarge(f"document is {len(compact)} bytes; the limit (max_value_bytes) is {max_bytes}")
-        return DocState(
-            self.gen, compact, self.context, self.removed, self.schema, self.clocks, (plain, identity)
+        loaded = yrs.load(self.update, self.schema, identity=not local, verify=not local)
+        if len(loaded.compact) > max_bytes:
+            raise TooLarge(
+                f"document is {len(loaded.compact)} bytes; the limit (max_value_bytes) is {max_bytes}"
+            )
+        result = DocState(
+            self.gen,
+            loaded.compact,
+            self.context,
+            self.removed,
+            self.schema,
+            self.clocks,
+            loaded.plain,
+            loaded.identity,
         )
+        return result, loaded.vector
 
     def plain(self) -> bytes:
         """The document's content as canonical CBOR of plain data."""
-        return self.view()[0]
+        if self._plain is None:
+            self._load()
+        assert self._plain is not None
+        return self._plain
 
     def identity(self) -> bytes:
-        return self.view()[1]
-
-    def clock_of(self, origin: str) -> int:
-        """The Yrs clock ``origin`` reached in this document (0 if it never edited it)."""
-        return yrs.state_vector(self.update).get(yrs.client_id(origin), 0)
+        """What makes the document itself (see :func:`yrs.load`); equal on replicas holding the same."""
+        if self._identity is None:
+            self._load()
+        assert self._identity is not None
+        return self._identity
 
     # -- changing ------------------------------------------------------------------
 
     def edited(self, update: bytes, origin: str, stamp: int, schema: dict[str, str]) -> DocState:
-        """This document after a local edit ``update`` by ``origin`` at ``stamp``."""
-        merged = yrs.merge(self.update, update)
-        clock = yrs.state_vector(merged).get(yrs.client_id(origin), 0)
+        """This document with a local edit ``update`` by ``origin`` at ``stamp`` merged in, unchecked.
+
+        Its clock pair is added by :meth:`with_clock` once the result is checked.
+        """
         return DocState(
             self.gen,
-            merged,
+            yrs.merge(self.update, update),
             _join_max(self.context, {origin: stamp}),
             self.removed,
             _join_schema(self.schema, schema),
-            _join_clocks(self.clocks, {origin: ((stamp, clock),)}),
+            self.clocks,
+        )
+
+    def with_clock(self, origin: str, stamp: int, clock: int) -> DocState:
+        """This document noting that ``origin`` reached Yrs ``clock`` at ``stamp``."""
+        clocks = _join_clocks(self.clocks, {origin: ((stamp, clock),)})
+        return DocState(
+            self.gen,
+            self.update,
+            self.context,
+            self.removed,
+            self.schema,
+            clocks,
+            self._plain,
+            self._identity,
         )
 
     def removed_by(self, origin: str, stamp: int) -> DocState:
         """This document after a ``delete`` or ``put`` by ``origin`` at ``stamp``: no longer live."""
         context = _join_max(self.context, {origin: stamp})
-        return DocState(self.gen, self.update, context, dict(context), self.schema, self.clocks, self._view)
+        return DocState(
+            self.gen,
+            self.update,
+            context,
+            dict(context),
+            self.schema,
+            self.clocks,
+            self._plain,
+            self._identity,
+        )
 
     def trimmed(self, vv: dict[str, int]) -> DocState:
         """A copy carrying only what a replica with version vector ``vv`` may lack.
@@ -257,7 +297,7 @@ def join_docs(local: DocState | None, remote: DocState, max_bytes: int) -> DocSt
 
 def _checked_remote(doc: DocState, max_bytes: int) -> DocState:
     try:
-        return doc.checked(max_bytes)
+        return doc.checked(max_bytes)[0]
     except DecodeError:
         raise
     except Exception as exc:  # InvalidValue: a number beyond 2**53

@@ -40,7 +40,7 @@ from .entry import (
 from .hlc import HybridClock
 from .limits import DEFAULT_LIMITS, Limits
 from .values import Packed
-from .yrs import client_id, state_vector
+from .yrs import client_id
 
 #: Keys starting with this are reserved for crdtkv itself (never listed).
 INTERNAL_PREFIX = "\x00"
@@ -264,13 +264,12 @@ class ReplicaState:
             old = entry.doc if entry is not None else None
             if old is not None and old.gen >= new_gen:  # not expected: keep generations increasing
                 new_gen = (stamp, origin)
-            clock = state_vector(update).get(client_id(origin), 0)
-            clocks: dict[str, tuple[tuple[int, int], ...]] = {origin: ((stamp, clock),)}
-            doc = DocState(new_gen, update, {origin: stamp}, {}, dict(schema), clocks)
+            doc = DocState(new_gen, update, {origin: stamp}, {}, dict(schema))
         try:
-            doc = doc.checked(self.limits.max_value_bytes)  # before anything changes
+            doc, vector = doc.checked(self.limits.max_value_bytes, local=True)  # before anything changes
         except TooLarge as exc:
             raise InvalidValue(str(exc)) from None
+        doc = doc.with_clock(origin, stamp, vector.get(client_id(origin), 0))
         if entry is None:
             entry = self.entries[key] = Entry(0, "", TOMBSTONE, doc=doc)
             if self._index is not None:

@@ -25,9 +25,10 @@ turns both into :class:`~crdtkv.errors.DecodeError`.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import cbor2
 
@@ -194,58 +195,72 @@ def new_doc(update: bytes | None, schema: dict[str, str], client: int | None = N
     return doc
 
 
-def load(update: bytes, schema: dict[str, str]) -> tuple[bytes, bytes, bytes]:
-    """``(plain, identity, compact)`` of a document.
+class Loaded(NamedTuple):
+    """What :func:`load` learns about a document."""
 
-    ``plain`` is its content as canonical CBOR: each schema root as plain
-    Python data (dicts, lists, str). ``identity`` is the canonical CBOR of the
-    state vector and the normalised delete set, equal on two replicas exactly
-    when they hold the same operations. ``compact`` is the document encoded
-    afresh, with the content of deleted items dropped (Yrs garbage
-    collection); it is ``update`` itself if some structs wait for missing
-    ones, which only the full bytes keep. Raises :class:`DecodeError` if the
-    bytes do not load and :class:`InvalidValue` if the content holds a number
-    Yrs cannot keep exact.
+    #: its content as canonical CBOR: each schema root as plain data (dicts, lists, str)
+    plain: bytes
+    #: canonical CBOR of the state vector and the normalised delete set: equal on
+    #: two replicas exactly when they hold the same operations (None if not asked for)
+    identity: bytes | None
+    #: the document encoded afresh, deleted content dropped (Yrs garbage
+    #: collection); the update itself if some structs wait for missing ones,
+    #: which only the full bytes keep
+    compact: bytes
+    #: client -> clock
+    vector: dict[int, int]
+
+
+def load(update: bytes, schema: dict[str, str], *, identity: bool = True, verify: bool = True) -> Loaded:
+    """Load a document into a scratch Yrs document and read it (see :class:`Loaded`).
+
+    ``verify`` checks whether any structs wait for missing ones; without it
+    the update is taken to be complete. Raises :class:`DecodeError` if the
+    bytes do not load and :class:`InvalidValue` if the content holds a
+    number Yrs cannot keep exact.
     """
     doc = new_doc(update, schema)
     with _guarded("document content does not read"):
         plain = plain_content(doc, schema)
-        vector = bytes(doc.get_state())
-        deletes = bytes(doc.get_update(vector))
-        complete = decode_state_vector(vector) == decode_state_vector(
-            bytes(pycrdt_module().get_state(update))
-        )
+        encoded_vector = bytes(doc.get_state())
+        vector = decode_state_vector(encoded_vector)
+        identity_bytes = None
+        if identity:
+            deletes = _normalised_delete_set(bytes(doc.get_update(encoded_vector)))
+            identity_bytes = cbor2.dumps([sorted(vector.items()), deletes], canonical=True)
+        complete = not verify or vector == decode_state_vector(bytes(pycrdt_module().get_state(update)))
         compact = bytes(doc.get_update()) if complete else update
-    identity = [sorted(decode_state_vector(vector).items()), _normalised_delete_set(deletes)]
-    return cbor2.dumps(plain, canonical=True), cbor2.dumps(identity, canonical=True), compact
+    return Loaded(cbor2.dumps(plain, canonical=True), identity_bytes, compact, vector)
 
 
 def plain_content(doc: Any, schema: dict[str, str]) -> dict[str, Any]:
-    """Root name -> plain Python data, for every root in ``schema`` (roots typed already)."""
-    empty: dict[str, Any] = {"array": [], "map": {}, "text": ""}
+    """Root name -> plain Python data, for every root in ``schema`` (roots typed already).
+
+    Read through Yrs' own JSON encoding, which runs in Rust: document values
+    are JSON values, and whole numbers read as ints (Yrs keeps every number
+    as a 64-bit float, so ``3`` is stored as ``3.0`` and written as ``3``).
+    A NaN or infinity written by a raw pycrdt document reads as None, and
+    bytes as a list of ints.
+    """
     result: dict[str, Any] = {}
     for name in sorted(schema):
-        value = doc[name].to_py()
-        result[name] = empty[schema[name]] if value is None else plain_value(value)
+        text = str(doc[name])
+        result[name] = text if schema[name] == "text" else json.loads(text, parse_int=_checked_int)
     return result
 
 
-def plain_value(value: object) -> Any:
-    """Plain data from pycrdt's ``to_py``: dict keys sorted, whole floats as ints.
+def _checked_int(text: str) -> int | float:
+    """A JSON integer from Yrs: an int within +-2**53, else a whole float, else refused.
 
-    Yrs keeps every number as a 64-bit float, so ``3`` reads back as ``3.0``;
-    whole numbers within +-2**53 are returned as ints (as JSON would).
+    Beyond 2**53 Yrs writes a whole 64-bit float and a 64-bit integer alike;
+    a value no float holds can only be an integer Yrs kept beside its floats.
     """
-    if isinstance(value, dict):
-        return {key: plain_value(value[key]) for key in sorted(value)}
-    if isinstance(value, (list, tuple)):
-        return [plain_value(item) for item in value]
-    if isinstance(value, float):
-        if value.is_integer() and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            return int(value)
+    value = int(text)
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        check_number(value)
+    if float(value) == value:
+        return float(value)
+    check_number(value)
     return value
 
 
