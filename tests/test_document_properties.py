@@ -13,6 +13,7 @@ import random
 
 import cbor2
 import pycrdt
+import pytest
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from crdtkv.document import Document
 from crdtkv.errors import DecodeError, WrongType
 
 from .helpers import FakeClock, assert_logs_cover_dots
+from .sim import Faults, Simulation
 
 KEY = "doc"
 replica = st.integers(min_value=0, max_value=2)
@@ -272,3 +274,50 @@ def test_fuzzed_update_bytes_never_crash_or_change_state(update, same_generation
 
 def canonical(value: object) -> bytes:
     return cbor2.dumps(value, canonical=True)
+
+
+# -- through the replication protocol --------------------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "topology"), [(1, "mesh"), (2, "mesh"), (3, "chain"), (4, "star")])
+def test_document_edits_converge_through_a_faulty_network(seed, topology):
+    """Sessions over links that drop, repeat and reorder messages, with a partition and clock skew."""
+    rnd = random.Random(seed)
+    sim = Simulation(
+        4,
+        seed,
+        faults=Faults(drop=0.05, duplicate=0.05, reorder=0.1, delay=(0.001, 0.02)),
+        skews=[rnd.uniform(-20, 20) for _ in range(4)],
+        topology=topology,
+    )
+    added: set[str] = set()
+    characters = 0
+
+    def edit_some(count: int) -> None:
+        nonlocal characters
+        for serial in range(count):
+            store = rnd.choice(sim.stores)
+            doc = store.doc("cart")
+            name = f"{store.replica_id}-{len(added)}-{serial}"
+            if rnd.random() < 0.6:
+                doc.map("items")[name] = serial
+                added.add(name)
+            else:
+                text = doc.text("note")
+                text.insert(rnd.randrange(len(text) + 1), "x")
+                characters += 1
+            if rnd.random() < 0.3:
+                sim.run(rnd.uniform(0.001, 0.01))
+
+    edit_some(150)
+    sim.cut = {0, 1}
+    edit_some(150)
+    sim.run(0.3)
+    sim.cut = set()
+    sim.settle()
+    values = [store.get("cart") for store in sim.stores]
+    assert all(value == values[0] for value in values)
+    assert set(values[0]["items"]) == added
+    assert values[0]["note"] == "x" * characters
+    for store in sim.stores:
+        assert store.doc("cart").to_py() == values[0]

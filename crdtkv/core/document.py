@@ -133,7 +133,9 @@ class DocState:
         loaded = yrs.load(self.update, self.schema)
         self._plain, self._identity = loaded.plain, loaded.identity
 
-    def checked(self, max_bytes: int, *, local: bool = False) -> tuple[DocState, dict[int, int]]:
+    def checked(
+        self, max_bytes: int, *, local: bool = False, identity: bool = False
+    ) -> tuple[DocState, dict[int, int]]:
         """This document loaded, checked and compacted, with its Yrs state vector.
 
         Compacting drops the content of deleted items (Yrs garbage
@@ -141,10 +143,10 @@ class DocState:
         does not load, :class:`~crdtkv.errors.InvalidValue` for a number
         beyond 2**53, and :class:`~crdtkv.errors.TooLarge` if it exceeds
         ``max_bytes``. ``local`` marks an update made by a bound pycrdt
-        document from this state: complete by construction, and its identity
-        is left until a digest needs it.
+        document from this state: complete by construction. The identity is
+        computed now only with ``identity``, else when a digest needs it.
         """
-        loaded = yrs.load(self.update, self.schema, identity=not local, verify=not local)
+        loaded = yrs.load(self.update, self.schema, identity=identity, verify=not local)
         if len(loaded.compact) > max_bytes:
             raise TooLarge(
                 f"document is {len(loaded.compact)} bytes; the limit (max_value_bytes) is {max_bytes}"
@@ -291,13 +293,15 @@ def join_docs(local: DocState | None, remote: DocState, max_bytes: int) -> DocSt
     if same_meta and remote.update == yrs.EMPTY_UPDATE:
         return None
     merged = yrs.merge(local.update, remote.update)
-    result = _checked_remote(DocState(local.gen, merged, context, removed, schema, clocks), max_bytes)
+    result = _checked_remote(
+        DocState(local.gen, merged, context, removed, schema, clocks), max_bytes, identity=same_meta
+    )
     return None if same_meta and result.identity() == local.identity() else result
 
 
-def _checked_remote(doc: DocState, max_bytes: int) -> DocState:
+def _checked_remote(doc: DocState, max_bytes: int, *, identity: bool = False) -> DocState:
     try:
-        return doc.checked(max_bytes)[0]
+        return doc.checked(max_bytes, identity=identity)[0]
     except DecodeError:
         raise
     except Exception as exc:  # InvalidValue: a number beyond 2**53
