@@ -23,3 +23,14 @@ def test_readme_replication_example_runs():
     block = python_blocks()[1]
     assert "anyio.run(main)" in block
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # returns once both read 2
+
+
+def test_readme_document_example_runs():
+    from crdtkv import KvStore
+
+    (block,) = [block for block in python_blocks() if 'store.doc("cart:42")' in block]
+    namespace: dict[str, object] = {"store": KvStore.open()}
+    exec(compile(block, "README.md", "exec"), namespace)
+    store = namespace["store"]
+    assert store.get("cart:42") == {"items": {"pear": 1}, "note": "ring twice"}  # type: ignore[attr-defined]
+    assert "{'items': {'pear': 1}, 'note': 'ring twice'}" in block  # the comment shows the real result

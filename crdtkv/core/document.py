@@ -164,7 +164,7 @@ class DocState:
         return result, loaded.vector
 
     def plain(self) -> bytes:
-        """The document's content as canonical CBOR of plain data."""
+        """The document's content as CBOR of plain data (map keys in order)."""
         if self._plain is None:
             self._load()
         assert self._plain is not None

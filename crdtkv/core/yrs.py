@@ -198,7 +198,7 @@ def new_doc(update: bytes | None, schema: dict[str, str], client: int | None = N
 class Loaded(NamedTuple):
     """What :func:`load` learns about a document."""
 
-    #: its content as canonical CBOR: each schema root as plain data (dicts, lists, str)
+    #: its content as CBOR: each schema root as plain data (dicts, lists, str), keys in order
     plain: bytes
     #: canonical CBOR of the state vector and the normalised delete set: equal on
     #: two replicas exactly when they hold the same operations (None if not asked for)
@@ -230,7 +230,7 @@ def load(update: bytes, schema: dict[str, str], *, identity: bool = True, verify
             identity_bytes = cbor2.dumps([sorted(vector.items()), deletes], canonical=True)
         complete = not verify or vector == decode_state_vector(bytes(pycrdt_module().get_state(update)))
         compact = bytes(doc.get_update()) if complete else update
-    return Loaded(cbor2.dumps(plain, canonical=True), identity_bytes, compact, vector)
+    return Loaded(cbor2.dumps(plain), identity_bytes, compact, vector)
 
 
 def plain_content(doc: Any, schema: dict[str, str]) -> dict[str, Any]:
@@ -245,8 +245,22 @@ def plain_content(doc: Any, schema: dict[str, str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name in sorted(schema):
         text = str(doc[name])
-        result[name] = text if schema[name] == "text" else json.loads(text, parse_int=_checked_int)
+        result[name] = (
+            text
+            if schema[name] == "text"
+            else json.loads(text, parse_int=_checked_int, object_pairs_hook=_sorted_dict)
+        )
     return result
+
+
+def _sorted_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Map keys in order, so every replica reads (and prints) a document alike."""
+    pairs.sort(key=_first)
+    return dict(pairs)
+
+
+def _first(pair: tuple[str, Any]) -> str:
+    return pair[0]
 
 
 def _checked_int(text: str) -> int | float:
