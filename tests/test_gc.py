@@ -170,3 +170,51 @@ def test_collected_data_is_not_taken_back_from_a_stale_copy():
     a.collect_garbage()
     a.merge(stale)  # every operation in it was seen by a: it stays collected
     assert a.get("k") is None and "k" not in a._state.entries
+
+
+def test_a_deleted_document_is_collected_and_a_new_one_beats_uncollected_copies():
+    clock, (a, b) = replicas("a", "b")
+    a.doc("cart").map("items")["old"] = 1
+    b.merge(a)
+    a.delete("cart")
+    b.merge(a)
+    clock.advance(GRACE * 1.5)
+    assert a.collect_garbage() == 1 and "cart" not in a._state.entries  # b has not collected yet
+    a.doc("cart").map("items")["new"] = 1  # re-created where the old one is gone
+    b.merge(a)
+    a.merge(b)
+    for store in (a, b):
+        assert store.get("cart") == {"items": {"new": 1}}
+        assert store.doc("cart").to_py() == {"items": {"new": 1}}
+    assert a.digest() == b.digest()
+
+
+def test_a_document_deleted_and_collected_everywhere_starts_empty_again():
+    clock, (a, b) = replicas("a", "b")
+    a.doc("cart").map("items")["old"] = 1
+    a.delete("cart")
+    b.merge(a)
+    clock.advance(GRACE * 1.5)
+    assert a.collect_garbage() == 1 and b.collect_garbage() == 1
+    a.doc("cart").map("items")["a"] = 1
+    b.doc("cart").map("items")["b"] = 1  # concurrently: both start the same generation
+    a.merge(b)
+    b.merge(a)
+    assert a.get("cart") == b.get("cart") == {"items": {"a": 1, "b": 1}}
+    assert a.digest() == b.digest()
+
+
+def test_a_counter_used_again_after_one_replica_collected_it_counts_from_zero_everywhere():
+    clock, (a, b) = replicas("a", "b")
+    for _ in range(5):
+        a.incr("views")
+    b.merge(a)
+    a.delete("views")
+    b.merge(a)
+    clock.advance(GRACE * 1.5)
+    assert a.collect_garbage() == 1  # b has not collected yet
+    a.incr("views")  # a new counter: a's totals start again from zero
+    b.merge(a)
+    a.merge(b)
+    assert a.get("views") == b.get("views") == 1
+    assert a.digest() == b.digest()

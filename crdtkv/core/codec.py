@@ -112,7 +112,7 @@ def _totals_to_wire(totals: dict[str, Totals], ref: Callable[[str], object]) -> 
 def _doc_to_wire(doc: DocState, ref: Callable[[str], object], identity: bool) -> list[object]:
     return [
         doc.gen[0],
-        ref(doc.gen[1]) if doc.gen[0] else None,
+        ref(doc.gen[1]) if doc.gen[1] else None,
         doc.identity() if identity else doc.update,
         [[ref(origin), stamp] for origin, stamp in sorted(doc.context.items())],
         [[ref(origin), stamp] for origin, stamp in sorted(doc.removed.items())],
@@ -408,8 +408,10 @@ class _Reader:
         item = _array(item, "a document")
         if len(item) != 7:
             _fail("a document must have 7 fields")
-        if item[0] == 0 and type(item[0]) is int and item[1] is None:
-            gen: tuple[int, str] = (0, "")  # the first generation
+        if item[1] is None:  # a generation named by no write: a first one
+            if type(item[0]) is not int or not 0 <= item[0] <= MAX_STAMP:
+                _fail("a document generation must be a stamp")
+            gen: tuple[int, str] = (item[0], "")
         else:
             gen = (_stamp(item[0], "a document generation"), self.origin(item[1]))
         update = item[2]

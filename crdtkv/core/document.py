@@ -5,8 +5,9 @@ and deltas share them freely. It holds
 
 * ``gen``: the generation, ``(stamp, origin)`` of the register write (a
   ``delete`` or ``put``) that ended the previous one; ``(0, "")`` for a key's
-  first document. Creating a document again after it was deleted starts a
-  new generation, a separate Yrs document. Replicas that saw the same end
+  first document (see :func:`~.replica.entry_generation`). Creating a
+  document again after it was deleted starts a new generation, a separate
+  Yrs document. Replicas that saw the same end
   and re-create it concurrently share the generation and merge their edits;
   when two generations meet, the later one wins whole (edits made to the
   older one after the newer one started are dropped, as a register would).

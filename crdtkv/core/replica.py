@@ -49,6 +49,21 @@ INTERNAL_PREFIX = "\x00"
 _Pending = dict[str, list[tuple[int, str]]]
 
 
+def entry_generation(entry: Entry | None) -> Gen:
+    """The generation a document created now at a key holding ``entry`` starts.
+
+    It is named after the register write (the delete or put) that ended the
+    previous generation, so replicas that saw the same end and create the
+    document again concurrently share one generation and merge their edits.
+    A key with no entry starts at ``(0, "")``: a replica that still holds a
+    collected generation drops it when the new one arrives (see
+    :meth:`ReplicaState.apply`), so the two never mix.
+    """
+    if entry is not None:
+        return (entry.stamp, entry.writer)
+    return (0, "")
+
+
 class ReplicaState:
     """The CRDT state of one replica of one named store."""
 
@@ -256,11 +271,7 @@ class ReplicaState:
         if gen is not None and current is not None and current.gen == gen:
             doc = current.edited(update, origin, stamp, schema)
         else:
-            # A new generation is named after the register write (the delete or put)
-            # that ended the previous one, so replicas that saw the same end and
-            # create the document again concurrently share one generation and
-            # merge their edits; a key never written starts at (0, "").
-            new_gen: Gen = (entry.stamp, entry.writer) if entry is not None else (0, "")
+            new_gen = entry_generation(entry)
             old = entry.doc if entry is not None else None
             if old is not None and old.gen >= new_gen:  # not expected: keep generations increasing
                 new_gen = (stamp, origin)
@@ -444,14 +455,32 @@ class ReplicaState:
             top = max(top, stamp)
         if top:
             self.clock.check(top)
+        entries = self.entries
+        # Entries with a counter or document that any replica following the grace
+        # rule may already have collected are collected here first, as if on time:
+        # a replica that collected a key and used it again starts its counter
+        # totals from zero and its document from an empty generation, which must
+        # not meet the old ones.
+        now_ms = self.clock.now_ms()
+        horizon = (max(now_ms, top >> 16) - int(self.limits.gc_grace * 1000)) << 16
+        stale: list[tuple[str, Entry]] = []
         # documents are joined and checked first, so a bad one changes nothing
         documents: dict[str, DocState | None] = {}
         for key, remote in delta.entries:
+            local = entries.get(key)
+            if (
+                local is not None
+                and (local.counter is not None or local.doc is not None)
+                and collectable(local, horizon, now_ms)
+            ):
+                stale.append((key, local))
+                local = None
             if remote.doc is not None:
-                local = self.entries.get(key)
                 documents[key] = join_docs(
                     local.doc if local is not None else None, remote.doc, self.limits.max_value_bytes
                 )
+        if stale:
+            self._collect_entries(stale)
         journaled: list[str] | None = [] if self.journal is not None or self.watchers else None
         with collector_paused(len(delta.entries)):
             changed = self._join_all(delta, journaled, documents)
@@ -596,20 +625,29 @@ class ReplicaState:
         self, heap: list[tuple[int, str]], bound: int, horizon: int, now_ms: int, *, remember: bool
     ) -> list[str]:
         entries = self.entries
-        collected = self.collected
         removed: list[str] = []
         while heap and heap[0][0] < bound:
             _, key = heapq.heappop(heap)
             entry = entries.get(key)
             if entry is None or not collectable(entry, horizon, now_ms):
                 continue
-            del entries[key]  # stays in the sorted index until its next rebuild
-            for origin, stamp in dots(entry).items():
-                self._logs[origin].forget(key)
-                if remember and collected.get(origin, 0) < stamp:
-                    collected[origin] = stamp
+            self._forget_entry(key, entry, remember=remember)
             removed.append(key)
         return removed
+
+    def _forget_entry(self, key: str, entry: Entry, *, remember: bool) -> None:
+        """Drop a collectable entry and its dots (noting them as collected if ``remember``)."""
+        del self.entries[key]  # stays in the sorted index until its next rebuild
+        collected = self.collected
+        for origin, stamp in dots(entry).items():
+            self._logs[origin].forget(key)
+            if remember and collected.get(origin, 0) < stamp:
+                collected[origin] = stamp
+
+    def _collect_entries(self, items: list[tuple[str, Entry]]) -> None:
+        for key, entry in items:
+            self._forget_entry(key, entry, remember=True)
+        self._dropped([key for key, _ in items])
 
     def _dropped(self, keys: list[str]) -> None:
         if keys:
