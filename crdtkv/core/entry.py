@@ -1,4 +1,4 @@
-"""The per-key CRDT: a last-writer-wins register beside a PN-counter.
+"""The per-key CRDT: a last-writer-wins register beside a PN-counter and a document.
 
 One :class:`Entry` holds everything replicated about a key:
 
@@ -8,23 +8,28 @@ One :class:`Entry` holds everything replicated about a key:
   decrement totals, plus a *removed* baseline recording which totals a delete
   (or an overwriting ``put``) observed. The counter's value is the totals minus
   the baseline, so an increment the delete did not see survives it, and two
-  concurrent deletes, each joining the baseline by maximum, never subtract twice.
+  concurrent deletes, each joining the baseline by maximum, never subtract twice;
+* optionally a **document** (:class:`~.document.DocState`): a Yrs document
+  with its own observed-remove baseline. It is joined by the replica, which
+  must check remote Yrs bytes before anything changes (:func:`join_into`
+  leaves it alone).
 
-Both halves are join-semilattices, so the entry is one too: :func:`join` is
+All parts are join-semilattices, so the entry is one too: the join is
 commutative, associative and idempotent. Reading (:func:`resolve`) is a pure
 function of the joined state, so every replica reads the same thing.
 
 Kinds rule for one key: the register is *live* when its winning write is not a
 tombstone and has not expired; the counter is *live* when some origin has
-increments the baseline does not cover. If both are live (a ``put`` and an
-``incr`` that did not see each other), the half whose latest live write has the
-larger ``(stamp, origin)`` wins. Tombstones never compete: a delete only hides
-what it observed.
+increments the baseline does not cover; the document likewise with edits. If
+more than one is live (a ``put``, an ``incr`` and a document edit that did not
+see each other), the part whose latest live write has the largest
+``(stamp, origin)`` wins. Tombstones never compete: a delete only hides what it
+observed.
 
 Change tracking: each entry knows its *dots*, the latest stamp per origin of the
 operations reflected in it. For a plain register that is just its writer's
-stamp; a key that ever held a counter also keeps the dots of register writes
-made where the counter was known (``context``).
+stamp; a key that ever held a counter or document also keeps the dots of
+register writes made where it was known (``context``).
 """
 
 from __future__ import annotations
@@ -283,9 +288,10 @@ def _join_totals(mine: dict[str, Totals], theirs: dict[str, Totals]) -> bool:
 
 
 def join_into(local: Entry, remote: Entry) -> bool:
-    """Join ``remote`` into ``local`` in place; return True if ``local`` changed.
+    """Join the register and counter of ``remote`` into ``local``; return True if ``local`` changed.
 
     ``remote`` is not modified and no mutable part of it is shared afterwards.
+    The document part is joined by the caller (:func:`~.document.join_docs`).
     """
     changed = False
     if (remote.stamp, remote.writer) > (local.stamp, local.writer):
