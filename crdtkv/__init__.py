@@ -1,7 +1,8 @@
 """crdtkv: an edge key-value store whose replicas converge without coordination.
 
-Values live in per-key last-writer-wins registers and counters that never lose
-an increment; replicas merge deterministically, in any order.
+Values live in per-key last-writer-wins registers, counters that never lose
+an increment, and collaborative documents; replicas merge deterministically,
+in any order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .store import Decision, KvStore, Page, Record
 
 if TYPE_CHECKING:
     from .client import Client
+    from .document import Document
     from .node import Node, NodeSettings
     from .watch import Change
 
@@ -22,6 +24,7 @@ __all__ = [
     "Change",
     "Client",
     "Decision",
+    "Document",
     "KvStore",
     "Limits",
     "Node",
@@ -31,9 +34,16 @@ __all__ = [
     "__version__",
 ]
 
-# The replication layer (anyio, websockets) loads on first use, so embedding
-# just the store, or the sans-I/O core, pulls in no event loop.
-_LAZY = {"Node": "node", "NodeSettings": "node", "Client": "client", "Change": "watch"}
+# The replication layer (anyio, websockets) and pycrdt (which loads anyio) load
+# on first use, so embedding just the store, or the sans-I/O core, pulls in no
+# event loop.
+_LAZY = {
+    "Node": "node",
+    "NodeSettings": "node",
+    "Client": "client",
+    "Change": "watch",
+    "Document": "document",
+}
 
 
 def __getattr__(name: str) -> Any:

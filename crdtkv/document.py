@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pycrdt
 
 from .core.document import Gen
-from .core.yrs import EMPTY_UPDATE, ROOT_KINDS, check_number, client_id, plain_content
+from .core.yrs import EMPTY_UPDATE, check_number, client_id, plain_content
 from .errors import CrdtKvError, InvalidArgument, InvalidValue, InvalidValueType, WrongType
 
 if TYPE_CHECKING:
@@ -338,4 +338,4 @@ class Document:
         return f"<Document {self._key!r} generation={self._gen!r} roots={sorted(self._schema)}>"
 
 
-__all__ = ["ROOT_KINDS", "CheckedArray", "CheckedMap", "CheckedText", "Document", "InvalidValue"]
+__all__ = ["CheckedArray", "CheckedMap", "CheckedText", "Document", "check_document_value"]
