@@ -246,11 +246,13 @@ class Document:
         for name, kind in current.schema.items():
             if name not in self._schema:
                 self._schema[name] = kind
-        vector = bytes(self._ydoc.get_state())
-        missing = bytes(pycrdt.get_update(current.update, vector))
         self._applying = True
         try:
-            self._ydoc.apply_update(missing)
+            vector = bytes(self._ydoc.get_state())
+            self._ydoc.apply_update(bytes(pycrdt.get_update(current.update, vector)))
+        except Exception as exc:  # not expected: the store's state was checked when it changed
+            logger.error("document %r: reloading after a failed update: %s", self._key, exc)
+            self._ydoc = self._load(current)
         finally:
             self._applying = False
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from crdtkv import KvStore
+from crdtkv import KvStore, Limits
 from crdtkv.core.codec import Delta, encode_snapshot
 from crdtkv.core.document import DocState
 from crdtkv.core.entry import TOMBSTONE, Entry
@@ -321,3 +321,60 @@ def test_document_edits_converge_through_a_faulty_network(seed, topology):
     assert values[0]["note"] == "x" * characters
     for store in sim.stores:
         assert store.doc("cart").to_py() == values[0]
+
+
+GRACE = 50.0
+collect = st.tuples(st.just("collect"), st.lists(replica, max_size=3, unique=True))
+
+
+@given(st.lists(st.one_of(edits, put, delete, incr, merge, collect), max_size=40))
+@settings(max_examples=2 * settings.default.max_examples)
+def test_documents_and_counters_converge_across_garbage_collection(program):
+    """Under the grace rule (every replica syncs within gc_grace), collecting never splits replicas.
+
+    At each ``collect`` step all replicas sync, time passes beyond the grace
+    period, and only some replicas collect: the rest keep their old copies
+    while the key is deleted, re-created, incremented and edited again.
+    """
+    clock = FakeClock()
+    limits = Limits(gc_grace=GRACE, max_clock_skew=10**6)
+    stores = [KvStore.open("t", replica_id=name, clock=clock, limits=limits) for name in ("a", "b", "c")]
+    expected_views = 0
+    for op in program:
+        kind = op[0]
+        if kind == "collect":
+            settle(stores)
+            clock.advance(GRACE * 1.5)
+            for index in op[1]:
+                stores[index].collect_garbage()
+        elif kind == "put":
+            stores[op[1]].put(KEY, op[2])
+        elif kind == "delete":
+            stores[op[1]].delete(KEY)
+            stores[op[1]].delete("views")
+            expected_views = None  # a delete removes what it saw: the total is no longer simple
+        elif kind == "incr":
+            try:
+                stores[op[1]].incr(KEY, op[2])
+            except WrongType:
+                pass
+            stores[op[1]].incr("views", 1)
+            if expected_views is not None:
+                expected_views += 1
+        elif kind == "merge":
+            if op[1] != op[2]:
+                stores[op[1]].merge(stores[op[2]])
+        else:
+            apply_edit(stores[op[1]], op)
+    settle(stores)
+    clock.advance(GRACE * 1.5)
+    for store in stores:  # tombstones are kept for different times; once all have collected:
+        store.collect_garbage()
+    settle(stores)
+    check_converged(stores)
+    views = {store.get("views") for store in stores}
+    assert len(views) == 1
+    if expected_views is not None:
+        assert views == {expected_views or None}
+    for store in stores:
+        assert store.get("views") is None or store.get("views") >= 0 or expected_views is None

@@ -117,6 +117,26 @@ class ReplicaState:
             if origin not in after:
                 self._logs[origin].forget(key)
 
+    def _current_entry(self, key: str) -> Entry | None:
+        """The entry a local operation on ``key`` builds on.
+
+        An entry that any replica following the grace rule may already have
+        garbage-collected is collected first, as if on time (see :meth:`apply`):
+        building on it would revive state that replica no longer has.
+        """
+        entry = self.entries.get(key)
+        if entry is None or not (
+            (entry.value is TOMBSTONE and entry.stamp)
+            or entry.expires is not None
+            or (entry.counter is not None and entry.counter.expiry is not None)
+        ):
+            return entry  # a live value, or a counter or document never deleted: not collectable
+        now_ms = self.clock.now_ms()
+        if not collectable(entry, (now_ms - int(self.limits.gc_grace * 1000)) << 16, now_ms):
+            return entry
+        self._collect_entries([(key, entry)])
+        return None
+
     def _local_change(self, key: str, stamp: int) -> None:
         """Bookkeeping after a local operation on ``key``: vv, digest, then every hook.
 
@@ -153,7 +173,7 @@ class ReplicaState:
             self._expire_at(expires, key)
         origin = self.origin
         own = self._own_log.latest
-        entry = self.entries.get(key)
+        entry = self._current_entry(key)
         if entry is None:
             self.entries[key] = Entry(stamp, origin, value, expires, meta)
             if self._index is not None:
@@ -193,7 +213,7 @@ class ReplicaState:
         expiry was set. An expired counter starts again from zero, without its
         old expiry. Raises :class:`WrongType` if the key holds a live register value.
         """
-        entry = self.entries.get(key)
+        entry = self._current_entry(key)
         # a plain counter (no register value, no expiry) can neither refuse nor need a reset
         if entry is not None and (
             entry.doc is not None
@@ -266,7 +286,7 @@ class ReplicaState:
         """
         stamp = self.clock.tick()
         origin = self.origin
-        entry = self.entries.get(key)
+        entry = self._current_entry(key)
         current = self.document(key)
         if gen is not None and current is not None and current.gen == gen:
             doc = current.edited(update, origin, stamp, schema)
@@ -456,11 +476,11 @@ class ReplicaState:
         if top:
             self.clock.check(top)
         entries = self.entries
-        # Entries with a counter or document that any replica following the grace
-        # rule may already have collected are collected here first, as if on time:
-        # a replica that collected a key and used it again starts its counter
-        # totals from zero and its document from an empty generation, which must
-        # not meet the old ones.
+        # Entries that any replica following the grace rule may already have
+        # collected are collected here first, as if on time: a replica that
+        # collected a key and used it again starts its counter totals from zero,
+        # its document from an empty generation and its register from nothing,
+        # which must not meet the old ones.
         now_ms = self.clock.now_ms()
         horizon = (max(now_ms, top >> 16) - int(self.limits.gc_grace * 1000)) << 16
         stale: list[tuple[str, Entry]] = []
@@ -470,7 +490,12 @@ class ReplicaState:
             local = entries.get(key)
             if (
                 local is not None
-                and (local.counter is not None or local.doc is not None)
+                and (
+                    local.value is TOMBSTONE
+                    or local.expires is not None
+                    or local.counter is not None
+                    or local.doc is not None
+                )
                 and collectable(local, horizon, now_ms)
             ):
                 stale.append((key, local))
