@@ -1,5 +1,7 @@
 """Child process for the crash test: writes in a loop, acknowledging each durable write.
 
+Each loop puts a register, increments a counter and edits a document.
+
 Usage: python -m tests.storage.crash_child PATH MODE START
 Prints "ready ORIGIN" and then "ack I STAMP" after write I is durable.
 """
@@ -15,10 +17,12 @@ def main() -> None:
     path, mode, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = KvStore.open("crash", path=path, replica_id="london", durability=mode)
     print(f"ready {store.origin}", flush=True)
+    items = store.doc("cart").map("items")
     index = start
     while True:
         store.put(f"k{index}", index)
         store.incr("n")
+        items[f"i{index}"] = index  # a document edit, written like any other change
         if mode == "batch":
             store.flush()
         stamp = store._state.vv[store.origin]

@@ -68,9 +68,11 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path, mode):
         # opening runs SQLite's full integrity check and crdtkv's row checks
         store = KvStore.open("crash", storage=SqliteStorage(path, verify="full"), replica_id="london")
         try:
+            items = store.get("cart", {}).get("items", {})
             for index in acked:
                 assert store.get(f"k{index}") == index, f"acknowledged write k{index} lost"
-            # every loop did put, incr, ack: the counter holds every acknowledged incr
+                assert items.get(f"i{index}") == index, f"acknowledged document edit i{index} lost"
+            # every loop did put, incr, edit, ack: the counter holds every acknowledged incr
             assert len(acked) <= store.get("n", 0) <= len(acked) + len(origins)
             assert store._state.clock.last >= max_stamp
             assert store.origin not in origins  # after a crash, a fresh incarnation
