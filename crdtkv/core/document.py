@@ -31,7 +31,9 @@ Every part joins as a semilattice, so documents merge in any order.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
+
+import cbor2
 
 from ..errors import DecodeError, TooLarge
 from . import yrs
@@ -96,7 +98,18 @@ def _join_clocks(
 class DocState:
     """The replicated state of one document value (immutable)."""
 
-    __slots__ = ("_identity", "_plain", "clocks", "context", "gen", "removed", "schema", "update")
+    __slots__ = (
+        "_identity",
+        "_json",
+        "_plain",
+        "_scratch",
+        "clocks",
+        "context",
+        "gen",
+        "removed",
+        "schema",
+        "update",
+    )
 
     def __init__(
         self,
@@ -106,7 +119,7 @@ class DocState:
         removed: dict[str, int] | None = None,
         schema: dict[str, str] | None = None,
         clocks: dict[str, tuple[tuple[int, int], ...]] | None = None,
-        plain: bytes | None = None,
+        content: str | None = None,
         identity: bytes | None = None,
     ) -> None:
         self.gen = gen
@@ -116,8 +129,11 @@ class DocState:
         self.schema: dict[str, str] = schema if schema is not None else {}
         self.clocks: dict[str, tuple[tuple[int, int], ...]] = clocks if clocks is not None else {}
         #: cached results of :func:`yrs.load`
-        self._plain = plain
+        self._json = content
+        self._plain: bytes | None = None
         self._identity = identity
+        #: the scratch Yrs document :meth:`checked` loaded, until a replica takes it
+        self._scratch: Any = None
 
     # -- reading -----------------------------------------------------------------
 
@@ -132,7 +148,7 @@ class DocState:
 
     def _load(self) -> None:
         loaded = yrs.load(self.update, self.schema)
-        self._plain, self._identity = loaded.plain, loaded.identity
+        self._json, self._identity = loaded.json, loaded.identity
 
     def checked(
         self, max_bytes: int, *, local: bool = False, identity: bool = False
@@ -159,16 +175,24 @@ class DocState:
             self.removed,
             self.schema,
             self.clocks,
-            loaded.plain,
+            loaded.json,
             loaded.identity,
         )
+        result._scratch = loaded.doc
         return result, loaded.vector
 
+    def take_scratch(self) -> Any:
+        """The scratch Yrs document :meth:`checked` loaded this from (once), or None."""
+        scratch, self._scratch = self._scratch, None
+        return scratch
+
     def plain(self) -> bytes:
-        """The document's content as CBOR of plain data (map keys in order)."""
+        """The document's content as CBOR of plain data (map keys in order); built on first read."""
         if self._plain is None:
-            self._load()
-        assert self._plain is not None
+            if self._json is None:
+                self._load()
+            assert self._json is not None
+            self._plain = cbor2.dumps(yrs.parse_content(self._json))
         return self._plain
 
     def identity(self) -> bytes:
@@ -179,6 +203,33 @@ class DocState:
         return self._identity
 
     # -- changing ------------------------------------------------------------------
+
+    def edited_live(
+        self, live: LiveDoc, update: bytes, origin: str, stamp: int, schema: dict[str, str], max_bytes: int
+    ) -> tuple[DocState, dict[int, int]] | None:
+        """Like :meth:`edited` then :meth:`checked`, applying ``update`` to ``live``'s scratch document.
+
+        None if the edit did not integrate there; ``live`` is spent either way.
+        """
+        joined_schema = _join_schema(self.schema, schema)
+        loaded = yrs.apply_edit(live.doc, update, joined_schema, live.typed)
+        if loaded is None:
+            return None
+        if len(loaded.compact) > max_bytes:
+            raise TooLarge(
+                f"document is {len(loaded.compact)} bytes; the limit (max_value_bytes) is {max_bytes}"
+            )
+        result = DocState(
+            self.gen,
+            loaded.compact,
+            _join_max(self.context, {origin: stamp}),
+            self.removed,
+            joined_schema,
+            self.clocks,
+            loaded.json,
+        )
+        result._scratch = loaded.doc
+        return result, loaded.vector
 
     def edited(self, update: bytes, origin: str, stamp: int, schema: dict[str, str]) -> DocState:
         """This document with a local edit ``update`` by ``origin`` at ``stamp`` merged in, unchecked.
@@ -197,16 +248,18 @@ class DocState:
     def with_clock(self, origin: str, stamp: int, clock: int) -> DocState:
         """This document noting that ``origin`` reached Yrs ``clock`` at ``stamp``."""
         clocks = _join_clocks(self.clocks, {origin: ((stamp, clock),)})
-        return DocState(
+        result = DocState(
             self.gen,
             self.update,
             self.context,
             self.removed,
             self.schema,
             clocks,
-            self._plain,
+            self._json,
             self._identity,
         )
+        result._scratch = self.take_scratch()  # the same content: the scratch document moves along
+        return result
 
     def removed_by(self, origin: str, stamp: int) -> DocState:
         """This document after a ``delete`` or ``put`` by ``origin`` at ``stamp``: no longer live."""
@@ -218,7 +271,7 @@ class DocState:
             dict(context),
             self.schema,
             self.clocks,
-            self._plain,
+            self._json,
             self._identity,
         )
 
@@ -263,6 +316,49 @@ class DocState:
             f"DocState(gen={self.gen!r}, {len(self.update)} update bytes, context={self.context!r}, "
             f"removed={self.removed!r}, schema={self.schema!r})"
         )
+
+
+class LiveDoc:
+    """A scratch Yrs document holding one DocState, kept for the next local edit."""
+
+    __slots__ = ("doc", "state", "typed")
+
+    def __init__(self, state: DocState, doc: Any) -> None:
+        self.state = state
+        self.doc = doc
+        #: roots already typed in ``doc``
+        self.typed: set[str] = set(state.schema)
+
+
+class LiveDocs:
+    """Scratch Yrs documents of the documents edited last here (least recently used dropped).
+
+    A local edit then applies its update to a document already holding the
+    state instead of merging it into the stored update and loading that
+    afresh, which costs the whole document. An entry serves only the exact
+    DocState it holds: any other change to the key makes it stale.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._docs: dict[str, LiveDoc] = {}
+
+    def take(self, key: str, state: DocState) -> LiveDoc | None:
+        live = self._docs.pop(key, None)
+        return live if live is not None and live.state is state else None
+
+    def keep(self, key: str, state: DocState) -> None:
+        """Keep the scratch document ``state`` was checked with, if it has one."""
+        scratch = state.take_scratch()
+        if scratch is None:
+            return
+        self._docs.pop(key, None)
+        self._docs[key] = LiveDoc(state, scratch)
+        if len(self._docs) > self.size:
+            del self._docs[next(iter(self._docs))]
+
+    def forget(self, key: str) -> None:
+        self._docs.pop(key, None)
 
 
 def max_doc_stamp(doc: DocState) -> int:

@@ -20,7 +20,7 @@ from ..errors import InvalidValue, StoreMismatch, TooLarge, WrongType
 from .bulk import collector_paused
 from .changelog import OriginLog
 from .codec import Delta, digest_entries
-from .document import DocState, Gen, join_docs
+from .document import DocState, Gen, LiveDocs, join_docs
 from .entry import (
     COUNTER,
     DOCUMENT,
@@ -95,6 +95,8 @@ class ReplicaState:
         self._fresh: list[str] = []
         #: change-feed hooks: called with the keys whose entries changed, in order
         self.watchers: list[Callable[[Sequence[str]], None]] = []
+        #: scratch Yrs documents of recently edited documents (see LiveDocs)
+        self._live_docs = LiveDocs()
         #: durable storage hook: called with the keys whose entries changed (and
         #: after any version vector growth), before listeners run
         self.journal: Callable[[Sequence[str]], None] | None = None
@@ -288,18 +290,26 @@ class ReplicaState:
         origin = self.origin
         entry = self._current_entry(key)
         current = self.document(key)
-        if gen is not None and current is not None and current.gen == gen:
-            doc = current.edited(update, origin, stamp, schema)
-        else:
-            new_gen = entry_generation(entry)
-            old = entry.doc if entry is not None else None
-            if old is not None and old.gen >= new_gen:  # not expected: keep generations increasing
-                new_gen = (stamp, origin)
-            doc = DocState(new_gen, update, {origin: stamp}, {}, dict(schema))
-        try:
-            doc, vector = doc.checked(self.limits.max_value_bytes, local=True)  # before anything changes
+        max_bytes = self.limits.max_value_bytes
+        try:  # every check comes before anything changes
+            if gen is not None and current is not None and current.gen == gen:
+                live = self._live_docs.take(key, current)
+                checked = None
+                if live is not None:
+                    checked = current.edited_live(live, update, origin, stamp, schema, max_bytes)
+                if checked is None:
+                    edited = current.edited(update, origin, stamp, schema)
+                    checked = edited.checked(max_bytes, local=True)
+            else:
+                new_gen = entry_generation(entry)
+                old = entry.doc if entry is not None else None
+                if old is not None and old.gen >= new_gen:  # not expected: keep generations increasing
+                    new_gen = (stamp, origin)
+                started = DocState(new_gen, update, {origin: stamp}, {}, dict(schema))
+                checked = started.checked(max_bytes, local=True)
         except TooLarge as exc:
             raise InvalidValue(str(exc)) from None
+        doc, vector = checked
         doc = doc.with_clock(origin, stamp, vector.get(client_id(origin), 0))
         if entry is None:
             entry = self.entries[key] = Entry(0, "", TOMBSTONE, doc=doc)
@@ -315,6 +325,7 @@ class ReplicaState:
         own = self._own_log.latest
         own.pop(key, None)
         own[key] = stamp
+        self._live_docs.keep(key, doc)
         self._local_change(key, stamp)
         return doc.gen
 
@@ -509,6 +520,9 @@ class ReplicaState:
         journaled: list[str] | None = [] if self.journal is not None or self.watchers else None
         with collector_paused(len(delta.entries)):
             changed = self._join_all(delta, journaled, documents)
+        for key, document in documents.items():
+            if document is not None:
+                self._live_docs.keep(key, document)
         vv = self.vv
         grew = False
         for origin, stamp in delta.vv.items():
@@ -663,6 +677,7 @@ class ReplicaState:
     def _forget_entry(self, key: str, entry: Entry, *, remember: bool) -> None:
         """Drop a collectable entry and its dots (noting them as collected if ``remember``)."""
         del self.entries[key]  # stays in the sorted index until its next rebuild
+        self._live_docs.forget(key)
         collected = self.collected
         for origin, stamp in dots(entry).items():
             self._logs[origin].forget(key)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final, NamedTuple, TypeVar
@@ -198,8 +199,8 @@ def new_doc(update: bytes | None, schema: dict[str, str], client: int | None = N
 class Loaded(NamedTuple):
     """What :func:`load` learns about a document."""
 
-    #: its content as CBOR: each schema root as plain data (dicts, lists, str), keys in order
-    plain: bytes
+    #: its content as JSON text (see :func:`content_json`), numbers checked
+    json: str
     #: canonical CBOR of the state vector and the normalised delete set: equal on
     #: two replicas exactly when they hold the same operations (None if not asked for)
     identity: bytes | None
@@ -209,6 +210,8 @@ class Loaded(NamedTuple):
     compact: bytes
     #: client -> clock
     vector: dict[int, int]
+    #: the scratch pycrdt document holding it, for further local edits (see :func:`apply_edit`)
+    doc: Any
 
 
 def load(update: bytes, schema: dict[str, str], *, identity: bool = True, verify: bool = True) -> Loaded:
@@ -221,7 +224,7 @@ def load(update: bytes, schema: dict[str, str], *, identity: bool = True, verify
     """
     doc = new_doc(update, schema)
     with _guarded("document content does not read"):
-        plain = plain_content(doc, schema)
+        text = content_json(doc, schema)
         encoded_vector = bytes(doc.get_state())
         vector = decode_state_vector(encoded_vector)
         identity_bytes = None
@@ -230,27 +233,72 @@ def load(update: bytes, schema: dict[str, str], *, identity: bool = True, verify
             identity_bytes = cbor2.dumps([sorted(vector.items()), deletes], canonical=True)
         complete = not verify or vector == decode_state_vector(bytes(pycrdt_module().get_state(update)))
         compact = bytes(doc.get_update()) if complete else update
-    return Loaded(cbor2.dumps(plain), identity_bytes, compact, vector)
+    return Loaded(text, identity_bytes, compact, vector, doc)
+
+
+def apply_edit(doc: Any, update: bytes, schema: dict[str, str], typed: set[str]) -> Loaded | None:
+    """Apply a local edit to a scratch document from :func:`load` and read it again.
+
+    Much cheaper than loading the merged update afresh. ``typed`` names the
+    roots already typed in ``doc``. Returns None if the edit did not
+    integrate whole (some of its structs wait for others): the caller then
+    loads the merged update instead. Raises like :func:`load`.
+    """
+    types = root_types()
+    with _guarded("document edit does not apply"):
+        for name, kind in schema.items():
+            if name not in typed:
+                doc.get(name, type=types[kind])
+                typed.add(name)
+        doc.apply_update(update)
+        vector = decode_state_vector(bytes(doc.get_state()))
+        needed = decode_state_vector(bytes(pycrdt_module().get_state(update)))
+        if any(vector.get(client, 0) < clock for client, clock in needed.items()):
+            return None
+        text = content_json(doc, schema)
+        compact = bytes(doc.get_update())
+    return Loaded(text, None, compact, vector, doc)
+
+
+def content_json(doc: Any, schema: dict[str, str]) -> str:
+    """The content as one JSON object, root name -> value, for every root in ``schema``.
+
+    Written by Yrs' own JSON encoder, in Rust, so reading a document costs
+    little Python: document values are JSON values. Yrs keeps every number
+    as a 64-bit float and writes whole ones as integers. An integer beyond
+    +-2**53 that no float holds raises :class:`InvalidValue`; a NaN or
+    infinity written by a raw pycrdt document reads as null, and bytes as a
+    list of ints.
+    """
+    parts = []
+    for name in sorted(schema):
+        value = str(doc[name])
+        if schema[name] == "text":
+            value = json.dumps(value)
+        elif _LONG_INTEGER.search(value):  # rare: only then is every integer checked
+            json.loads(value, parse_int=_checked_int)
+        parts.append(f"{json.dumps(name)}:{value}")
+    return "{" + ",".join(parts) + "}"
+
+
+def parse_content(text: str) -> dict[str, Any]:
+    """Plain Python data from :func:`content_json`: map keys in order, whole floats beyond 2**53 as floats."""
+    if _LONG_INTEGER.search(text):
+        result = json.loads(text, parse_int=_checked_int, object_pairs_hook=_sorted_dict)
+    else:
+        result = json.loads(text, object_pairs_hook=_sorted_dict)
+    assert isinstance(result, dict)
+    return result
 
 
 def plain_content(doc: Any, schema: dict[str, str]) -> dict[str, Any]:
-    """Root name -> plain Python data, for every root in ``schema`` (roots typed already).
+    """Root name -> plain Python data, for every root in ``schema`` (roots typed already)."""
+    return parse_content(content_json(doc, schema))
 
-    Read through Yrs' own JSON encoding, which runs in Rust: document values
-    are JSON values, and whole numbers read as ints (Yrs keeps every number
-    as a 64-bit float, so ``3`` is stored as ``3.0`` and written as ``3``).
-    A NaN or infinity written by a raw pycrdt document reads as None, and
-    bytes as a list of ints.
-    """
-    result: dict[str, Any] = {}
-    for name in sorted(schema):
-        text = str(doc[name])
-        result[name] = (
-            text
-            if schema[name] == "text"
-            else json.loads(text, parse_int=_checked_int, object_pairs_hook=_sorted_dict)
-        )
-    return result
+
+#: A run of 16 digits or more: the only integers that can lie beyond 2**53
+#: (also matched inside strings, which only costs a slower, exact check).
+_LONG_INTEGER: Final = re.compile(r"\d{16}")
 
 
 def _sorted_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
