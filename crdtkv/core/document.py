@@ -365,13 +365,17 @@ def max_doc_stamp(doc: DocState) -> int:
     return max(doc.gen[0], max(doc.context.values(), default=0))
 
 
-def join_docs(local: DocState | None, remote: DocState, max_bytes: int) -> DocState | None:
+def join_docs(
+    local: DocState | None, remote: DocState, max_bytes: int, live: LiveDoc | None = None
+) -> DocState | None:
     """The join of two documents, checked; None if ``local`` already holds everything.
 
     Loads the result into a scratch Yrs document before returning it, so a
     remote update that does not load, holds a number Yrs cannot keep exact
     or grows the document past ``max_bytes`` raises
-    :class:`~crdtkv.errors.DecodeError` and changes nothing.
+    :class:`~crdtkv.errors.DecodeError` and changes nothing. With ``live``
+    (a scratch document holding ``local``, spent either way) the remote part
+    is applied to it instead of loading the merged update afresh.
     """
     if local is None or remote.gen > local.gen:
         return _checked_remote(remote, max_bytes)
@@ -389,6 +393,21 @@ def join_docs(local: DocState | None, remote: DocState, max_bytes: int) -> DocSt
     )
     if same_meta and remote.update == yrs.EMPTY_UPDATE:
         return None
+    if live is not None:  # apply the remote part to a scratch document already holding ``local``
+        try:
+            loaded = yrs.apply_edit(live.doc, remote.update, schema, live.typed)
+        except DecodeError:
+            raise
+        except Exception as exc:  # InvalidValue: a number beyond 2**53
+            raise DecodeError(f"remote document rejected: {exc}") from exc
+        if loaded is not None:
+            if len(loaded.compact) > max_bytes:
+                raise TooLarge(
+                    f"document is {len(loaded.compact)} bytes; the limit (max_value_bytes) is {max_bytes}"
+                )
+            result = DocState(local.gen, loaded.compact, context, removed, schema, clocks, loaded.json)
+            result._scratch = loaded.doc
+            return None if same_meta and result.identity() == local.identity() else result
     merged = yrs.merge(local.update, remote.update)
     result = _checked_remote(
         DocState(local.gen, merged, context, removed, schema, clocks), max_bytes, identity=same_meta

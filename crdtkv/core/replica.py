@@ -512,9 +512,9 @@ class ReplicaState:
                 stale.append((key, local))
                 local = None
             if remote.doc is not None:
-                documents[key] = join_docs(
-                    local.doc if local is not None else None, remote.doc, self.limits.max_value_bytes
-                )
+                local_doc = local.doc if local is not None else None
+                live = self._live_docs.take(key, local_doc) if local_doc is not None else None
+                documents[key] = join_docs(local_doc, remote.doc, self.limits.max_value_bytes, live)
         if stale:
             self._collect_entries(stale)
         journaled: list[str] | None = [] if self.journal is not None or self.watchers else None
