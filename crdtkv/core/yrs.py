@@ -13,7 +13,8 @@ Three facts about Yrs shape this module:
   delete set (:func:`load`), not its bytes.
 * Applying many updates to one ``Doc`` in an arbitrary order can leave some
   of them pending for good. Replicas therefore keep one merged update and
-  always load it whole into a fresh ``Doc``.
+  load it whole into a fresh ``Doc``; a scratch ``Doc`` kept from that takes
+  further edits only while each one integrates whole (:func:`apply_edit`).
 * Root types are not part of an update (a root reads back untyped), so each
   document carries a schema: root name -> ``"array"``, ``"map"`` or ``"text"``.
 
