@@ -23,7 +23,14 @@ import pycrdt
 
 from .core.document import Gen
 from .core.yrs import EMPTY_UPDATE, check_number, client_id, plain_content
-from .errors import CrdtKvError, InvalidArgument, InvalidValue, InvalidValueType, WrongType
+from .errors import (
+    CrdtKvError,
+    InvalidArgument,
+    InvalidValue,
+    InvalidValueType,
+    StaleDocument,
+    WrongType,
+)
 
 if TYPE_CHECKING:
     from .store import KvStore
@@ -160,8 +167,9 @@ class Document:
     Root objects stay valid while the document's *generation* does. If the
     key is deleted, overwritten with ``put``, or replaced by a newer
     generation from a peer, the document is reloaded (empty, or with the
-    winner's content) and roots must be fetched again; edits to stale roots
-    are not recorded and are logged as errors.
+    winner's content) and roots must be fetched again: an edit to a root
+    fetched before is not recorded and raises
+    :class:`~crdtkv.errors.StaleDocument` (inside pycrdt's ``ExceptionGroup``).
     """
 
     def __init__(self, store: KvStore, key: str) -> None:
@@ -202,10 +210,11 @@ class Document:
         if self._applying or update == EMPTY_UPDATE:
             return
         if ydoc is not self._ydoc or self._closed:
-            logger.error(
-                "document %r: an edit to a stale root was not recorded; fetch roots again", self._key
+            raise StaleDocument(
+                f"document {self._key!r} was reloaded (deleted, overwritten, replaced by a newer "
+                "generation, or closed): this edit to a root fetched before is not recorded; "
+                "fetch the root again"
             )
-            return
         state = self._store._state
         current = state.document(self._key)
         incremental = self._gen is not None and current is not None and current.gen == self._gen

@@ -54,6 +54,13 @@ class WrongType(LocalError, TypeError):
     """
 
 
+class StaleDocument(LocalError, RuntimeError):
+    """An edit went to a document root fetched before its document was reloaded.
+
+    The edit is not recorded: fetch the root again from the ``Document``.
+    """
+
+
 class StoreClosed(LocalError, RuntimeError):
     """The store was closed and can no longer be used."""
 

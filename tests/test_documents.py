@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pycrdt
 import pytest
 
@@ -12,7 +10,14 @@ from crdtkv.core.codec import Delta, encode_delta, encode_snapshot
 from crdtkv.core.document import DocState
 from crdtkv.core.entry import TOMBSTONE, Entry
 from crdtkv.core.yrs import MAX_SAFE_INTEGER, client_id
-from crdtkv.errors import DecodeError, InvalidArgument, InvalidValue, InvalidValueType, WrongType
+from crdtkv.errors import (
+    DecodeError,
+    InvalidArgument,
+    InvalidValue,
+    InvalidValueType,
+    StaleDocument,
+    WrongType,
+)
 
 from .helpers import FakeClock, open_store
 
@@ -250,16 +255,18 @@ def test_a_document_over_the_size_limit_is_refused_and_undone():
     assert doc.to_py() == {"t": "small"}  # the pycrdt document was reloaded
 
 
-def test_an_edit_to_a_stale_root_is_logged_not_recorded(caplog):
+def test_an_edit_to_a_stale_root_raises_and_is_not_recorded():
     store = open_store("london")
     doc = store.doc("c")
     stale = doc.map("m")
     stale["a"] = 1
     store.delete("c")
-    with caplog.at_level(logging.ERROR, logger="crdtkv.document"):
+    with pytest.raises(ExceptionGroup) as raised:
         stale["b"] = 2
-    assert "stale root" in caplog.text
+    assert raised.group_contains(StaleDocument, match="fetch the root again")
     assert store.get("c") is None
+    doc.map("m")["b"] = 2  # fetched again: recorded
+    assert store.get("c") == {"m": {"b": 2}}
 
 
 def test_a_closed_document_refuses_use_and_the_store_hands_out_a_new_one():
