@@ -26,6 +26,7 @@ from .core.yrs import EMPTY_UPDATE, check_number, client_id, plain_content
 from .errors import (
     CrdtKvError,
     InvalidArgument,
+    InvalidArgumentType,
     InvalidValue,
     InvalidValueType,
     StaleDocument,
@@ -145,6 +146,15 @@ _CHECKED: dict[type[Any], type[Any]] = {
     pycrdt.Text: CheckedText,
 }
 _ROOT_CLASSES: dict[str, type[Any]] = {"array": CheckedArray, "map": CheckedMap, "text": CheckedText}
+
+
+def _kind_of(root_type: type[Any]) -> str:
+    for pycrdt_type, kind in ((pycrdt.Map, "map"), (pycrdt.Array, "array"), (pycrdt.Text, "text")):
+        if isinstance(root_type, type) and issubclass(root_type, pycrdt_type):
+            return kind
+    raise InvalidArgumentType(
+        f"document roots are pycrdt Map, Array or Text, not {getattr(root_type, '__name__', root_type)!r}"
+    )
 
 
 class Document:
@@ -292,6 +302,39 @@ class Document:
         """The text root ``name`` (declared as a text on first use)."""
         root: CheckedText = self._root(name, "text")
         return root
+
+    # pycrdt's Doc interface for roots, so code written for a pycrdt Doc works here
+
+    def get(self, name: str, *, type: type[Any]) -> Any:
+        """The root ``name`` as pycrdt type ``type`` (``Map``, ``Array`` or ``Text``), as ``Doc.get``."""
+        return self._root(name, _kind_of(type))
+
+    def __getitem__(self, name: str) -> Any:
+        """A declared root, as ``doc[name]`` on a pycrdt Doc; KeyError if not declared."""
+        kind = self._schema.get(name)
+        if kind is None:
+            raise KeyError(name)
+        return self._root(name, kind)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        """Declare root ``name`` with a pycrdt shared type and its initial content, as on a pycrdt Doc.
+
+        ``doc["items"] = Map({"apple": 2})``: ``value`` becomes the root. Its
+        content is checked now; later edits through ``value`` itself are
+        checked as they are recorded (use ``doc["items"]`` for roots that check
+        values before applying them).
+        """
+        kind = _kind_of(type(value))
+        check_document_value(value)
+        self._root(name, kind)
+        self._ydoc[name] = value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._schema
+
+    def keys(self) -> list[str]:
+        """Names of the declared roots."""
+        return sorted(self._schema)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -13,6 +13,7 @@ from crdtkv.core.yrs import MAX_SAFE_INTEGER, client_id
 from crdtkv.errors import (
     DecodeError,
     InvalidArgument,
+    InvalidArgumentType,
     InvalidValue,
     InvalidValueType,
     StaleDocument,
@@ -423,3 +424,21 @@ def test_numbers_read_back_as_json_numbers():
         "m": {"int": 3, "whole float": 4, "float": 0.5, "big float": 2.0**60, "edge": -(2**53)}
     }
     assert type(store.get("c")["m"]["big float"]) is float
+
+
+def test_the_pycrdt_doc_interface_for_roots_works_on_a_document():
+    store = open_store("london")
+    doc = store.doc("c")
+    doc["items"] = pycrdt.Map({"apple": 2})  # as on a pycrdt Doc
+    note = doc.get("note", type=pycrdt.Text)
+    note += "hi"
+    doc["items"]["pear"] = 1
+    assert "items" in doc and "other" not in doc and doc.keys() == ["items", "note"]
+    assert store.get("c") == {"items": {"apple": 2, "pear": 1}, "note": "hi"}
+    with pytest.raises(KeyError):
+        doc["other"]
+    with pytest.raises(InvalidValue):
+        doc["big"] = pycrdt.Array([2**60])
+    with pytest.raises(InvalidArgumentType):
+        doc.get("x", type=dict)
+    assert "big" not in doc and store.get("c") == {"items": {"apple": 2, "pear": 1}, "note": "hi"}
