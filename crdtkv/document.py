@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -80,64 +81,120 @@ def _checked(value: Any) -> Any:
     return kind(_doc=value.doc, _integrated=value.integrated)
 
 
+#: pycrdt documents a Document has let go of (reloaded or closed): their roots are stale
+_RETIRED: weakref.WeakSet[pycrdt.Doc[Any]] = weakref.WeakSet()
+
+
+def _edit(root: Any, *values: object) -> None:
+    """Check an edit to ``root`` before it is applied: the root is current and the values fit."""
+    doc = getattr(root, "_doc", None)
+    if doc is not None and doc in _RETIRED:
+        raise StaleDocument(
+            "this root belongs to a document that was reloaded (its key deleted, overwritten or "
+            "given a newer generation) or closed: fetch the root again from the Document"
+        )
+    for value in values:
+        check_document_value(value)
+
+
 class CheckedMap(pycrdt.Map):  # type: ignore[type-arg]
-    """A pycrdt ``Map`` that refuses numbers Yrs cannot keep exact."""
+    """A pycrdt ``Map`` that refuses numbers Yrs cannot keep exact, and edits to a stale root."""
 
     def __setitem__(self, key: str, value: Any) -> None:
-        check_document_value(value)
+        _edit(self, value)
         super().__setitem__(key, value)
 
     def update(self, value: dict[str, Any]) -> None:
-        check_document_value(value)
+        _edit(self, value)
         super().update(value)
+
+    def __delitem__(self, key: str) -> None:
+        _edit(self)
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        _edit(self)
+        return super().pop(*args)
+
+    def clear(self) -> None:
+        _edit(self)
+        super().clear()
 
     def _maybe_as_type_or_doc(self, obj: Any) -> Any:
         return _checked(super()._maybe_as_type_or_doc(obj))
 
 
 class CheckedArray(pycrdt.Array):  # type: ignore[type-arg]
-    """A pycrdt ``Array`` that refuses numbers Yrs cannot keep exact."""
+    """A pycrdt ``Array`` that refuses numbers Yrs cannot keep exact, and edits to a stale root."""
 
     def append(self, value: Any) -> None:
-        check_document_value(value)
+        _edit(self, value)
         super().append(value)
 
     def extend(self, value: list[Any]) -> None:
-        check_document_value(value)
+        _edit(self, value)
         super().extend(value)
 
     def insert(self, index: int, object: Any) -> None:
-        check_document_value(object)
+        _edit(self, object)
         super().insert(index, object)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        check_document_value(value)
+        _edit(self, value)
         super().__setitem__(key, value)
 
     def __add__(self, value: list[Any]) -> CheckedArray:
-        check_document_value(value)
+        _edit(self, value)
         super().__add__(value)
         return self
+
+    def __delitem__(self, key: Any) -> None:
+        _edit(self)
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        _edit(self)
+        return super().pop(*args)
+
+    def clear(self) -> None:
+        _edit(self)
+        super().clear()
 
     def _maybe_as_type_or_doc(self, obj: Any) -> Any:
         return _checked(super()._maybe_as_type_or_doc(obj))
 
 
 class CheckedText(pycrdt.Text):
-    """A pycrdt ``Text`` whose formatting attributes and embeds are checked."""
+    """A pycrdt ``Text`` whose attributes and embeds are checked, and that refuses edits when stale."""
 
     def insert(self, index: int, value: str, attrs: dict[str, Any] | None = None) -> None:
-        check_document_value(attrs)
+        _edit(self, attrs)
         super().insert(index, value, attrs)
 
     def insert_embed(self, index: int, value: Any, attrs: dict[str, Any] | None = None) -> None:
-        check_document_value(value)
-        check_document_value(attrs)
+        _edit(self, value, attrs)
         super().insert_embed(index, value, attrs)
 
     def format(self, start: int, stop: int, attrs: dict[str, Any]) -> None:
-        check_document_value(attrs)
+        _edit(self, attrs)
         super().format(start, stop, attrs)
+
+    def __iadd__(self, value: str) -> CheckedText:
+        _edit(self)
+        super().__iadd__(value)
+        return self
+
+    def __setitem__(self, key: Any, value: str) -> None:
+        _edit(self)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        _edit(self)
+        super().__delitem__(key)
+
+    def clear(self) -> None:
+        _edit(self)
+        super().clear()
 
 
 _CHECKED: dict[type[Any], type[Any]] = {
@@ -146,6 +203,14 @@ _CHECKED: dict[type[Any], type[Any]] = {
     pycrdt.Text: CheckedText,
 }
 _ROOT_CLASSES: dict[str, type[Any]] = {"array": CheckedArray, "map": CheckedMap, "text": CheckedText}
+
+
+def _dispatch(document: weakref.ref[Document], token: int, update: bytes) -> None:
+    """Hand a committed pycrdt transaction to its Document, if it still exists."""
+    bound = document()
+    if bound is None:
+        raise StaleDocument("this root's Document was closed and released: the edit is not recorded")
+    bound._captured(token, update)
 
 
 def _kind_of(root_type: type[Any]) -> str:
@@ -178,8 +243,9 @@ class Document:
     key is deleted, overwritten with ``put``, or replaced by a newer
     generation from a peer, the document is reloaded (empty, or with the
     winner's content) and roots must be fetched again: an edit to a root
-    fetched before is not recorded and raises
-    :class:`~crdtkv.errors.StaleDocument` (inside pycrdt's ``ExceptionGroup``).
+    fetched before raises :class:`~crdtkv.errors.StaleDocument` and changes
+    nothing (through ``ydoc``'s own roots it would go unnoticed, unrecorded).
+    A store keeps each Document it hands out until :meth:`close`.
     """
 
     def __init__(self, store: KvStore, key: str) -> None:
@@ -191,6 +257,8 @@ class Document:
         self._applying = False
         self._capturing = False
         self._closed = False
+        #: pycrdt documents loaded so far; edits to an older one are stale
+        self._loads = 0
         self._ydoc: pycrdt.Doc[Any] = self._load(None)
         self.refresh()
 
@@ -212,14 +280,30 @@ class Document:
                 self._applying = False
         else:
             self._schema = {}
-        ydoc.observe(lambda event, ydoc=ydoc: self._captured(ydoc, event.update))
+        # The callback holds no strong reference to this Document or the pycrdt
+        # document: pycrdt keeps it in Rust, where Python's collector cannot see
+        # a cycle through it, so one would keep both alive for good.
+        self._loads += 1
+        document, token = weakref.ref(self), self._loads
+        self._subscription = ydoc.observe(lambda event: _dispatch(document, token, event.update))
         return ydoc
 
-    def _captured(self, ydoc: pycrdt.Doc[Any], update: bytes) -> None:
+    def _rebind(self, current: Any) -> None:
+        """Let the bound pycrdt document go and load a new one holding ``current`` (or empty)."""
+        self._retire()
+        self._ydoc = self._load(current)
+
+    def _retire(self) -> None:
+        # pycrdt keeps an observed document alive for good (the callback lives in
+        # Rust); unobserving frees it once nothing else refers to it
+        self._ydoc.unobserve(self._subscription)
+        _RETIRED.add(self._ydoc)
+
+    def _captured(self, token: int, update: bytes) -> None:
         """A transaction committed on a bound pycrdt document: record it in the store."""
         if self._applying or update == EMPTY_UPDATE:
             return
-        if ydoc is not self._ydoc or self._closed:
+        if token != self._loads or self._closed:
             raise StaleDocument(
                 f"document {self._key!r} was reloaded (deleted, overwritten, replaced by a newer "
                 "generation, or closed): this edit to a root fetched before is not recorded; "
@@ -256,11 +340,11 @@ class Document:
         if current is None:
             if self._gen is not None or force:
                 self._gen = None
-                self._ydoc = self._load(None)
+                self._rebind(None)
             return
         if force or current.gen != self._gen:
             self._gen = current.gen
-            self._ydoc = self._load(current)
+            self._rebind(current)
             return
         for name, kind in current.schema.items():
             if name not in self._schema:
@@ -271,7 +355,7 @@ class Document:
             self._ydoc.apply_update(bytes(pycrdt.get_update(current.update, vector)))
         except Exception as exc:  # not expected: the store's state was checked when it changed
             logger.error("document %r: reloading after a failed update: %s", self._key, exc)
-            self._ydoc = self._load(current)
+            self._rebind(current)
         finally:
             self._applying = False
 
@@ -382,6 +466,7 @@ class Document:
         """Unbind from the store; edits after this are not recorded."""
         if not self._closed:
             self._closed = True
+            self._retire()
             self._store._documents.pop(self._key, None)
 
     @property
