@@ -7,10 +7,10 @@ and deltas share them freely. It holds
   ``delete`` or ``put``) that ended the previous one; ``(0, "")`` for a key's
   first document (see :func:`~.replica.entry_generation`). Creating a
   document again after it was deleted starts a new generation, a separate
-  Yrs document. Replicas that saw the same end
-  and re-create it concurrently share the generation and merge their edits;
-  when two generations meet, the later one wins whole (edits made to the
-  older one after the newer one started are dropped, as a register would).
+  Yrs document. Replicas that saw the same end and re-create it concurrently
+  share the generation and merge their edits; when two generations meet, the
+  later one wins whole (edits made to the older one after the newer one
+  started are dropped, as a register would).
 * ``update``: one Yrs update holding the document (in a delta: only the part
   the receiver lacks; merging adds it).
 * ``context`` / ``removed``: per origin, the stamp of its latest operation on
@@ -21,10 +21,10 @@ and deltas share them freely. It holds
   keeps the document alive.
 * ``schema``: root name -> kind; a name declared with two kinds takes the
   first in alphabetical order (``array`` < ``map`` < ``text``).
-* ``clocks``: per origin, its most recent ``(stamp, Yrs clock)`` pairs. A
-  peer whose version vector covers ``stamp`` holds that origin's structs up
-  to ``clock``, so a delta can carry only the structs the peer lacks
-  (:meth:`DocState.trimmed`).
+* ``clocks``: per origin, some ``(stamp, Yrs clock)`` pairs (see
+  :func:`retained`). A peer whose version vector covers ``stamp`` holds that
+  origin's structs up to ``clock``, so a delta can carry only the structs
+  the peer lacks (:meth:`DocState.trimmed`).
 
 Every part joins as a semilattice, so documents merge in any order.
 """

@@ -28,9 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple
 
 import cbor2
 
@@ -42,8 +42,6 @@ MAX_SAFE_INTEGER: Final = 2**53
 ROOT_KINDS: Final = ("array", "map", "text")
 #: The update of a document with nothing in it.
 EMPTY_UPDATE: Final = b"\x00\x00"
-
-_T = TypeVar("_T")
 
 
 def pycrdt_module() -> Any:
@@ -164,13 +162,6 @@ def merge(*updates: bytes) -> bytes:
         return bytes(pycrdt_module().merge_updates(*updates))
 
 
-def state_vector(update: bytes) -> dict[int, int]:
-    """client -> clock of the structs in ``update``."""
-    with _guarded("document update bytes are malformed"):
-        encoded = bytes(pycrdt_module().get_state(update))
-    return decode_state_vector(encoded)
-
-
 def diff(update: bytes, vector: dict[int, int]) -> bytes:
     """The part of ``update`` a holder of state vector ``vector`` lacks (plus the delete set)."""
     if not vector:
@@ -184,12 +175,12 @@ def root_types() -> dict[str, type[Any]]:
     return {"array": pycrdt.Array, "map": pycrdt.Map, "text": pycrdt.Text}
 
 
-def new_doc(update: bytes | None, schema: dict[str, str], client: int | None = None) -> Any:
-    """A pycrdt ``Doc`` holding ``update``, its schema roots typed."""
+def new_doc(update: bytes | None, schema: dict[str, str]) -> Any:
+    """A scratch pycrdt ``Doc`` holding ``update``, its schema roots typed."""
     pycrdt = pycrdt_module()
     types = root_types()
     with _guarded("document update bytes do not load"):
-        doc = pycrdt.Doc() if client is None else pycrdt.Doc(client_id=client)
+        doc = pycrdt.Doc()
         if update is not None and update != EMPTY_UPDATE:
             doc.apply_update(update)
         for name, kind in sorted(schema.items()):
@@ -333,9 +324,3 @@ def check_number(value: int) -> None:
             f"integer {value} is outside +-2**53: document values keep numbers as 64-bit "
             "floats (as Yrs does), so it would lose precision; store it as a str"
         )
-
-
-def guarded_call(what: str, function: Callable[[], _T]) -> _T:
-    """Call ``function`` with pycrdt failures turned into DecodeError."""
-    with _guarded(what):
-        return function()
