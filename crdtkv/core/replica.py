@@ -491,7 +491,9 @@ class ReplicaState:
         # collected are collected here first, as if on time: a replica that
         # collected a key and used it again starts its counter totals from zero,
         # its document from an empty generation and its register from nothing,
-        # which must not meet the old ones.
+        # which must not meet the old ones. "Now" is the later of this replica's
+        # clock and the newest stamp in the delta (at most max_clock_skew ahead),
+        # so a replica whose clock lags the collecting one's still agrees.
         now_ms = self.clock.now_ms()
         horizon = (max(now_ms, top >> 16) - int(self.limits.gc_grace * 1000)) << 16
         stale: list[tuple[str, Entry]] = []
