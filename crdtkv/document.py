@@ -342,7 +342,9 @@ class Document:
                 self._gen = None
                 self._rebind(None)
             return
-        if force or current.gen != self._gen:
+        retyped = any(self._schema.get(name, kind) != kind for name, kind in current.schema.items())
+        if force or retyped or current.gen != self._gen:
+            # a root declared elsewhere under another kind that won is read as that kind here too
             self._gen = current.gen
             self._rebind(current)
             return

@@ -40,7 +40,9 @@ ascii_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 ", min_size=
 text_insert = st.tuples(st.just("text_insert"), replica, position, ascii_text)
 text_del = st.tuples(st.just("text_del"), replica, position, st.integers(1, 3))
 nested = st.tuples(st.just("nested"), replica, st.sampled_from("xy"), st.integers(0, 9))
-edits = st.one_of(map_set, map_del, array_insert, array_del, text_insert, text_del, nested)
+# one root name declared under different kinds at different replicas
+any_kind = st.tuples(st.just("any_kind"), replica, st.sampled_from(["map", "array", "text"]))
+edits = st.one_of(map_set, map_del, array_insert, array_del, text_insert, text_del, nested, any_kind)
 # other kinds of write to the same key, and unrelated keys
 put = st.tuples(st.just("put"), replica, st.integers(0, 9))
 delete = st.tuples(st.just("delete"), replica)
@@ -90,6 +92,16 @@ def apply_edit(store: KvStore, op: tuple) -> None:
         if len(text):
             start = op[2] % len(text)
             del text[start : min(len(text), start + op[3])]
+    elif kind == "any_kind":
+        try:
+            if op[2] == "map":
+                doc.map("x")["k"] = 1
+            elif op[2] == "array":
+                doc.array("x").append(1)
+            else:
+                doc.text("x").insert(0, "x")
+        except WrongType:
+            pass  # already declared here under another kind
     elif kind == "nested":
         with doc.transaction():
             items = doc.map("m")

@@ -466,3 +466,17 @@ def test_released_documents_and_their_pycrdt_documents_are_freed():
     del doc
     gc.collect()
     assert released() is None and current() is None
+
+
+def test_a_root_declared_with_two_kinds_concurrently_reads_as_one_kind_everywhere(pops):
+    london, sydney, _ = pops
+    london.doc("c").map("x")["k"] = 1
+    sydney.doc("c").array("x").append("v")  # concurrently, another kind under the same name
+    sync(london, sydney)
+    sync(london, sydney)
+    assert london.get("c") == sydney.get("c")
+    assert isinstance(london.get("c")["x"], list)  # "array" < "map"
+    for store in (london, sydney):
+        assert store.doc("c").roots == {"x": "array"}
+        assert store.doc("c").to_py() == store.get("c")
+    assert london.digest() == sydney.digest()

@@ -326,8 +326,8 @@ class LiveDoc:
     def __init__(self, state: DocState, doc: Any) -> None:
         self.state = state
         self.doc = doc
-        #: roots already typed in ``doc``
-        self.typed: set[str] = set(state.schema)
+        #: roots already typed in ``doc``, and their kinds
+        self.typed: dict[str, str] = dict(state.schema)
 
 
 class LiveDocs:

@@ -228,20 +228,23 @@ def load(update: bytes, schema: dict[str, str], *, identity: bool = True, verify
     return Loaded(text, identity_bytes, compact, vector, doc)
 
 
-def apply_edit(doc: Any, update: bytes, schema: dict[str, str], typed: set[str]) -> Loaded | None:
-    """Apply a local edit to a scratch document from :func:`load` and read it again.
+def apply_edit(doc: Any, update: bytes, schema: dict[str, str], typed: dict[str, str]) -> Loaded | None:
+    """Apply an update to a scratch document from :func:`load` and read it again.
 
-    Much cheaper than loading the merged update afresh. ``typed`` names the
-    roots already typed in ``doc``. Returns None if the edit did not
-    integrate whole (some of its structs wait for others): the caller then
-    loads the merged update instead. Raises like :func:`load`.
+    Much cheaper than loading the merged update afresh. ``typed`` maps the
+    roots already typed in ``doc`` to their kind. Returns None if a root's
+    kind changed, or the update did not integrate whole (some of its structs
+    wait for others): the caller then loads the merged update instead.
+    Raises like :func:`load`.
     """
+    if any(typed.get(name, kind) != kind for name, kind in schema.items()):
+        return None  # a Yrs root keeps the type it was first read as
     types = root_types()
     with _guarded("document edit does not apply"):
         for name, kind in schema.items():
             if name not in typed:
                 doc.get(name, type=types[kind])
-                typed.add(name)
+                typed[name] = kind
         doc.apply_update(update)
         vector = decode_state_vector(bytes(doc.get_state()))
         needed = decode_state_vector(bytes(pycrdt_module().get_state(update)))
