@@ -390,3 +390,47 @@ def test_documents_and_counters_converge_across_garbage_collection(program):
         assert views == {expected_views or None}
     for store in stores:
         assert store.get("views") is None or store.get("views") >= 0 or expected_views is None
+
+
+# -- the wire form of a document --------------------------------------------------------
+
+wire_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=6),
+    st.binary(max_size=12),
+    st.sampled_from(["map", "array", "text", b"\x00\x00", VALID_UPDATE]),
+)
+wire_tree = st.recursive(wire_leaf, lambda inner: st.lists(inner, max_size=4), max_leaves=20)
+
+
+@given(st.lists(wire_tree, min_size=0, max_size=8), st.integers(0, 7), wire_tree)
+@settings(max_examples=3 * settings.default.max_examples)
+def test_any_wire_form_of_a_document_decodes_or_raises_decode_error(fields, position, replacement):
+    """A document field of any shape from a peer: a DecodeError, or a document that merges cleanly."""
+    from crdtkv.core.codec import decode_delta, encode_delta
+    from crdtkv.core.limits import DEFAULT_LIMITS
+
+    stamp = FakeClock().ns // 1_000_000 << 16
+    valid = [stamp, 0, VALID_UPDATE, [[0, stamp]], [], [["m", "map"], ["t", "text"]], [[0, stamp, 3]]]
+    document = (fields + valid[len(fields) :])[:7] if len(fields) < 7 else fields
+    document = list(document)
+    if document:
+        document[position % len(document)] = replacement
+    delta = cbor2.loads(encode_delta(Delta("t", {"mallory": stamp}, [])))
+    delta[2] = ["mallory"]
+    delta[5] = [["k", [], None, document]]
+    data = cbor2.dumps(delta)
+    store = KvStore.open("t", replica_id="victim", clock=FakeClock())
+    store.doc(KEY).map("m")["mine"] = 1
+    before = store.digest()
+    try:
+        decoded = decode_delta(data, DEFAULT_LIMITS)
+        store._state.apply(decoded)
+    except DecodeError:
+        assert store.digest() == before
+        return
+    assert store.get(KEY) == {"m": {"mine": 1}}
+    copy = KvStore.from_snapshot(store.snapshot(), replica_id="copy")
+    assert copy.digest() == store.digest()
