@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +97,18 @@ def _edit(root: Any, *values: object) -> None:
         check_document_value(value)
 
 
+def _refused_when_stale(base: type[Any], name: str) -> Callable[..., Any]:
+    """``base.name`` behind the stale-root check (for edits that carry no new values)."""
+    method = getattr(base, name)
+
+    def checked(self: Any, *args: Any) -> Any:
+        _edit(self)
+        return method(self, *args)
+
+    checked.__name__ = name
+    return checked
+
+
 class CheckedMap(pycrdt.Map):  # type: ignore[type-arg]
     """A pycrdt ``Map`` that refuses numbers Yrs cannot keep exact, and edits to a stale root."""
 
@@ -108,17 +120,9 @@ class CheckedMap(pycrdt.Map):  # type: ignore[type-arg]
         _edit(self, value)
         super().update(value)
 
-    def __delitem__(self, key: str) -> None:
-        _edit(self)
-        super().__delitem__(key)
-
-    def pop(self, *args: Any) -> Any:
-        _edit(self)
-        return super().pop(*args)
-
-    def clear(self) -> None:
-        _edit(self)
-        super().clear()
+    __delitem__ = _refused_when_stale(pycrdt.Map, "__delitem__")
+    pop = _refused_when_stale(pycrdt.Map, "pop")
+    clear = _refused_when_stale(pycrdt.Map, "clear")
 
     def _maybe_as_type_or_doc(self, obj: Any) -> Any:
         return _checked(super()._maybe_as_type_or_doc(obj))
@@ -148,17 +152,9 @@ class CheckedArray(pycrdt.Array):  # type: ignore[type-arg]
         super().__add__(value)
         return self
 
-    def __delitem__(self, key: Any) -> None:
-        _edit(self)
-        super().__delitem__(key)
-
-    def pop(self, *args: Any) -> Any:
-        _edit(self)
-        return super().pop(*args)
-
-    def clear(self) -> None:
-        _edit(self)
-        super().clear()
+    __delitem__ = _refused_when_stale(pycrdt.Array, "__delitem__")
+    pop = _refused_when_stale(pycrdt.Array, "pop")
+    clear = _refused_when_stale(pycrdt.Array, "clear")
 
     def _maybe_as_type_or_doc(self, obj: Any) -> Any:
         return _checked(super()._maybe_as_type_or_doc(obj))
@@ -179,22 +175,10 @@ class CheckedText(pycrdt.Text):
         _edit(self, attrs)
         super().format(start, stop, attrs)
 
-    def __iadd__(self, value: str) -> CheckedText:
-        _edit(self)
-        super().__iadd__(value)
-        return self
-
-    def __setitem__(self, key: Any, value: str) -> None:
-        _edit(self)
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        _edit(self)
-        super().__delitem__(key)
-
-    def clear(self) -> None:
-        _edit(self)
-        super().clear()
+    __iadd__ = _refused_when_stale(pycrdt.Text, "__iadd__")
+    __setitem__ = _refused_when_stale(pycrdt.Text, "__setitem__")
+    __delitem__ = _refused_when_stale(pycrdt.Text, "__delitem__")
+    clear = _refused_when_stale(pycrdt.Text, "clear")
 
 
 _CHECKED: dict[type[Any], type[Any]] = {
