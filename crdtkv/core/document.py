@@ -31,11 +31,13 @@ Every part joins as a semilattice, so documents merge in any order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import cbor2
 
-from ..errors import DecodeError, TooLarge
+from ..errors import DecodeError, InvalidValue, TooLarge
 from . import yrs
 
 #: A generation: ``(stamp, origin)`` of the write that ended the previous one.
@@ -164,6 +166,10 @@ class DocState:
         computed now only with ``identity``, else when a digest needs it.
         """
         loaded = yrs.load(self.update, self.schema, identity=identity, verify=not local)
+        return self._loaded_as(loaded, max_bytes), loaded.vector
+
+    def _loaded_as(self, loaded: yrs.Loaded, max_bytes: int) -> DocState:
+        """This document's metadata with the content ``loaded`` read (checked against ``max_bytes``)."""
         if len(loaded.compact) > max_bytes:
             raise TooLarge(
                 f"document is {len(loaded.compact)} bytes; the limit (max_value_bytes) is {max_bytes}"
@@ -179,7 +185,7 @@ class DocState:
             loaded.identity,
         )
         result._scratch = loaded.doc
-        return result, loaded.vector
+        return result
 
     def take_scratch(self) -> Any:
         """The scratch Yrs document :meth:`checked` loaded this from (once), or None."""
@@ -215,21 +221,9 @@ class DocState:
         loaded = yrs.apply_edit(live.doc, update, joined_schema, live.typed)
         if loaded is None:
             return None
-        if len(loaded.compact) > max_bytes:
-            raise TooLarge(
-                f"document is {len(loaded.compact)} bytes; the limit (max_value_bytes) is {max_bytes}"
-            )
-        result = DocState(
-            self.gen,
-            loaded.compact,
-            _join_max(self.context, {origin: stamp}),
-            self.removed,
-            joined_schema,
-            self.clocks,
-            loaded.json,
-        )
-        result._scratch = loaded.doc
-        return result, loaded.vector
+        context = _join_max(self.context, {origin: stamp})
+        edited = DocState(self.gen, self.update, context, self.removed, joined_schema, self.clocks)
+        return edited._loaded_as(loaded, max_bytes), loaded.vector
 
     def edited(self, update: bytes, origin: str, stamp: int, schema: dict[str, str]) -> DocState:
         """This document with a local edit ``update`` by ``origin`` at ``stamp`` merged in, unchecked.
@@ -393,32 +387,29 @@ def join_docs(
     )
     if same_meta and remote.update == yrs.EMPTY_UPDATE:
         return None
-    if live is not None:  # apply the remote part to a scratch document already holding ``local``
-        try:
+    result: DocState | None = None
+    with _refused_as_remote():
+        if live is not None:  # apply the remote part to a scratch document already holding ``local``
             loaded = yrs.apply_edit(live.doc, remote.update, schema, live.typed)
-        except DecodeError:
-            raise
-        except Exception as exc:  # InvalidValue: a number beyond 2**53
-            raise DecodeError(f"remote document rejected: {exc}") from exc
-        if loaded is not None:
-            if len(loaded.compact) > max_bytes:
-                raise TooLarge(
-                    f"document is {len(loaded.compact)} bytes; the limit (max_value_bytes) is {max_bytes}"
-                )
-            result = DocState(local.gen, loaded.compact, context, removed, schema, clocks, loaded.json)
-            result._scratch = loaded.doc
-            return None if same_meta and result.identity() == local.identity() else result
-    merged = yrs.merge(local.update, remote.update)
-    result = _checked_remote(
-        DocState(local.gen, merged, context, removed, schema, clocks), max_bytes, identity=same_meta
-    )
+            if loaded is not None:
+                joined = DocState(local.gen, local.update, context, removed, schema, clocks)
+                result = joined._loaded_as(loaded, max_bytes)
+        if result is None:
+            merged = yrs.merge(local.update, remote.update)
+            joined = DocState(local.gen, merged, context, removed, schema, clocks)
+            result = joined.checked(max_bytes, identity=same_meta)[0]
     return None if same_meta and result.identity() == local.identity() else result
 
 
-def _checked_remote(doc: DocState, max_bytes: int, *, identity: bool = False) -> DocState:
+def _checked_remote(doc: DocState, max_bytes: int) -> DocState:
+    with _refused_as_remote():
+        return doc.checked(max_bytes)[0]
+
+
+@contextmanager
+def _refused_as_remote() -> Iterator[None]:
+    """A remote document the checks refuse is bad input: InvalidValue becomes DecodeError."""
     try:
-        return doc.checked(max_bytes, identity=identity)[0]
-    except DecodeError:
-        raise
-    except Exception as exc:  # InvalidValue: a number beyond 2**53
+        yield
+    except InvalidValue as exc:  # a number beyond 2**53
         raise DecodeError(f"remote document rejected: {exc}") from exc
