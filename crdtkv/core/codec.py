@@ -371,12 +371,7 @@ class _Reader:
                 expiry = (_count(pair[0], "an expiry epoch"), _count(pair[1], "an expiry"))
             totals = self.totals(counter[0], "counter totals")
             removed = self.totals(counter[1], "counter removed")
-            context: dict[str, int] = {}
-            for row in _array(counter[2], "counter context"):
-                row = _array(row, "counter context")
-                if len(row) != 2:
-                    _fail("counter context rows must be [origin, stamp]")
-                context[self.origin(row[0])] = _stamp(row[1], "a context stamp")
+            context = self.stamps(counter[2], "counter context")
             for origin, (_, _, stamp) in totals.items():
                 if context.get(origin, 0) < stamp:
                     _fail("counter context is behind its totals")
@@ -392,6 +387,7 @@ class _Reader:
         return key, entry
 
     def stamps(self, item: object, what: str) -> dict[str, int]:
+        """Check and convert ``[[origin, stamp]...]`` rows: each origin once."""
         result: dict[str, int] = {}
         for row in _array(item, what):
             row = _array(row, what)
@@ -520,12 +516,7 @@ def _decode_delta_tree(tree: object, limits: Limits) -> Delta:
     if len(set(origins)) != len(origins):
         _fail("the origin table names an origin twice")
     reader = _Reader(origins, limits)
-    vv: dict[str, int] = {}
-    for row in _array(vv_rows, "the version vector"):
-        row = _array(row, "the version vector")
-        if len(row) != 2:
-            _fail("version vector rows must be [origin, stamp]")
-        vv[reader.origin(row[0])] = _stamp(row[1], "a version vector stamp")
+    vv = reader.stamps(vv_rows, "the version vector")
     entries = reader.registers(register_block)
     entries.extend(reader.entry(row) for row in _array(entry_rows, "the entries"))
     if len({key for key, _ in entries}) != len(entries):
