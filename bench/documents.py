@@ -49,6 +49,8 @@ from typing import Any
 
 from report import (  # before crdtkv: it makes crdtkv importable from a checkout without `pip install -e .`
     Variant,
+    add_repeats_option,
+    chosen_repeats,
     command_line,
     crdtkv_revision,
     fmt_num,
@@ -512,12 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"{QUICK_REPEATS} repeats instead of {DEFAULT_REPEATS}; the same edits per run, so the "
         "figures compare with a full run's (a document's per-edit cost depends on the edits per run)",
     )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help=f"repeats per timing, best kept (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})",
-    )
+    add_repeats_option(parser, DEFAULT_REPEATS, QUICK_REPEATS)
     parser.add_argument(
         "--edits",
         type=int,
@@ -527,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ")",
     )
     args = parser.parse_args(argv)
-    repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
+    repeats = chosen_repeats(args, DEFAULT_REPEATS, QUICK_REPEATS)
     if repeats < 1 or (args.edits is not None and args.edits < 1):
         parser.error("--repeats and --edits must be at least 1")
 

@@ -39,6 +39,8 @@ import cbor2
 from report import (  # before crdtkv: it makes crdtkv importable from a checkout without `pip install -e .`
     Row,
     Variant,
+    add_repeats_option,
+    chosen_repeats,
     crdtkv_revision,
     error_row,
     fmt_rate,
@@ -820,12 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help=f"N = {QUICK_KEYS:,} (unless --keys) and {QUICK_REPEATS} repeats"
     )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help=f"repeats per timing, best kept (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})",
-    )
+    add_repeats_option(parser, DEFAULT_REPEATS, QUICK_REPEATS)
     parser.add_argument(
         "--ops",
         type=int,
@@ -834,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     n = args.keys if args.keys is not None else (QUICK_KEYS if args.quick else DEFAULT_KEYS)
-    repeats = args.repeats if args.repeats is not None else (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
+    repeats = chosen_repeats(args, DEFAULT_REPEATS, QUICK_REPEATS)
     if n < CHANGED_KEYS or repeats < 1 or args.ops < 1:
         parser.error(f"--keys must be at least {CHANGED_KEYS:,}; --repeats and --ops at least 1")
     cfg = Config(keys=n, ops=min(args.ops, n), repeats=repeats, merge_entries=MERGE_ENTRIES)

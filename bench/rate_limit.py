@@ -51,6 +51,8 @@ from typing import Any
 from report import (  # before crdtkv: it makes crdtkv importable from a checkout without `pip install -e .`
     Row,
     Variant,
+    add_repeats_option,
+    chosen_repeats,
     command_line,
     crdtkv_revision,
     error_row,
@@ -398,12 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help=f"{QUICK_LOCAL_OPS:,} / {QUICK_REDIS_OPS:,} decisions per run, {QUICK_REPEATS} repeats",
     )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help=f"repeats per timing, best kept (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})",
-    )
+    add_repeats_option(parser, DEFAULT_REPEATS, QUICK_REPEATS)
     parser.add_argument(
         "--local-ops",
         type=int,
@@ -422,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     cfg = Config(
-        repeats=args.repeats or (QUICK_REPEATS if quick else DEFAULT_REPEATS),
+        repeats=chosen_repeats(args, DEFAULT_REPEATS, QUICK_REPEATS),
         local_ops=args.local_ops or (QUICK_LOCAL_OPS if quick else DEFAULT_LOCAL_OPS),
         redis_ops=args.redis_ops or (QUICK_REDIS_OPS if quick else DEFAULT_REDIS_OPS),
         keys=args.keys,

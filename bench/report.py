@@ -15,6 +15,7 @@ for the measured operation and its baselines alike.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib
 import importlib.metadata
@@ -37,6 +38,21 @@ try:
 except ModuleNotFoundError:  # a checkout without `pip install -e .`: use the tree this file is in
     sys.path.insert(0, ROOT)
     crdtkv = importlib.import_module("crdtkv")
+
+
+def add_repeats_option(parser: argparse.ArgumentParser, default: int, quick: int) -> None:
+    """The ``--repeats`` option the benchmarks share (the best of that many runs is kept)."""
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"repeats per timing, best kept (default {default}, --quick {quick})",
+    )
+
+
+def chosen_repeats(args: argparse.Namespace, default: int, quick: int) -> int:
+    """``--repeats`` if given, else the ``--quick`` or the default count."""
+    return int(args.repeats) if args.repeats is not None else (quick if args.quick else default)
 
 
 def progress(message: str) -> None:
