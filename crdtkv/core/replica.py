@@ -49,6 +49,22 @@ INTERNAL_PREFIX = "\x00"
 _Pending = dict[str, list[tuple[int, str]]]
 
 
+def _outlived(entry: Entry, horizon: int, now_ms: int) -> bool:
+    """True if any replica following the grace rule may already have collected ``entry``.
+
+    Only a delete, a put over a counter or document, or an expiry can make an
+    entry collectable: the cheap test comes first.
+    """
+    return bool(
+        (
+            (entry.value is TOMBSTONE and entry.stamp)
+            or entry.expires is not None
+            or (entry.counter is not None and entry.counter.expiry is not None)
+        )
+        and collectable(entry, horizon, now_ms)
+    )
+
+
 def entry_generation(entry: Entry | None) -> Gen:
     """The generation a document created now at a key holding ``entry`` starts.
 
@@ -127,14 +143,10 @@ class ReplicaState:
         building on it would revive state that replica no longer has.
         """
         entry = self.entries.get(key)
-        if entry is None or not (
-            (entry.value is TOMBSTONE and entry.stamp)
-            or entry.expires is not None
-            or (entry.counter is not None and entry.counter.expiry is not None)
-        ):
-            return entry  # a live value, or a counter or document never deleted: not collectable
+        if entry is None:
+            return None
         now_ms = self.clock.now_ms()
-        if not collectable(entry, (now_ms - int(self.limits.gc_grace * 1000)) << 16, now_ms):
+        if not _outlived(entry, (now_ms - int(self.limits.gc_grace * 1000)) << 16, now_ms):
             return entry
         self._collect_entries([(key, entry)])
         return None
@@ -494,34 +506,27 @@ class ReplicaState:
         # which must not meet the old ones. "Now" is the later of this replica's
         # clock and the newest stamp in the delta (at most max_clock_skew ahead),
         # so a replica whose clock lags the collecting one's still agrees.
+        # Plain registers need none of this: the later write wins either way.
         now_ms = self.clock.now_ms()
         horizon = (max(now_ms, top >> 16) - int(self.limits.gc_grace * 1000)) << 16
         stale: list[tuple[str, Entry]] = []
         # documents are joined and checked first, so a bad one changes nothing
         documents: dict[str, DocState | None] = {}
         for key, remote in delta.entries:
+            if remote.doc is None:
+                continue
             local = entries.get(key)
-            if (
-                local is not None
-                and (
-                    local.value is TOMBSTONE
-                    or local.expires is not None
-                    or local.counter is not None
-                    or local.doc is not None
-                )
-                and collectable(local, horizon, now_ms)
-            ):
+            if local is not None and _outlived(local, horizon, now_ms):
                 stale.append((key, local))
                 local = None
-            if remote.doc is not None:
-                local_doc = local.doc if local is not None else None
-                live = self._live_docs.take(key, local_doc) if local_doc is not None else None
-                documents[key] = join_docs(local_doc, remote.doc, self.limits.max_value_bytes, live)
+            local_doc = local.doc if local is not None else None
+            live = self._live_docs.take(key, local_doc) if local_doc is not None else None
+            documents[key] = join_docs(local_doc, remote.doc, self.limits.max_value_bytes, live)
         if stale:
             self._collect_entries(stale)
         journaled: list[str] | None = [] if self.journal is not None or self.watchers else None
         with collector_paused(len(delta.entries)):
-            changed = self._join_all(delta, journaled, documents)
+            changed = self._join_all(delta, journaled, documents, horizon, now_ms)
         for key, document in documents.items():
             if document is not None:
                 self._live_docs.keep(key, document)
@@ -544,13 +549,20 @@ class ReplicaState:
         return changed
 
     def _join_all(
-        self, delta: Delta, journaled: list[str] | None, documents: dict[str, DocState | None]
+        self,
+        delta: Delta,
+        journaled: list[str] | None,
+        documents: dict[str, DocState | None],
+        horizon: int,
+        now_ms: int,
     ) -> int:
         """Join every entry of ``delta``; log the new dots in stamp order per origin.
 
         ``documents`` holds the already joined document of each key whose
-        remote entry has one (None: nothing new). Changed keys are appended to
-        ``journaled`` when it is a list.
+        remote entry has one (None: nothing new). A counter entry that
+        outlived ``horizon`` is collected before it is joined (see
+        :meth:`apply`). Changed keys are appended to ``journaled`` when it is
+        a list.
         """
         changed = 0
         entries = self.entries
@@ -560,6 +572,14 @@ class ReplicaState:
         fresh = self._fresh if self._index is not None else None
         for key, remote in delta.entries:
             local = entries.get(key)
+            if (
+                local is not None
+                and (local.counter is not None or local.doc is not None or remote.counter is not None)
+                and _outlived(local, horizon, now_ms)
+            ):
+                self._collect_entries([(key, local)])
+                local = None
+                collecting = True
             if local is None and collecting and all(vv.get(o, 0) >= s for o, s in dots(remote).items()):
                 # every operation in it was seen here, yet the key is gone: it was
                 # garbage-collected, and a stale copy must not bring it back
