@@ -16,19 +16,11 @@ from anyio.streams.memory import MemoryObjectSendStream
 from . import errors
 from .core.messages import ROLE_CLIENT
 from .core.sync import Closed, Opened, ResponseReceived, Session, SyncSettings
-from .errors import CrdtKvError, LinkClosed, ProtocolError
+from .errors import CrdtKvError, LinkClosed, ProtocolError, RemoteCallError
 from .node import secret_bytes
 from .store import KvStore
 from .transport import Connection, Transport, TransportSettings, find_transport
 from .watch import Change
-
-
-class RemoteCallError(CrdtKvError):
-    """The node refused a request; ``kind`` names the error type it raised."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
 
 
 class Client:

@@ -112,6 +112,19 @@ class IncompatibleFile(StorageError, ValueError):
     """A file is not a crdtkv store, or one of another format version or replica."""
 
 
+class FileLocked(StorageError):
+    """Another live process holds the store file; nothing was read from it.
+
+    ``path`` names the file and ``pid`` the holder's process id where it is known
+    (None otherwise). A lock left by a process that died never blocks an open.
+    """
+
+    def __init__(self, message: str, path: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+
+
 # -- links and protocol ----------------------------------------------------------
 
 
@@ -133,6 +146,22 @@ class LinkClosed(TransportError, ConnectionError):
     def __init__(self, reason: str = "link closed") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotConnected(TransportError):
+    """A client call was made while the client has no open link to its node."""
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """No answer came within the client's timeout; the link may still be open."""
+
+
+class RemoteCallError(RemoteError):
+    """The node refused a request; ``kind`` names the error type it raised there."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
 
 
 class ProtocolError(RemoteError):
