@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from . import demo
+from . import __version__, demo
 from .client import Client
 from .display import format_value
 from .errors import CrdtKvError
@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("websockets").setLevel(logging.WARNING)
     secret = _read_secret(args.secret_file)
-    store = KvStore.open(args.store, replica_id=args.id, path=args.data)
+    store = KvStore.open(args.store, replica_id=args.id, path=args.data, durability=args.durability)
 
     tls = TransportSettings(
         ssl_context=_client_tls(args.tls_ca), server_ssl_context=_server_tls(args.tls_cert, args.tls_key)
@@ -234,6 +234,7 @@ def _add_client_command(commands: Any, name: str, help_text: str, run: Any) -> a
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crdtkv", description="Edge key-value store built on CRDTs.")
+    parser.add_argument("--version", action="version", version=f"crdtkv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     merge = commands.add_parser("merge", help="merge snapshot files offline")
@@ -255,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer", action="append", default=[], metavar="URL", help="a peer to dial (repeatable)"
     )
     serve.add_argument("--data", metavar="PATH", help="SQLite file for a durable replica")
+    serve.add_argument(
+        "--durability",
+        choices=["batch", "sync"],
+        default="batch",
+        help="with --data: batch (group commit, the default) or sync (durable before each reply)",
+    )
     serve.add_argument("--secret-file", metavar="FILE", help="file holding the shared secret")
     serve.add_argument("--store", default="default", help="store name (default: default)")
     serve.add_argument("--tls-cert", metavar="FILE", help="certificate for listening on wss://")
