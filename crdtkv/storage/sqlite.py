@@ -20,11 +20,24 @@ Durability:
 
 A failed commit (disk full, I/O error) keeps the staged rows for the next
 attempt, raises :class:`~crdtkv.errors.StorageError` in ``sync`` mode or from
-the next :meth:`flush`, and leaves reads untouched.
+the next :meth:`flush`, and leaves reads untouched. No ``sqlite3`` or ``OSError``
+reaches the caller: every failure is a :mod:`crdtkv.errors` class, chained to
+its cause.
+
+One process at a time: :meth:`load` takes an exclusive ``flock`` on the
+sidecar file ``<path>.lock`` (which holds the owner's pid) before SQLite opens
+the database, and keeps it until :meth:`close`. A second open, from another
+process or from this one, fails at once with :class:`~crdtkv.errors.FileLocked`;
+the kernel drops the lock when its holder dies, so a crash never blocks a
+restart. The lock is a separate file so it never meets SQLite's own POSIX locks
+on the database (Linux emulates ``flock`` with POSIX locks on NFS).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import logging
 import os
 import sqlite3
@@ -39,7 +52,15 @@ import cbor2
 from ..core.bulk import collector_paused
 from ..core.codec import decode_rows, strict_loads
 from ..core.limits import Limits
-from ..errors import CorruptionError, DecodeError, IncompatibleFile, StorageError, StoreMismatch
+from ..errors import (
+    CorruptionError,
+    DecodeError,
+    FileLocked,
+    IncompatibleFile,
+    InvalidArgument,
+    StorageError,
+    StoreMismatch,
+)
 from .base import DURABILITY_MODES, Recovered, new_replica_id
 
 log = logging.getLogger("crdtkv.storage")
@@ -67,14 +88,15 @@ class SqliteStorage:
         verify: str = "quick",
     ) -> None:
         if durability not in DURABILITY_MODES:
-            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+            raise InvalidArgument(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         if verify not in ("quick", "full", "none"):
-            raise ValueError(f"verify must be 'quick', 'full' or 'none', not {verify!r}")
+            raise InvalidArgument(f"verify must be 'quick', 'full' or 'none', not {verify!r}")
         self.path = Path(path)
         self.durability = durability
         self.commit_window = commit_window
         self.verify = verify
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None  # the open lock file, holding the flock
         self._lock = threading.Lock()  # guards the staged state
         self._commit_lock = threading.Lock()  # one commit at a time
         self._rows: dict[str, bytes | None] = {}
@@ -93,17 +115,22 @@ class SqliteStorage:
     # -- opening ---------------------------------------------------------------------
 
     def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
-        existed = self.path.exists() and self.path.stat().st_size > 0
+        self._lock_fd = _lock(self.path)
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open {self.path}: {exc}") from exc
-        self._db = db
-        try:
-            return self._load(db, existed, name, replica_id, limits)
+            try:
+                existed = self.path.exists() and self.path.stat().st_size > 0
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"cannot open {self.path}: {exc}") from exc
+            self._db = db
+            try:
+                return self._load(db, existed, name, replica_id, limits)
+            except BaseException:
+                self._db = None
+                db.close()
+                raise
         except BaseException:
-            db.close()
-            self._db = None
+            self._unlock()
             raise
 
     def _load(
@@ -112,8 +139,8 @@ class SqliteStorage:
         try:
             application_id = db.execute("PRAGMA application_id").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise IncompatibleFile(f"{self.path} is not a crdtkv store (not SQLite: {exc})") from exc
+        except sqlite3.Error as exc:
+            raise self._read_failure(exc, header=True) from exc
         if existed and application_id != APPLICATION_ID:
             raise IncompatibleFile(f"{self.path} is an SQLite database but not a crdtkv store")
         if existed and version != FORMAT_VERSION:
@@ -141,8 +168,8 @@ class SqliteStorage:
                 )
                 db.execute("COMMIT")
             meta = dict(db.execute("SELECT name, value FROM meta"))
-        except sqlite3.DatabaseError as exc:
-            raise CorruptionError(f"{self.path} cannot be read: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise self._read_failure(exc) from exc
         if meta.get("store") != name:
             raise StoreMismatch(f"{self.path} holds store {meta.get('store')!r}, not {name!r}")
         stored_replica = meta.get("replica")
@@ -163,8 +190,8 @@ class SqliteStorage:
                     entries.extend(decode_rows(chunk, limits))
         except DecodeError as exc:
             raise CorruptionError(f"{self.path} holds damaged data: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise CorruptionError(f"{self.path} cannot be read: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise self._read_failure(exc) from exc
         origin = meta.get("origin")
         return Recovered(
             origin if isinstance(origin, str) else None,
@@ -175,6 +202,19 @@ class SqliteStorage:
             stored_replica,
             collected,
         )
+
+    def _read_failure(self, exc: sqlite3.Error, *, header: bool = False) -> StorageError:
+        """The typed error for an SQLite failure while opening: a foreign or damaged file, or the disk.
+
+        ``header`` is True for the first read, where "not a database" means the
+        file is not an SQLite file at all.
+        """
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code == sqlite3.SQLITE_NOTADB and header:
+            return IncompatibleFile(f"{self.path} is not a crdtkv store (not SQLite: {exc})")
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return CorruptionError(f"{self.path} cannot be read: {exc}")
+        return StorageError(f"cannot open {self.path}: {exc}")  # locked, read-only, I/O error
 
     @staticmethod
     def _decode_vv(blob: object, limits: Limits) -> dict[str, int]:
@@ -245,6 +285,7 @@ class SqliteStorage:
 
     def _commit(self, *, full: bool) -> None:
         with self._commit_lock:
+            db = self._require()
             with self._lock:
                 rows, self._rows = self._rows, {}
                 vv, self._vv = self._vv, None
@@ -252,27 +293,12 @@ class SqliteStorage:
                 collected = self._collected
             if not rows and vv is None and not full:
                 return
-            db = self._require()
+            meta: dict[str, object] = {"clock": clock_last, "collected": cbor2.dumps(collected)}
+            if vv is not None:
+                meta["vv"] = cbor2.dumps(vv)
             try:
-                if full and self.durability != "sync":
-                    db.execute("PRAGMA synchronous=FULL")
-                db.execute("BEGIN IMMEDIATE")
-                if rows:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO entries VALUES (?, ?)",
-                        [(key, row) for key, row in rows.items() if row is not None],
-                    )
-                    gone = [(key,) for key, row in rows.items() if row is None]
-                    if gone:  # garbage-collected entries
-                        db.executemany("DELETE FROM entries WHERE key = ?", gone)
-                meta: dict[str, object] = {"clock": clock_last, "collected": cbor2.dumps(collected)}
-                if vv is not None:
-                    meta["vv"] = cbor2.dumps(vv)
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
-                db.execute("COMMIT")
+                self._transaction(db, rows, meta, full=full)
             except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
                 with self._lock:  # keep what failed, unless newer rows replaced it meanwhile
                     for key, row in rows.items():
                         self._rows.setdefault(key, row)
@@ -280,9 +306,6 @@ class SqliteStorage:
                         self._vv = vv
                 self._error = StorageError(f"commit to {self.path} failed: {exc}")
                 raise self._error from exc
-            finally:
-                if full and self.durability != "sync":
-                    db.execute("PRAGMA synchronous=NORMAL")
             self._error = None
             self.commits += 1
             self.rows_written += len(rows)
@@ -290,17 +313,44 @@ class SqliteStorage:
     def _execute_meta(self, db: sqlite3.Connection, values: dict[str, object], *, full: bool) -> None:
         with self._commit_lock:
             try:
-                if full and self.durability != "sync":
-                    db.execute("PRAGMA synchronous=FULL")
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
-                db.execute("COMMIT")
+                self._transaction(db, {}, values, full=full)
             except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
                 raise StorageError(f"writing {self.path} failed: {exc}") from exc
-            finally:
-                if full and self.durability != "sync":
+
+    def _transaction(
+        self, db: sqlite3.Connection, rows: Mapping[str, bytes | None], meta: dict[str, object], *, full: bool
+    ) -> None:
+        """Write ``rows`` and ``meta`` in one transaction; on failure leave no transaction open.
+
+        ``full`` commits with ``synchronous=FULL`` in batch mode. Raises the
+        first ``sqlite3.Error``; the callers turn it into a StorageError.
+        """
+        if db.in_transaction:  # left open by a failed ROLLBACK: start clean
+            db.execute("ROLLBACK")
+        switch = full and self.durability != "sync"
+        try:
+            if switch:
+                db.execute("PRAGMA synchronous=FULL")
+            db.execute("BEGIN IMMEDIATE")
+            if rows:
+                db.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?)",
+                    [(key, row) for key, row in rows.items() if row is not None],
+                )
+                gone = [(key,) for key, row in rows.items() if row is None]
+                if gone:  # garbage-collected entries
+                    db.executemany("DELETE FROM entries WHERE key = ?", gone)
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the commit's error is the one to report
+                    db.execute("ROLLBACK")
+            raise
+        finally:
+            if switch and not db.in_transaction:
+                # not inside a transaction: SQLite refuses to change the level there
+                with contextlib.suppress(sqlite3.Error):
                     db.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
@@ -315,10 +365,26 @@ class SqliteStorage:
         try:
             self.flush()
             self._execute_meta(db, {"clean": 1}, full=True)
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise StorageError(f"checkpointing {self.path} on close failed: {exc}") from exc
         finally:
-            db.close()
             self._db = None
+            try:
+                db.close()
+            except sqlite3.Error as exc:
+                raise StorageError(f"closing {self.path} failed: {exc}") from exc
+            finally:
+                self._unlock()
+
+    def _unlock(self) -> None:
+        """Release the file lock (clearing the pid first), if held."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
 
     @property
     def error(self) -> Exception | None:
@@ -328,3 +394,51 @@ class SqliteStorage:
         if self._db is None:
             raise StorageError(f"{self.path} is not open")
         return self._db
+
+
+def lock_path(path: Path) -> Path:
+    """The sidecar file whose ``flock`` marks ``path`` as open: ``<path>.lock``."""
+    return path.with_name(path.name + ".lock")
+
+
+def _lock(path: Path) -> int:
+    """Take the exclusive lock for ``path`` without waiting and record our pid; return the descriptor.
+
+    Raises FileLocked if a live process (this one included) holds it.
+    """
+    sidecar = lock_path(path)
+    try:
+        fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: cannot create {sidecar}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _read_pid(fd)
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StorageError(f"cannot lock {path} ({sidecar}): {exc.strerror}") from exc
+        if holder == os.getpid():
+            who = f"this process (pid {holder}) already has it open"
+        elif holder is not None:
+            who = f"process {holder} has it open"
+        else:
+            who = "another process has it open"
+        message = f"{path} is in use: {who}; stop it first or use another file"
+        raise FileLocked(message, str(path), holder) from exc
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(f"cannot write the lock file {sidecar}: {exc.strerror}") from exc
+    return fd
+
+
+def _read_pid(fd: int) -> int | None:
+    """The pid a lock file holds, or None if it is empty (being written) or unreadable."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
