@@ -17,7 +17,9 @@ SECRET = b"storage-test-secret"
 class Serve:
     """A `crdtkv serve --listen ws://127.0.0.1:0 --data PATH` child, its output read by threads."""
 
-    def __init__(self, data: Path, secret_file: Path, *, durability: str = "batch", replica: str = "london") -> None:
+    def __init__(
+        self, data: Path, secret_file: Path, *, durability: str = "batch", replica: str = "london"
+    ) -> None:
         args = [
             sys.executable,
             "-m",
