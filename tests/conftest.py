@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from .helpers import start_fake_time
+
 # Fixed seeds by default so CI is reproducible; HYPOTHESIS_PROFILE=explore to search wider.
 settings.register_profile(
     "ci",
@@ -23,6 +25,12 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def fake_time_starts_now() -> None:
+    """Fake clocks of each test start at the real time the test starts, not when the suite started."""
+    start_fake_time()
 
 
 @pytest.fixture

@@ -6,9 +6,15 @@ import time
 
 from crdtkv import KvStore, Limits
 
-# Fake clocks start at the real time of the test run, so stores on fake and real
-# clocks can merge without tripping the clock-skew guard.
-EPOCH_NS = time.time_ns()
+# Fake time starts at the real time when each test starts (conftest calls
+# start_fake_time before every test), so stores on fake and real clocks can merge
+# without tripping the clock-skew guard however long the suite has run, and every
+# FakeClock of one test starts at the same instant.
+
+
+def start_fake_time() -> None:
+    """Make fake clocks created from now on start at the real time now (before every test)."""
+    FakeClock.epoch_ns = time.time_ns()
 
 
 #: Limits for test-side observer replicas that must accept any test clock.
@@ -23,8 +29,11 @@ def observer_clock() -> FakeClock:
 class FakeClock:
     """A wall clock tests move by hand (nanoseconds since the epoch)."""
 
+    #: where new fake clocks start (plus their offset): the real time the current test started
+    epoch_ns = time.time_ns()
+
     def __init__(self, offset_s: float = 0.0) -> None:
-        self.ns = EPOCH_NS + int(offset_s * 1e9)
+        self.ns = FakeClock.epoch_ns + int(offset_s * 1e9)
 
     def __call__(self) -> int:
         return self.ns
