@@ -3,7 +3,9 @@
 Each loop puts a register, increments a counter and edits a document.
 
 Usage: python -m tests.storage.crash_child PATH MODE START
-Prints "ready ORIGIN" and then "ack I STAMP" after write I is durable.
+Prints "ready ORIGIN" once everything is imported and the store is open (so a
+kill after it lands among writes, not in start-up), then "ack I STAMP" after
+write I is durable.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from crdtkv import KvStore
 def main() -> None:
     path, mode, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = KvStore.open("crash", path=path, replica_id="london", durability=mode)
+    items = store.doc("cart").map("items")  # loads the document support (pycrdt) before "ready"
     print(f"ready {store.origin}", flush=True)
-    items = store.doc("cart").map("items")
     index = start
     while True:
         store.put(f"k{index}", index)
