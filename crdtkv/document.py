@@ -40,6 +40,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("crdtkv.document")
 
 
+def _check_text(text: object, what: str) -> None:
+    """Refuse a str that is not valid UTF-8 (a lone surrogate) before Yrs sees it."""
+    if isinstance(text, str) and not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidValue(f"{what} in a document is not valid UTF-8: {exc.reason}") from exc
+
+
 def check_document_value(value: object) -> None:
     """Raise InvalidValue unless ``value`` is a JSON value Yrs keeps exactly.
 
@@ -47,7 +56,10 @@ def check_document_value(value: object) -> None:
     64-bit floats), a finite float, and lists and str-keyed dicts of those,
     or pycrdt shared types holding them.
     """
-    if isinstance(value, (bool, str)) or value is None:
+    if isinstance(value, str):
+        _check_text(value, "a string")
+        return
+    if isinstance(value, bool) or value is None:
         return
     if isinstance(value, int):
         check_number(value)
@@ -58,6 +70,7 @@ def check_document_value(value: object) -> None:
         for item_key, item in value.items():
             if not isinstance(item_key, str):
                 raise InvalidValueType(f"map keys in documents must be str, not {type(item_key).__name__}")
+            _check_text(item_key, "a map key")
             check_document_value(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
@@ -113,6 +126,7 @@ class CheckedMap(pycrdt.Map):  # type: ignore[type-arg]
     """A pycrdt ``Map`` that refuses numbers Yrs cannot keep exact, and edits to a stale root."""
 
     def __setitem__(self, key: str, value: Any) -> None:
+        _check_text(key, "a map key")
         _edit(self, value)
         super().__setitem__(key, value)
 
@@ -164,6 +178,7 @@ class CheckedText(pycrdt.Text):
     """A pycrdt ``Text`` whose attributes and embeds are checked, and that refuses edits when stale."""
 
     def insert(self, index: int, value: str, attrs: dict[str, Any] | None = None) -> None:
+        _check_text(value, "text")
         _edit(self, attrs)
         super().insert(index, value, attrs)
 
@@ -175,8 +190,17 @@ class CheckedText(pycrdt.Text):
         _edit(self, attrs)
         super().format(start, stop, attrs)
 
-    __iadd__ = _refused_when_stale(pycrdt.Text, "__iadd__")
-    __setitem__ = _refused_when_stale(pycrdt.Text, "__setitem__")
+    def __iadd__(self, value: str) -> CheckedText:
+        _check_text(value, "text")
+        _edit(self)
+        super().__iadd__(value)
+        return self
+
+    def __setitem__(self, key: Any, value: str) -> None:
+        _check_text(value, "text")
+        _edit(self)
+        super().__setitem__(key, value)
+
     __delitem__ = _refused_when_stale(pycrdt.Text, "__delitem__")
     clear = _refused_when_stale(pycrdt.Text, "clear")
 
@@ -351,6 +375,7 @@ class Document:
         self._check_open()
         if type(name) is not str or not 0 < len(name) <= 256:
             raise InvalidArgument("a root name must be a str of 1 to 256 characters")
+        _check_text(name, "a root name")
         declared = self._schema.get(name)
         if declared is not None and declared != kind:
             raise WrongType(f"root {name!r} of document {self._key!r} is a {declared}, not a {kind}")

@@ -42,7 +42,7 @@ from .bulk import collector_paused
 from .document import MAX_CLOCK_PAIRS, DocState
 from .entry import TOMBSTONE, CounterState, Entry, Totals
 from .hlc import MAX_STAMP
-from .limits import Limits
+from .limits import MAX_EXPIRY_MS, Limits
 from .values import SCALAR_TYPES, Packed, check_key, packed_from_wire
 from .yrs import ROOT_KINDS
 
@@ -53,6 +53,8 @@ MAX_ORIGIN_CHARS: Final = 256
 #: Longest document root name, and most roots one document may declare.
 MAX_ROOT_CHARS: Final = 256
 MAX_ROOTS: Final = 64
+#: Yrs clocks are 32-bit.
+MAX_YRS_CLOCK: Final = (1 << 32) - 1
 
 # cbor2 decodes these tags itself; everything but bignums (2, 3) is refused.
 _BUILTIN_TAGS: Final = (
@@ -241,9 +243,16 @@ def _stamp(item: object, what: str) -> int:
     return item
 
 
-def _count(item: object, what: str) -> int:
-    if type(item) is not int or item < 0:
-        _fail(f"{what} must be a non-negative integer")
+def _count(item: object, what: str, top: int) -> int:
+    if type(item) is not int or not 0 <= item <= top:
+        _fail(f"{what} must be a non-negative integer of at most {top.bit_length()} bits")
+    return item
+
+
+def _expiry(item: object, what: str) -> int:
+    """An expiry in epoch milliseconds: at most what a stamp can name."""
+    if type(item) is not int or not 0 <= item <= MAX_EXPIRY_MS:
+        _fail(f"{what} must be epoch milliseconds in 0..2**48-1")
     return item
 
 
@@ -255,6 +264,7 @@ class _Reader:
         self.limits = limits
         self.max_key = limits.max_key_bytes
         self.max_value = limits.max_value_bytes
+        self.max_total = limits.max_counter_total - 1
 
     def origin(self, item: object) -> str:
         if type(item) is not int or not 0 <= item < len(self.origins):
@@ -270,11 +280,27 @@ class _Reader:
             return packed_from_wire(item[0], self.limits)
         if kind not in SCALAR_TYPES:
             _fail(f"values may not be of CBOR type {kind.__name__}")
-        if isinstance(item, (str, bytes)):
-            size = len(item.encode("utf-8")) if isinstance(item, str) else len(item)
-            if size > self.limits.max_value_bytes:
-                _fail(f"value is {size} bytes; the limit is {self.limits.max_value_bytes}")
+        if kind is str or kind is bytes:
+            size = len(item.encode("utf-8")) if isinstance(item, str) else len(item)  # type: ignore[arg-type]
+            if size > self.max_value:
+                _fail(f"value is {size} bytes; the limit is {self.max_value}")
+        elif kind is int and item.bit_length() > 8 * self.max_value:  # type: ignore[attr-defined]
+            _fail(f"an integer value is larger than the limit of {self.max_value} bytes")
         return item
+
+    def meta(self, item: object) -> object:
+        """Metadata: None, or a packed map of at most ``max_metadata_bytes``."""
+        if item is None:
+            return None
+        limit = self.limits.max_metadata_bytes
+        if type(item) is not list or len(item) != 1 or type(item[0]) is not bytes:
+            _fail("metadata must be null or a packed map")
+        if len(item[0]) > limit:
+            _fail(f"metadata is {len(item[0])} bytes; the limit (max_metadata_bytes) is {limit}")
+        packed = packed_from_wire(item[0], self.limits)
+        if not 0xA0 <= packed.data[0] <= 0xBB:
+            _fail("metadata must be a map")
+        return packed
 
     def totals(self, item: object, what: str) -> dict[str, Totals]:
         result: dict[str, Totals] = {}
@@ -285,7 +311,8 @@ class _Reader:
             origin = self.origin(row[0])
             if origin in result:
                 _fail(f"{what} names an origin twice")
-            result[origin] = (_count(row[1], what), _count(row[2], what), _stamp(row[3], what))
+            top = self.max_total
+            result[origin] = (_count(row[1], what, top), _count(row[2], what, top), _stamp(row[3], what))
         return result
 
     def registers(self, block: object) -> list[tuple[str, Entry]]:
@@ -347,13 +374,13 @@ class _Reader:
         elif size == 5:
             expires = register[3]
             if expires is not None:
-                expires = _count(expires, "an expiry")
+                expires = _expiry(expires, "an expiry")
             entry = Entry(
                 _stamp(register[0], "a stamp"),
                 self.origin(register[1]),
                 self.value(register[2]),
                 expires,
-                self.value(register[4]),
+                self.meta(register[4]),
             )
         else:
             _fail("a register must have 0, 2, 3 or 5 fields")
@@ -368,7 +395,7 @@ class _Reader:
                 pair = _array(counter[3], "a counter expiry")
                 if len(pair) != 2:
                     _fail("a counter expiry must be [epoch, expires_ms]")
-                expiry = (_count(pair[0], "an expiry epoch"), _count(pair[1], "an expiry"))
+                expiry = (_count(pair[0], "an expiry epoch", MAX_STAMP), _expiry(pair[1], "an expiry"))
             totals = self.totals(counter[0], "counter totals")
             removed = self.totals(counter[1], "counter removed")
             context = self.stamps(counter[2], "counter context")
@@ -442,7 +469,7 @@ class _Reader:
             if len(row) != 3:
                 _fail("document clock rows must be [origin, stamp, clock]")
             pairs = clocks.setdefault(self.origin(row[0]), [])
-            pairs.append((_stamp(row[1], "a clock stamp"), _count(row[2], "a Yrs clock")))
+            pairs.append((_stamp(row[1], "a clock stamp"), _count(row[2], "a Yrs clock", MAX_YRS_CLOCK)))
         for pairs in clocks.values():
             if len(pairs) > MAX_CLOCK_PAIRS or pairs != sorted(set(pairs)):
                 _fail(f"document clocks must be sorted, unique and at most {MAX_CLOCK_PAIRS} per origin")

@@ -86,6 +86,7 @@ class ReplicaState:
     def __init__(self, name: str, origin: str, clock: HybridClock, limits: Limits = DEFAULT_LIMITS) -> None:
         self.name = name
         self.limits = limits
+        self._max_total = limits.max_counter_total
         #: the id this replica's operations are stamped with
         self.origin = origin
         self.clock = clock
@@ -225,9 +226,25 @@ class ReplicaState:
 
         With ``expires`` (epoch ms) the counter expires then, unless a longer
         expiry was set. An expired counter starts again from zero, without its
-        old expiry. Raises :class:`WrongType` if the key holds a live register value.
+        old expiry. Raises :class:`WrongType` if the key holds a live register value,
+        and :class:`~crdtkv.errors.InvalidValue` if ``by`` or this replica's
+        resulting total reaches ``Limits.max_counter_total`` (so every peer with
+        the same limits can take the counter); both change nothing.
         """
+        top = self._max_total
+        if not -top < by < top:
+            raise InvalidValue(
+                f"incr by a {by.bit_length()}-bit amount; the limit (max_counter_bytes) is "
+                f"{self.limits.max_counter_bytes} bytes"
+            )
         entry = self._current_entry(key)
+        if entry is not None and entry.counter is not None:
+            have = entry.counter.totals.get(self.origin)
+            if have is not None and (have[0] + by if by >= 0 else have[1] - by) >= top:
+                raise InvalidValue(
+                    f"incr would take this replica's total on key {key!r} beyond the limit "
+                    f"(max_counter_bytes: {self.limits.max_counter_bytes} bytes)"
+                )
         # a plain counter (no register value, no expiry) can neither refuse nor need a reset
         if entry is not None and (
             entry.doc is not None

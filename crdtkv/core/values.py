@@ -75,12 +75,18 @@ def _check_tree(value: object, depth: int, limits: Limits) -> None:
         for item_key, item in value.items():  # type: ignore[attr-defined]
             if type(item_key) is not str:
                 raise InvalidValueType(f"map keys inside values must be str, not {type(item_key).__name__}")
+            if not item_key.isascii():
+                try:
+                    item_key.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise InvalidValue(f"map key inside value is not valid UTF-8: {exc.reason}") from exc
             _check_tree(item, depth + 1, limits)
     elif kind is str:
-        try:
-            value.encode("utf-8")  # type: ignore[attr-defined]
-        except UnicodeEncodeError as exc:
-            raise InvalidValue(f"string inside value is not valid UTF-8: {exc.reason}") from exc
+        if not value.isascii():  # type: ignore[attr-defined]
+            try:
+                value.encode("utf-8")  # type: ignore[attr-defined]
+            except UnicodeEncodeError as exc:
+                raise InvalidValue(f"string inside value is not valid UTF-8: {exc.reason}") from exc
     elif kind not in SCALAR_TYPES:
         raise InvalidValueType(
             f"values may hold str, bytes, int, float, bool, None, list and dict; not {kind.__name__}"
