@@ -476,18 +476,19 @@ class KvStore:
         reset_after = (start + window_ms - now_ms) / 1000
         return Decision(allowed, seen, max(0, limit - seen), reset_after, limit, start / 1000)
 
-    def watch(self, prefix: str = "", *, buffer: int = 1000) -> Watch:
+    def watch(self, prefix: str = "", *, buffer: int = 1000, buffer_bytes: int | None = None) -> Watch:
         """Iterate (``async for``) over changes of keys with ``prefix``, local and merged.
 
         Changes come in the order this replica applied them, from the moment
-        ``watch`` returns. A watcher more than ``buffer`` changes behind gets a
+        ``watch`` returns. A watcher more than ``buffer`` changes, or more than
+        ``buffer_bytes`` (default 4 MiB) of changed keys and values, behind gets a
         ``Change`` with ``overflow=True`` in place of what it missed, and should
         resync; nothing is skipped silently. Use ``async with`` (or ``close()``)
         to stop watching promptly.
         """
-        from .watch import Watch
+        from .watch import DEFAULT_WATCH_BYTES, Watch
 
-        return Watch(self, prefix, buffer)
+        return Watch(self, prefix, buffer, DEFAULT_WATCH_BYTES if buffer_bytes is None else buffer_bytes)
 
     def __contains__(self, key: object) -> bool:
         missing = object()

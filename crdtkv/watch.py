@@ -1,10 +1,11 @@
 """The change feed: ``async for change in store.watch(prefix)``.
 
-Each watcher has a bounded buffer. Changes are queued in the order this
-replica applies them, local or merged. A watcher that falls behind by more
-than its buffer loses the changes that did not fit and then receives one
-``Change`` with ``overflow=True`` before the next change: it must resync
-(``store.list`` and ``store.get``). Nothing is skipped silently.
+Each watcher has a buffer bounded both in changes and in bytes. Changes are
+queued in the order this replica applies them, local or merged. A watcher
+that falls behind by more than its buffer loses the changes that did not fit
+and then receives one ``Change`` with ``overflow=True`` before the next
+change: it must resync (``store.list`` and ``store.get``). Nothing is skipped
+silently.
 """
 
 from __future__ import annotations
@@ -15,10 +16,32 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .core.values import Packed, unpack_value
 from .errors import InvalidArgument, InvalidArgumentType
 
 if TYPE_CHECKING:
     from .store import KvStore
+
+#: Default byte budget of one watcher's backlog (see :meth:`KvStore.watch`).
+DEFAULT_WATCH_BYTES = 4 * 1024 * 1024
+#: Bytes counted per queued change besides its key and value (the Change
+#: object, its origin id and the queue slot).
+CHANGE_OVERHEAD = 200
+
+
+def stored_size(stored: object) -> int:
+    """A cheap estimate of the memory a stored value costs a queued change.
+
+    Uses what the store already holds: the encoded bytes of a list, dict or
+    document (no re-encoding) and the length of a string or bytes.
+    """
+    if isinstance(stored, Packed):
+        return len(stored.data)
+    if isinstance(stored, (str, bytes)):
+        return len(stored)
+    if isinstance(stored, int):
+        return stored.bit_length() >> 3
+    return 0
 
 
 @dataclass(frozen=True)
@@ -43,24 +66,37 @@ class Watch:
     watching when closed, when the context ends, or when it is dropped.
     """
 
-    def __init__(self, store: KvStore, prefix: str, buffer: int) -> None:
+    def __init__(self, store: KvStore, prefix: str, buffer: int, buffer_bytes: int) -> None:
         if not isinstance(prefix, str):
             raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
         if type(buffer) is not int or buffer < 1:
             raise InvalidArgument(f"buffer must be a positive int, not {buffer!r}")
+        if type(buffer_bytes) is not int or buffer_bytes < 1:
+            raise InvalidArgument(f"buffer_bytes must be a positive int, not {buffer_bytes!r}")
         state = store._state
-        send, self._receive = anyio.create_memory_object_stream[Change](buffer)
+        send, self._receive = anyio.create_memory_object_stream[tuple[Change, int]](buffer)
         self._lost = [False]
         lost = self._lost
+        #: estimated bytes of the changes queued and not yet taken (see stored_size)
+        self._queued = [0]
+        queued = self._queued
+        lookup = state.lookup
 
         def on_change(keys: Sequence[str]) -> None:
             for key in keys:
                 if not key.startswith(prefix) or key.startswith("\x00") or lost[0]:
                     continue  # after a loss, drop until the watcher has drained and been told
+                stored = lookup(key, None)
+                size = CHANGE_OVERHEAD + len(key) + stored_size(stored)
+                if queued[0] and queued[0] + size > buffer_bytes:
+                    lost[0] = True  # over the byte budget (one change alone always fits)
+                    continue
                 try:
-                    send.send_nowait(Change(key, store.get(key), state.origin_of(key)))
+                    send.send_nowait((Change(key, unpack_value(stored), state.origin_of(key)), size))
                 except anyio.WouldBlock:
                     lost[0] = True
+                else:
+                    queued[0] += size
 
         self._watchers = state.watchers
         self._on_change = on_change
@@ -70,19 +106,29 @@ class Watch:
     def __aiter__(self) -> Watch:
         return self
 
+    @property
+    def queued_bytes(self) -> int:
+        """Estimated bytes of the changes waiting to be read (bounded by ``buffer_bytes``)."""
+        return self._queued[0]
+
     async def __anext__(self) -> Change:
         try:
-            return self._receive.receive_nowait()
+            change, size = self._receive.receive_nowait()
         except anyio.WouldBlock:
             if self._lost[0]:
                 self._lost[0] = False
                 return Change(None, None, None, overflow=True)
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
+        else:
+            self._queued[0] -= size
+            return change
         try:
-            return await self._receive.receive()
+            change, size = await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
+        self._queued[0] -= size
+        return change
 
     def close(self) -> None:
         """Stop watching (idempotent)."""

@@ -104,3 +104,59 @@ async def test_a_watch_sees_changes_from_the_moment_it_is_created():
     assert len(store._state.watchers) == 1
     del dropped  # dropped without closing: unregistered too
     assert store._state.watchers == []
+
+
+async def test_a_watch_backlog_is_bounded_in_bytes():
+    store = KvStore.open("t")
+    value = "v" * (100 * 1024)
+    async with store.watch("k", buffer=1000, buffer_bytes=1024 * 1024) as changes:
+        for i in range(50):  # 5 MB of changes, nobody reading: far fewer than 1000 changes
+            store.put(f"k{i}", value)
+            assert changes.queued_bytes <= 1024 * 1024
+        received = []
+        with anyio.fail_after(5):
+            async for change in changes:
+                received.append(change)
+                if change.overflow:
+                    break
+        assert changes.queued_bytes == 0
+        store.put("k-after", [1, 2])
+        after = await changes.__anext__()
+    assert 5 <= len(received) - 1 <= 10  # about 1 MiB of 100 KiB values was kept
+    assert [c.key for c in received[:-1]] == [f"k{i}" for i in range(len(received) - 1)]
+    assert all(c.value == value for c in received[:-1])
+    assert received[-1].key is None and received[-1].overflow
+    assert (after.key, after.value) == ("k-after", [1, 2])
+
+
+async def test_the_default_byte_budget_bounds_a_watcher_that_stops_reading():
+    store = KvStore.open("t")
+    value = b"x" * (400 * 1024)
+    async with store.watch("") as changes:
+        for i in range(1000):  # 400 MB of changes within the count budget
+            store.put(f"k{i}", value)
+        assert changes.queued_bytes <= 4 * 1024 * 1024
+        kept = 0
+        async for change in changes:
+            if change.overflow:
+                break
+            kept += 1
+    assert 0 < kept <= 11
+
+
+async def test_one_change_larger_than_the_byte_budget_is_still_delivered():
+    store = KvStore.open("t")
+    async with store.watch("k", buffer_bytes=1000) as changes:
+        store.put("k", "v" * 5000)
+        store.put("k2", 1)  # the budget is full: lost, and told
+        first = await changes.__anext__()
+        second = await changes.__anext__()
+    assert first.value == "v" * 5000
+    assert second.overflow
+
+
+async def test_a_bad_byte_budget_is_refused():
+    store = KvStore.open("t")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidArgument):
+            store.watch("", buffer_bytes=bad)
