@@ -9,8 +9,9 @@ import anyio
 import pytest
 
 from crdtkv import KvStore
-from crdtkv.errors import CorruptionError, IncompatibleFile, StorageError
+from crdtkv.errors import CorruptionError, IncompatibleFile, InvalidArgument, StorageError
 from crdtkv.node import Node
+from crdtkv.storage.sqlite import SqliteStorage
 
 
 def rows_on_disk(path) -> dict[str, bytes]:
@@ -195,3 +196,94 @@ def test_a_restarted_replica_receives_only_what_it_missed(tmp_path):
             london.close()
 
     anyio.run(scenario)
+
+
+# -- every failure a user can see is a crdtkv error ----------------------------------------------
+
+
+def deny(store: KvStore, *, transactions: tuple[str, ...] = (), pragmas: tuple[str, ...] = ()) -> None:
+    """Make SQLite refuse the given statements on the store's connection ("not authorized").
+
+    SQLite's authorizer is the fault injection: the statement fails inside
+    SQLite exactly as a failing disk would make it fail, on a real file.
+    """
+
+    def authorizer(action: int, arg1: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 in transactions:
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_PRAGMA and arg1 in pragmas:
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    store._storage._require().set_authorizer(authorizer)  # type: ignore[union-attr]
+
+
+def allow(store: KvStore) -> None:
+    store._storage._require().set_authorizer(None)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("durability", ["batch", "sync"])
+def test_a_commit_whose_rollback_also_fails_raises_storage_error_and_recovers(tmp_path, durability):
+    path = tmp_path / "r.db"
+    store = KvStore.open("s", path=path, replica_id="a", durability=durability)
+    store.put("before", 1)
+    store.flush()
+    # COMMIT fails and so does the ROLLBACK after it: the transaction stays open,
+    # where SQLite also refuses to switch the synchronous level back
+    deny(store, transactions=("COMMIT", "ROLLBACK"))
+    with pytest.raises(StorageError, match="not authorized") as failed:
+        store.put("k", "v")
+        store.flush()
+    assert isinstance(failed.value.__cause__, sqlite3.Error)
+    assert store.get("k") == "v"
+    allow(store)
+    store.put("k2", "v2")  # the next commit starts from a clean connection
+    store.flush()
+    assert store.storage_error is None
+    store.close()
+    with KvStore.open("s", path=path, replica_id="a") as again:
+        assert (again.get("before"), again.get("k"), again.get("k2")) == (1, "v", "v2")
+
+
+def test_a_failing_checkpoint_on_close_raises_storage_error_and_releases_the_file(tmp_path):
+    path = tmp_path / "c.db"
+    store = KvStore.open("s", path=path, replica_id="a")
+    store.put("k", "v")
+    deny(store, pragmas=("wal_checkpoint",))
+    with pytest.raises(StorageError, match="checkpoint") as failed:
+        store.close()
+    assert isinstance(failed.value.__cause__, sqlite3.Error)
+    assert store.closed
+    with KvStore.open("s", path=path, replica_id="a") as again:  # committed, clean, and not left locked
+        assert again.get("k") == "v"
+
+
+def test_a_failing_final_commit_on_close_raises_storage_error_and_releases_the_file(tmp_path):
+    path = tmp_path / "f.db"
+    store = KvStore.open("s", path=path, replica_id="a")
+    store.put("k", "v")
+    store.flush()
+    store.put("lost", "x")
+    deny(store, transactions=("COMMIT",))
+    with pytest.raises(StorageError, match="not authorized"):
+        store.close()
+    with KvStore.open("s", path=path, replica_id="a") as again:
+        assert again.get("k") == "v" and "lost" not in again
+
+
+@pytest.mark.parametrize(("option", "value"), [("durability", "fsync"), ("verify", "paranoid")])
+def test_bad_storage_options_are_invalid_arguments(tmp_path, option, value):
+    with pytest.raises(InvalidArgument, match=option):
+        SqliteStorage(tmp_path / "o.db", **{option: value})
+
+
+def test_a_path_that_cannot_be_opened_is_a_storage_error(tmp_path):
+    with pytest.raises(StorageError, match="cannot open") as missing_dir:
+        KvStore.open("s", path=tmp_path / "no-such-dir" / "x.db", replica_id="a")
+    assert isinstance(missing_dir.value.__cause__, OSError)
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(StorageError, match="cannot open") as directory:
+        KvStore.open("s", path=tmp_path / "adir", replica_id="a")
+    # the disk refused, so it is not reported as a foreign or damaged file
+    assert not isinstance(directory.value, (IncompatibleFile, CorruptionError))
+    assert isinstance(directory.value.__cause__, (OSError, sqlite3.Error))
