@@ -32,6 +32,14 @@ CLOSE_VERSION: Final = 4004
 CLOSE_TIMEOUT: Final = 4005
 CLOSE_SHUTDOWN: Final = 4006
 CLOSE_STALE: Final = 4007
+#: A second replication link between the same two nodes; the other one is kept.
+CLOSE_DUPLICATE: Final = 4008
+#: The dialed URL reached the dialing node itself.
+CLOSE_SELF: Final = 4009
+#: The node serves as many links as its settings allow.
+CLOSE_BUSY: Final = 4010
+#: Never sent: the transport lost the link (as WebSocket's 1006, "abnormal closure").
+CLOSE_LOST: Final = 1006
 
 ROLE_PEER: Final = "peer"
 ROLE_CLIENT: Final = "client"

@@ -29,6 +29,16 @@ only when it holds the batch's ``base`` and has every part (in any order), so dr
 duplicates and reordering never make it claim what it lacks. Acks carry the
 receiver's version vector; if none comes for ``resync_after`` while batches
 are unacknowledged, ``sent`` rewinds to the last ack and the gap is resent.
+
+Every message the session emits fits in ``max_message_bytes``: a reply too
+large becomes a ``TooLarge`` error reply, and an entry too large for a message
+on its own is left out of the batch and reported (:class:`EntryTooLarge`)
+rather than sent to make the peer close the link.
+
+Every close, whatever its cause, is one :class:`Closed` event: returned by
+:meth:`Session.receive` when a message caused it, by
+:meth:`Session.connection_lost` when the transport lost the link, and queued
+for :meth:`Session.events` when a timer or :meth:`Session.close` caused it.
 """
 
 from __future__ import annotations
@@ -48,8 +58,10 @@ from .codec import Delta, decode_delta, encode_delta
 from .messages import (
     CLOSE_AUTH,
     CLOSE_CLOCK,
+    CLOSE_LOST,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
+    CLOSE_SELF,
     CLOSE_STALE,
     CLOSE_STORE,
     CLOSE_TIMEOUT,
@@ -129,14 +141,31 @@ class ResponseReceived:
 
 @dataclass(frozen=True)
 class Closed:
-    """The session is over; ``by_peer`` tells whether the peer closed it."""
+    """The session is over; ``by_peer`` tells whether the peer closed it.
+
+    ``code`` is :data:`~.messages.CLOSE_LOST` (never sent) when the transport
+    lost the link.
+    """
 
     code: int
     reason: str
     by_peer: bool
 
 
-Event = Opened | Applied | RequestReceived | ResponseReceived | Closed
+@dataclass(frozen=True)
+class EntryTooLarge:
+    """An entry could not be sent: alone it is larger than one message may be.
+
+    It was left out of its batch so the link stays usable; the peer does not
+    receive it until it is written again (smaller).
+    """
+
+    key: str
+    size: int
+    limit: int
+
+
+Event = Opened | Applied | RequestReceived | ResponseReceived | Closed | EntryTooLarge
 
 
 def make_proof(secret: bytes, side: str, their_nonce: bytes, my_nonce: bytes, hello: Hello) -> bytes:
@@ -186,6 +215,7 @@ class Session:
         role: str = ROLE_PEER,
         settings: SyncSettings | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.state = state
         self.dialer = dialer
@@ -193,9 +223,17 @@ class Session:
         self.secret = secret
         self.settings = settings or SyncSettings()
         self.limits = state.limits
+        #: the largest message this session emits (the smaller of the store's limit and the link's)
+        self.max_message_bytes = min(
+            state.limits.max_message_bytes,
+            max_message_bytes if max_message_bytes is not None else state.limits.max_message_bytes,
+        )
         self._nonce = random_bytes(NONCE_BYTES)
         self._peer_nonce = b""
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
+        #: events not caused by a received message (timers, close()), for :meth:`events`
+        self._events: list[Event] = []
         self._phase = _AWAIT_CHALLENGE if dialer else _AWAIT_HELLO
         #: the peer proved the secret (or none is needed): it may hear why we close
         self._peer_verified = False
@@ -226,6 +264,7 @@ class Session:
             "bytes_sent": 0,
             "entries_sent": 0,
             "entries_received": 0,
+            "entries_too_large": 0,
             "resyncs": 0,
         }
         if not dialer:
@@ -240,6 +279,16 @@ class Session:
     @property
     def replicating(self) -> bool:
         return self._phase == _OPEN and self.role == ROLE_PEER and self.peer_role == ROLE_PEER
+
+    @property
+    def opened(self) -> bool:
+        """True once the handshake completed (and still after the session closed)."""
+        return self.peer_role is not None
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes queued for the peer and not yet taken by :meth:`outgoing`."""
+        return self._outbox_bytes
 
     # -- input -----------------------------------------------------------------------
 
@@ -318,7 +367,7 @@ class Session:
         if hello.role not in (ROLE_PEER, ROLE_CLIENT) or (self.dialer and hello.role != ROLE_PEER):
             return [self._fail(CLOSE_PROTOCOL, f"unexpected role {hello.role!r}")]
         if hello.origin == self.state.origin:
-            return [self._fail(CLOSE_PROTOCOL, "connected to itself")]
+            return [self._fail(CLOSE_SELF, "connected to itself")]
         if hello.role == ROLE_PEER and self.state.missed_collection(hello.vv):
             return [
                 self._fail(
@@ -397,9 +446,20 @@ class Session:
                 self._send(part)
         out = self._outbox
         self._outbox = []
+        self._outbox_bytes = 0
         if out:
             self._last_sent = now
         return out
+
+    def events(self) -> list[Event]:
+        """Events not caused by a received message, oldest first, each returned once.
+
+        A close by a timer (handshake or keepalive timeout) or by :meth:`close`,
+        and entries left out of a batch (:class:`EntryTooLarge`) by :meth:`outgoing`.
+        """
+        events = self._events
+        self._events = []
+        return events
 
     def backlog(self) -> int:
         """Messages queued for the peer and not yet taken by :meth:`outgoing`."""
@@ -429,10 +489,14 @@ class Session:
         settings = self.settings
         if self._phase in (_AWAIT_CHALLENGE, _AWAIT_HELLO):
             if now - self._started >= settings.handshake_timeout:
-                self._fail(CLOSE_TIMEOUT, "handshake timed out")
+                self._events.append(
+                    self._fail(CLOSE_TIMEOUT, f"handshake timed out after {settings.handshake_timeout:g} s")
+                )
             return
         if now - self._last_received >= settings.keepalive_timeout:
-            self._fail(CLOSE_TIMEOUT, "keepalive timed out")
+            silent = settings.keepalive_timeout
+            reason = f"keepalive timed out: nothing received for {silent:g} s"
+            self._events.append(self._fail(CLOSE_TIMEOUT, reason))
         elif now - self._last_sent >= settings.keepalive_interval:
             self._ping_token += 1
             self._send(Ping(self._ping_token))
@@ -469,16 +533,27 @@ class Session:
         return part
 
     def _cut(self, batch: _Batch) -> Deltas:
-        """Encode the next part of ``batch``: as many keys as fit in one message."""
+        """Encode the next part of ``batch``: as many keys as fit in one message.
+
+        A key whose entry alone does not fit is left out (an :class:`EntryTooLarge`
+        event names it): sent, it would make the peer close the link, again after
+        every redial, and no later change would get through.
+        """
         entries = self.state.entries
-        budget = self.limits.max_message_bytes - _FRAME_OVERHEAD - 64 * len(batch.base)
+        budget = self.max_message_bytes - _FRAME_OVERHEAD - 64 * len(batch.base)
         count = self.settings.keys_per_part
         while True:
             keys = batch.keys[batch.position : batch.position + count]
             last = batch.position + len(keys) >= len(batch.keys)
             items = [(key, entries[key]) for key in keys if key in entries]
             payload = encode_delta(Delta(self.state.name, batch.vv, items))
-            if len(payload) <= budget or count == 1:
+            if len(payload) <= budget:
+                break
+            if count == 1:
+                self._events.append(EntryTooLarge(keys[0], len(payload), budget))
+                self.stats["entries_too_large"] += 1
+                items = []
+                payload = encode_delta(Delta(self.state.name, batch.vv, items))
                 break
             count = max(1, count // 2)
         batch.position += len(keys)
@@ -496,15 +571,35 @@ class Session:
         self._send(Request(request_id, op, args))
 
     def respond(self, request_id: int, ok: bool, value: Any) -> None:
-        """Queue the answer to a :class:`RequestReceived`."""
-        self._send(Response(request_id, ok, value))
+        """Queue the answer to a :class:`RequestReceived`.
+
+        An answer larger than one message is replaced by a ``TooLarge`` error
+        answer, so the link stays usable.
+        """
+        data = encode_message(Response(request_id, ok, value))
+        if len(data) > self.max_message_bytes:
+            refusal = ["TooLarge", f"the reply is {len(data)} bytes; the limit is {self.max_message_bytes}"]
+            data = encode_message(Response(request_id, False, refusal))
+        self._queue(data)
 
     # -- closing ---------------------------------------------------------------------
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "closing") -> None:
-        """Close the session; a Close message is queued for the peer."""
+        """Close the session; a Close message is queued for the peer, a Closed event for :meth:`events`."""
         if self._phase != _CLOSED:
-            self._fail(code, reason)
+            self._events.append(self._fail(code, reason))
+
+    def connection_lost(self, reason: str) -> list[Event]:
+        """The transport lost the link: the session is over (code :data:`~.messages.CLOSE_LOST`).
+
+        Returns the Closed event, or nothing if the session had already closed.
+        """
+        if self._phase == _CLOSED:
+            return []
+        self._phase = _CLOSED
+        self.close_code, self.close_reason = CLOSE_LOST, reason
+        self._batch = None
+        return [Closed(CLOSE_LOST, reason, by_peer=True)]
 
     def _fail(self, code: int, reason: str) -> Closed:
         authenticated = self._peer_verified
@@ -512,8 +607,12 @@ class Session:
         self.close_code, self.close_reason = code, reason
         self._batch = None
         if authenticated or code == CLOSE_AUTH or self.dialer:
-            self._outbox.append(encode_message(Close(code, reason)))
+            self._queue(encode_message(Close(code, reason)))
         return Closed(code, reason, by_peer=False)
 
     def _send(self, message: Message) -> None:
-        self._outbox.append(encode_message(message))
+        self._queue(encode_message(message))
+
+    def _queue(self, data: bytes) -> None:
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)

@@ -11,14 +11,18 @@ from crdtkv import KvStore
 from crdtkv.core.messages import (
     CLOSE_AUTH,
     CLOSE_CLOCK,
+    CLOSE_DUPLICATE,
+    CLOSE_LOST,
     CLOSE_PROTOCOL,
+    CLOSE_SELF,
     CLOSE_STORE,
+    CLOSE_TIMEOUT,
     Challenge,
     Close,
     Hello,
     decode_message,
 )
-from crdtkv.core.sync import Applied, Closed, Opened, Session
+from crdtkv.core.sync import Applied, Closed, EntryTooLarge, Opened, Session
 
 from ..helpers import FakeClock
 from ..sim import SETTINGS, Faults, Simulation
@@ -234,3 +238,109 @@ def test_catch_up_after_a_partition_sends_only_what_changed():
     sent_after = link.dialer.stats["entries_sent"] + link.listener.stats["entries_sent"]
     assert sent_before >= 5000
     assert sent_after == 100  # the new session carried exactly the 100 changed keys
+
+
+# -- every close is an event; every message fits ------------------------------------------
+
+
+def test_a_handshake_timeout_is_a_closed_event():
+    _a, _b, _dialer, listener = pair()
+    listener.outgoing(0.0)  # the challenge, never delivered
+    assert listener.events() == []
+    listener.outgoing(SETTINGS.handshake_timeout + 0.01)
+    events = listener.events()
+    assert len(events) == 1 and isinstance(events[0], Closed)
+    assert events[0].code == CLOSE_TIMEOUT and "handshake timed out" in events[0].reason
+    assert not events[0].by_peer
+    listener.outgoing(SETTINGS.handshake_timeout + 1.0)
+    assert listener.events() == []  # reported once
+
+
+def test_a_keepalive_timeout_is_a_closed_event():
+    _a, _b, dialer, listener = pair()
+    shuttle(dialer, listener, now=0.0)
+    assert dialer.replicating
+    dialer.events()
+    dialer.outgoing(SETTINGS.keepalive_timeout + 0.01)
+    events = dialer.events()
+    assert [(type(e), e.code) for e in events] == [(Closed, CLOSE_TIMEOUT)]
+    assert "keepalive timed out" in events[0].reason
+
+
+def test_close_and_connection_lost_are_each_one_closed_event():
+    _a, _b, dialer, listener = pair()
+    shuttle(dialer, listener, now=0.0)
+    listener.close(CLOSE_DUPLICATE, "duplicate link")
+    assert listener.events() == [Closed(CLOSE_DUPLICATE, "duplicate link", by_peer=False)]
+    assert listener.connection_lost("gone") == []  # already closed: nothing more
+    lost = dialer.connection_lost("connection reset")
+    assert lost == [Closed(CLOSE_LOST, "connection reset", by_peer=True)]
+    assert dialer.closed and dialer.connection_lost("again") == [] and dialer.events() == []
+
+
+def test_dialing_itself_closes_with_its_own_code():
+    store = KvStore.open("sim", replica_id="me", clock=FakeClock())
+    dialer = Session(store._state, dialer=True, now=0.0, secret=b"s", settings=SETTINGS)
+    listener = Session(store._state, dialer=False, now=0.0, secret=b"s", settings=SETTINGS)
+    _events, from_listener = shuttle(dialer, listener)
+    assert listener.close_code == CLOSE_SELF and dialer.close_code == CLOSE_SELF
+    assert Close(CLOSE_SELF, "connected to itself") in from_listener
+
+
+def test_unsent_bytes_counts_what_waits_in_the_outbox():
+    _a, _b, dialer, listener = pair()
+    assert listener.unsent_bytes == len(listener.outgoing(0.0)[0]) and listener.unsent_bytes == 0
+    shuttle(dialer, listener, now=0.0)
+    listener.outgoing(0.0)
+    listener.respond(1, True, "x" * 1000)
+    listener.respond(2, True, "y" * 1000)
+    queued = listener.unsent_bytes
+    assert 2000 < queued < 2100
+    assert sum(len(data) for data in listener.outgoing(0.0)) == queued
+    assert listener.unsent_bytes == 0
+
+
+def small_pair(max_message_bytes: int):
+    a = KvStore.open("sim", replica_id="a", clock=FakeClock())
+    b = KvStore.open("sim", replica_id="b", clock=FakeClock())
+    dialer = Session(a._state, dialer=True, now=0.0, settings=SETTINGS, max_message_bytes=max_message_bytes)
+    listener = Session(b._state, dialer=False, now=0.0, settings=SETTINGS)
+    return a, b, dialer, listener
+
+
+def test_an_entry_too_large_for_one_message_is_left_out_and_reported_not_sent():
+    limit = 64 * 1024
+    a, b, dialer, listener = small_pair(limit)
+    a.put("small-1", 1)
+    a.put("huge", b"x" * (limit + 1))
+    a.put("small-2", 2)
+    sizes = []
+    for _ in range(20):
+        out = dialer.outgoing(0.1)
+        sizes += [len(data) for data in out]
+        for data in out:
+            listener.receive(data, 0.1)
+        for data in listener.outgoing(0.1):
+            dialer.receive(data, 0.1)
+    assert sizes and max(sizes) <= limit  # never a message the link would refuse
+    events = dialer.events()
+    assert [(type(e), e.key) for e in events if isinstance(e, EntryTooLarge)] == [(EntryTooLarge, "huge")]
+    assert events[0].size > events[0].limit
+    assert dialer.stats["entries_too_large"] == 1
+    assert not dialer.closed and not listener.closed  # the link stays usable
+    assert b.get("small-1") == 1 and b.get("small-2") == 2 and b.get("huge") is None
+    a.put("later", 3)  # later changes still get through
+    dialer.local_changed(0.2)
+    shuttle(dialer, listener, now=0.3)
+    assert b.get("later") == 3
+
+
+def test_a_reply_too_large_for_one_message_becomes_a_too_large_error():
+    _a, _b, dialer, listener = pair()
+    shuttle(dialer, listener, now=0.0)
+    listener.outgoing(0.0)
+    listener.respond(7, True, b"x" * (listener.max_message_bytes + 1))
+    [data] = listener.outgoing(0.0)
+    assert len(data) <= listener.max_message_bytes
+    reply = decode_message(data, listener.limits)
+    assert reply.id == 7 and reply.ok is False and reply.value[0] == "TooLarge"
