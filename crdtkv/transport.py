@@ -24,7 +24,7 @@ from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from .core.limits import MIB
+from .core.limits import KIB, MIB
 from .errors import ConnectFailed, LinkClosed
 
 ENTRY_POINT_GROUP = "crdtkv.transports"
@@ -40,6 +40,10 @@ class TransportSettings:
     max_message_bytes: int = 1 * MIB
     #: Messages buffered on receipt before the sender is slowed down.
     max_queue: int = 16
+    #: Bytes buffered for sending before ``send`` waits for the peer to take them
+    #: (a message being sent may go over; the memory transport buffers ``max_queue``
+    #: messages of the receiving end instead).
+    write_limit: int = 32 * KIB
     #: Transport-level keepalive (WebSocket ping); None disables it.
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
