@@ -154,6 +154,7 @@ def _options(settings: TransportSettings) -> dict[str, Any]:
         "compression": None,
         "max_size": settings.max_message_bytes,
         "max_queue": settings.max_queue,
+        "write_limit": settings.write_limit,
         "ping_interval": settings.ping_interval,
         "ping_timeout": settings.ping_timeout,
         "open_timeout": settings.connect_timeout,
