@@ -23,10 +23,14 @@ lint: $(READY)
 	$(BIN)/ruff format --check crdtkv transports tests bench examples
 	$(BIN)/mypy
 
+# Every benchmark, full size (minutes; rate_limit starts a redis-server if one is installed).
+# BENCH_ARGS=--quick runs each as a smoke run in seconds, as CI does.
 bench: $(READY)
-	$(BIN)/python bench/local_ops.py
-	$(BIN)/python bench/replication.py
-	$(BIN)/python bench/durability.py
+	$(BIN)/python bench/local_ops.py $(BENCH_ARGS)
+	$(BIN)/python bench/replication.py $(BENCH_ARGS)
+	$(BIN)/python bench/durability.py $(BENCH_ARGS)
+	$(BIN)/python bench/rate_limit.py $(BENCH_ARGS)
+	$(BIN)/python bench/documents.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """By-hand benchmark of crdtkv's durable SQLite replicas: writes, recovery and file size.
 
-Not run by CI and not a test: run it by hand and paste the Markdown table it
-prints into the README. Everything runs in one process, on one disk (a
-temporary directory in the working directory, or under ``--dir``), and every
-figure is set against a baseline measured in the same run, because the
-machine is assumed shared and noisy:
+Run it by hand and paste the Markdown table it prints into the README. CI runs
+it with ``--quick`` (tests/test_bench.py), which checks that it still runs and
+that every measurement succeeds (the exit status is 1 if one failed), not its
+figures. Everything runs in one process, on one disk (a temporary directory in
+the working directory, or under ``--dir``), and every figure is set against a
+baseline measured in the same run, because the machine is assumed shared and
+noisy:
 
 * put throughput in the default ``durability="batch"`` mode, timed up to and
   including a final ``flush()``, against raw ``sqlite3`` (WAL,
@@ -30,7 +32,7 @@ cold disk is slower and is not measured here.
 Usage::
 
     .venv/bin/python bench/durability.py              # 1,000,000-key recovery, 200,000 puts
-    .venv/bin/python bench/durability.py --quick      # 100,000-key recovery, 50,000 puts
+    .venv/bin/python bench/durability.py --quick      # a smoke run in seconds (CI): 10,000 keys, one repeat
     .venv/bin/python bench/durability.py --keys 250000 --repeats 5 --dir /mnt/ssd
 """
 
@@ -52,9 +54,12 @@ import cbor2
 from report import (  # before crdtkv: it makes crdtkv importable from a checkout without `pip install -e .`
     Row,
     Variant,
+    add_repeats_option,
+    chosen_repeats,
     command_line,
     crdtkv_revision,
     error_row,
+    exit_status,
     fmt_num,
     fmt_rate,
     fmt_ratio,
@@ -74,12 +79,13 @@ from crdtkv.core.codec import decode_rows
 from crdtkv.storage.sqlite import DEFAULT_COMMIT_WINDOW, LOAD_CHUNK
 
 DEFAULT_KEYS = 1_000_000
-QUICK_KEYS = 100_000
+QUICK_KEYS = 10_000
 DEFAULT_PUTS = 200_000
-QUICK_PUTS = 50_000
+QUICK_PUTS = 5_000
 DEFAULT_SYNC_PUTS = 2_000
-QUICK_SYNC_PUTS = 1_000
+QUICK_SYNC_PUTS = 100
 DEFAULT_REPEATS = 3
+QUICK_REPEATS = 1
 #: rows per commit in the raw batch baseline
 RAW_BATCH = 100
 #: overwrite rounds after the initial fill (row 5)
@@ -731,13 +737,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sync-puts", type=int, default=None, help=f"sync-mode puts (default {DEFAULT_SYNC_PUTS:,})"
     )
-    parser.add_argument(
-        "--repeats", type=int, default=DEFAULT_REPEATS, help=f"repeats per timing (default {DEFAULT_REPEATS})"
-    )
+    add_repeats_option(parser, DEFAULT_REPEATS, QUICK_REPEATS)
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK_KEYS:,} keys, {QUICK_PUTS:,} puts, {QUICK_SYNC_PUTS:,} sync puts (unless given)",
+        help=f"a smoke run: {QUICK_KEYS:,} keys, {QUICK_PUTS:,} puts, {QUICK_SYNC_PUTS:,} sync puts (unless "
+        f"given), {QUICK_REPEATS} repeat",
     )
     parser.add_argument(
         "--dir",
@@ -746,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to put the temporary directory (default: the working directory)",
     )
     args = parser.parse_args(argv)
+    args.repeats = chosen_repeats(args, DEFAULT_REPEATS, QUICK_REPEATS)
     keys = args.keys if args.keys is not None else (QUICK_KEYS if args.quick else DEFAULT_KEYS)
     puts = args.puts if args.puts is not None else (QUICK_PUTS if args.quick else DEFAULT_PUTS)
     sync_puts = (
@@ -799,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
     print_results(rows, notes, elapsed=elapsed)
-    return 0
+    return exit_status(rows)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """By-hand benchmark of crdtkv's local operations, deltas, merges and memory.
 
-Not run by CI and not a test: run it by hand and paste the Markdown table it
-prints into the README. The machine is assumed shared and noisy, so every
-figure is set against a baseline measured in the same process, in the same
-run, in the same loop shape:
+Run it by hand and paste the Markdown table it prints into the README. CI runs
+it with ``--quick`` (tests/test_bench.py), which checks that it still runs and
+that every measurement succeeds (the exit status is 1 if one failed), not its
+figures. The machine is assumed shared and noisy, so every figure is set
+against a baseline measured in the same process, in the same run, in the same
+loop shape:
 
 * each timing is the best (minimum) of ``repeats`` runs;
 * the variants of one comparison (the operation and its baselines) are run
@@ -17,7 +19,7 @@ run, in the same loop shape:
 Usage::
 
     .venv/bin/python bench/local_ops.py              # N = 1,000,000 keys
-    .venv/bin/python bench/local_ops.py --quick      # N = 100,000 keys, 3 repeats
+    .venv/bin/python bench/local_ops.py --quick      # a smoke run in seconds (CI): N = 20,000, one repeat
     .venv/bin/python bench/local_ops.py --keys 250000 --repeats 7
 """
 
@@ -43,6 +45,7 @@ from report import (  # before crdtkv: it makes crdtkv importable from a checkou
     chosen_repeats,
     crdtkv_revision,
     error_row,
+    exit_status,
     fmt_rate,
     fmt_ratio,
     fmt_time,
@@ -62,15 +65,16 @@ from crdtkv.core import DEFAULT_LIMITS, decode_delta, encode_delta
 from crdtkv.core.codec import strict_loads
 
 DEFAULT_KEYS = 1_000_000
-QUICK_KEYS = 100_000
+QUICK_KEYS = 20_000
 DEFAULT_REPEATS = 5
-QUICK_REPEATS = 3
+QUICK_REPEATS = 1
 #: operations per timed loop for get / put / incr (capped at N)
 DEFAULT_OPS = 200_000
 #: keys overwritten before a delta extraction
 CHANGED_KEYS = 1_000
 #: register entries in the merged delta batch
 MERGE_ENTRIES = 200_000
+QUICK_MERGE_ENTRIES = 20_000
 #: entries in the bytes-per-entry delta
 WIRE_ENTRIES = 1_000
 #: pycrdt sets per transaction while building the N-key map
@@ -820,7 +824,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keys", type=int, default=None, help=f"N, keys in the large store / map (default {DEFAULT_KEYS:,})"
     )
     parser.add_argument(
-        "--quick", action="store_true", help=f"N = {QUICK_KEYS:,} (unless --keys) and {QUICK_REPEATS} repeats"
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: N = {QUICK_KEYS:,} (unless --keys), a {QUICK_MERGE_ENTRIES:,}-entry merge "
+        f"and {QUICK_REPEATS} repeat",
     )
     add_repeats_option(parser, DEFAULT_REPEATS, QUICK_REPEATS)
     parser.add_argument(
@@ -834,7 +841,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = chosen_repeats(args, DEFAULT_REPEATS, QUICK_REPEATS)
     if n < CHANGED_KEYS or repeats < 1 or args.ops < 1:
         parser.error(f"--keys must be at least {CHANGED_KEYS:,}; --repeats and --ops at least 1")
-    cfg = Config(keys=n, ops=min(args.ops, n), repeats=repeats, merge_entries=MERGE_ENTRIES)
+    merge_entries = QUICK_MERGE_ENTRIES if args.quick else MERGE_ENTRIES
+    cfg = Config(keys=n, ops=min(args.ops, n), repeats=repeats, merge_entries=merge_entries)
 
     revision = crdtkv_revision()  # the code was imported just now: record which
     started = time.perf_counter()
@@ -871,7 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pycrdt memory is not counted by tracemalloc and is not reported.",
     ]
     print_results(rows, notes, elapsed=elapsed)
-    return 0
+    return exit_status(rows)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """By-hand benchmark of crdtkv's embedded rate limiter against a Redis-backed fixed-window limiter.
 
-Not run by CI and not a test: run it by hand and paste the Markdown table it
-prints into the README. The machine is assumed shared and noisy, so every
-figure is set against a baseline measured in the same process, in the same
-run, in the same loop shape:
+Run it by hand and paste the Markdown table it prints into the README. CI runs
+it with ``--quick`` (tests/test_bench.py), which checks that it still runs and
+that every measurement succeeds (the exit status is 1 if one failed), not its
+figures. The machine is assumed shared and noisy, so every figure is set
+against a baseline measured in the same process, in the same run, in the same
+loop shape:
 
 * ``store.rate_limit(key, limit, window)`` on an in-memory :class:`KvStore`,
   for one hot key under its limit, one hot key over its limit (denials, which
@@ -24,12 +26,14 @@ run, in the same loop shape:
 * "goal met" is computed from the measured numbers, never assumed.
 
 If ``redis-server`` is not on PATH or the ``redis`` package cannot be imported,
-the Redis rows say so and are skipped; the crdtkv rows still run.
+the Redis rows say so and are skipped; the crdtkv rows still run
+(``--require-redis`` makes that an error instead, as in CI). The exit status is
+1 if a measurement failed or a limiter admitted an unexpected count.
 
 Usage::
 
     .venv/bin/python bench/rate_limit.py              # best of 5
-    .venv/bin/python bench/rate_limit.py --quick      # fewer decisions, best of 3
+    .venv/bin/python bench/rate_limit.py --quick      # a smoke run in seconds (CI): few decisions, one run
     .venv/bin/python bench/rate_limit.py --repeats 7 --redis-ops 20000
 """
 
@@ -56,6 +60,7 @@ from report import (  # before crdtkv: it makes crdtkv importable from a checkou
     command_line,
     crdtkv_revision,
     error_row,
+    exit_status,
     fmt_num,
     fmt_ratio,
     header,
@@ -72,15 +77,16 @@ from crdtkv import Decision, KvStore
 SCRIPT = os.path.abspath(__file__)
 
 DEFAULT_REPEATS = 5
-QUICK_REPEATS = 3
+QUICK_REPEATS = 1
 #: decisions per timed run of an in-process limiter (crdtkv, plain dict)
 DEFAULT_LOCAL_OPS = 100_000
-QUICK_LOCAL_OPS = 20_000
+QUICK_LOCAL_OPS = 5_000
 #: decisions per timed run of a Redis-backed limiter (one round trip each)
 DEFAULT_REDIS_OPS = 10_000
-QUICK_REDIS_OPS = 1_000
+QUICK_REDIS_OPS = 500
 #: distinct keys of the many-keys workload
 DEFAULT_KEYS = 10_000
+QUICK_KEYS = 1_000
 
 #: window of every limiter, in seconds: long, so a run rarely crosses a window boundary
 WINDOW = 3600
@@ -105,6 +111,18 @@ Limiter = Callable[[str, int, int], Decision]
 # -- the limiters (each called as ``rate_limit(key, limit, window)`` and returning a Decision) ---------
 
 
+def decision(allowed: bool, count: int, limit: int, start_ms: int, window_ms: int, now_ms: int) -> Decision:
+    """The :class:`Decision` crdtkv's limiter would return, built by field name for every limiter alike."""
+    return Decision(
+        allowed=allowed,
+        count=count,
+        remaining=max(0, limit - count),
+        reset_after=(start_ms + window_ms - now_ms) / 1000,
+        limit=limit,
+        window_start=start_ms / 1000,
+    )
+
+
 class DictLimiter:
     """The in-process floor: crdtkv's fixed-window arithmetic and key naming on a plain dict, no expiry."""
 
@@ -121,7 +139,7 @@ class DictLimiter:
         if allowed:
             seen += 1
             self._counts[name] = seen
-        return Decision(allowed, seen, max(0, limit - seen), (start + window_ms - now_ms) / 1000, limit)
+        return decision(allowed, seen, limit, start, window_ms, now_ms)
 
 
 def pipeline_limiter(client: Any, prefix: str) -> Limiter:
@@ -139,9 +157,7 @@ def pipeline_limiter(client: Any, prefix: str) -> Limiter:
         pipe.incr(name)
         pipe.expire(name, window)
         count = pipe.execute()[0]
-        return Decision(
-            count <= limit, count, max(0, limit - count), (start + window_ms - now_ms) / 1000, limit
-        )
+        return decision(count <= limit, count, limit, start, window_ms, now_ms)
 
     return rate_limit
 
@@ -155,9 +171,7 @@ def lua_limiter(client: Any, prefix: str) -> Limiter:
         window_ms = window * 1000
         start = now_ms - now_ms % window_ms
         count = script(keys=[f"{prefix}{key}:{start}"], args=[window])
-        return Decision(
-            count <= limit, count, max(0, limit - count), (start + window_ms - now_ms) / 1000, limit
-        )
+        return decision(count <= limit, count, limit, start, window_ms, now_ms)
 
     return rate_limit
 
@@ -414,7 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"decisions per run of a Redis-backed limiter (default {DEFAULT_REDIS_OPS:,})",
     )
     parser.add_argument(
-        "--keys", type=int, default=DEFAULT_KEYS, help=f"distinct keys in row c (default {DEFAULT_KEYS:,})"
+        "--keys", type=int, default=None, help=f"distinct keys in row c (default {DEFAULT_KEYS:,})"
+    )
+    parser.add_argument(
+        "--require-redis",
+        action="store_true",
+        help="exit 2 instead of skipping the Redis rows when redis-server or the redis package is "
+        "missing or the server does not start (CI installs both)",
     )
     args = parser.parse_args(argv)
     quick = args.quick
@@ -422,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=chosen_repeats(args, DEFAULT_REPEATS, QUICK_REPEATS),
         local_ops=args.local_ops or (QUICK_LOCAL_OPS if quick else DEFAULT_LOCAL_OPS),
         redis_ops=args.redis_ops or (QUICK_REDIS_OPS if quick else DEFAULT_REDIS_OPS),
-        keys=args.keys,
+        keys=args.keys or (QUICK_KEYS if quick else DEFAULT_KEYS),
     )
     if min(cfg.repeats, cfg.local_ops, cfg.redis_ops, cfg.keys) < 1:
         parser.error("--repeats, --local-ops, --redis-ops and --keys must be at least 1")
@@ -432,6 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     exe, redis_mod, skip = find_redis()
+    if skip and args.require_redis:
+        progress(f"FAILED: --require-redis, and {skip}")
+        return 2
     if skip:
         progress(f"SKIPPING the Redis rows: {skip}; the crdtkv rows still run")
     store = KvStore.open("bench-rate-limit")
@@ -445,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server.start()
             except Exception as exc:
                 skip = f"could not start redis-server: {type(exc).__name__}: {exc}"
+                if args.require_redis:
+                    progress(f"FAILED: --require-redis, and {skip}")
+                    return 2
                 progress(f"SKIPPING the Redis rows: {skip}")
             else:
                 progress(
@@ -546,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "windows (see the admission counts in the Notes column)."
         )
     print_results(rows, notes, elapsed=elapsed, command=command)
-    return 0
+    return exit_status(rows)
 
 
 if __name__ == "__main__":

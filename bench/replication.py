@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """By-hand benchmark of crdtkv replication between two processes over loopback WebSockets.
 
-Not run by CI and not a test: run it by hand and paste the Markdown table it
-prints into the README. Process A (this script) runs a :class:`~crdtkv.node.Node`
-listening on ``ws://127.0.0.1:0``; process B (the same script started again
-with ``--role ...`` through ``sys.executable``) runs a Node dialing A, with the
-same store name and shared secret. Every figure is measured in the run, and
-set against a baseline measured in the same run between the same two
-processes: a plain ``websockets`` (asyncio API, ``compression=None``, crdtkv's
-size and queue limits) send loop.
+Run it by hand and paste the Markdown table it prints into the README. CI runs
+it with ``--quick`` (tests/test_bench.py), which checks that it still runs and
+that every measurement succeeds (the exit status is 1 if one failed), not its
+figures. Process A (this script) runs a :class:`~crdtkv.node.Node` listening on
+``ws://127.0.0.1:0``; process B (the same script started again with ``--role
+...`` through ``sys.executable``) runs a Node dialing A, with the same store
+name and shared secret. Every figure is measured in the run, and set against a
+baseline measured in the same run between the same two processes: a plain
+``websockets`` (asyncio API, ``compression=None``, crdtkv's size and queue
+limits) send loop.
 
 1. Sustained replication. A puts N new keys as fast as it can, yielding to the
    event loop every 1,000 puts; B notes (in a store listener) when it holds all
@@ -31,7 +33,7 @@ in B can be subtracted. The header line prints the clock's implementation.
 Usage::
 
     .venv/bin/python bench/replication.py              # N = 200,000 keys, 1,000,000-key catch-up store
-    .venv/bin/python bench/replication.py --quick      # N = 50,000, 100,000-key catch-up store
+    .venv/bin/python bench/replication.py --quick      # a smoke run in seconds (CI): N = 10,000, one run each
     .venv/bin/python bench/replication.py --only throughput --profile /tmp/prof   # cProfile both sides
 """
 
@@ -66,6 +68,7 @@ from report import (  # before crdtkv: it makes crdtkv importable from a checkou
     Row,
     command_line,
     crdtkv_revision,
+    exit_status,
     fmt_num,
     fmt_ratio,
     header,
@@ -91,19 +94,20 @@ STORE = "bench-replication"
 SECRET = b"bench-replication-secret"
 
 DEFAULT_KEYS = 200_000
-QUICK_KEYS = 50_000
+QUICK_KEYS = 10_000
 DEFAULT_REPEATS = 5
-QUICK_REPEATS = 2
+QUICK_REPEATS = 1
 #: puts between two yields to the event loop in the write burst
 YIELD_EVERY = 1_000
 #: writes in the latency run, one every LATENCY_INTERVAL seconds
 LATENCY_WRITES = 3_000
+QUICK_LATENCY_WRITES = 300
 LATENCY_INTERVAL = 0.001
 DEFAULT_CATCHUP_KEYS = 1_000_000
-QUICK_CATCHUP_KEYS = 100_000
+QUICK_CATCHUP_KEYS = 10_000
 CHANGED_KEYS = 1_000
 DEFAULT_ROUNDS = 10
-QUICK_ROUNDS = 3
+QUICK_ROUNDS = 1
 
 THROUGHPUT_GOAL = 100_000.0
 RAW_RATIO_GOAL = 0.5
@@ -1303,14 +1307,19 @@ async def run_all(args: argparse.Namespace, rows: list[Row]) -> None:
     if "throughput" in phases:
         throughput_rows(await bench_throughput(args.keys, args.repeats, args.profile), rows)
     if "latency" in phases:
-        latency_rows(await bench_latency(LATENCY_WRITES, args.profile), rows)
+        latency_rows(await bench_latency(args.latency_writes, args.profile), rows)
     if "catchup" in phases:
         catchup_rows(await bench_catchup(args.catchup_keys, args.rounds, rng, args.profile), rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller N, fewer repeats (under a minute)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: N = {QUICK_KEYS:,}, {QUICK_LATENCY_WRITES} latency writes, a "
+        f"{QUICK_CATCHUP_KEYS:,}-key catch-up store, one run each",
+    )
     parser.add_argument("--keys", type=int, default=None, help=f"keys in the write burst ({DEFAULT_KEYS:,})")
     parser.add_argument(
         "--catchup-keys", type=int, default=None, help=f"catch-up store keys ({DEFAULT_CATCHUP_KEYS:,})"
@@ -1331,6 +1340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.catchup_keys = args.catchup_keys or (QUICK_CATCHUP_KEYS if quick else DEFAULT_CATCHUP_KEYS)
     args.repeats = args.repeats or (QUICK_REPEATS if quick else DEFAULT_REPEATS)
     args.rounds = args.rounds or (QUICK_ROUNDS if quick else DEFAULT_ROUNDS)
+    args.latency_writes = QUICK_LATENCY_WRITES if quick else LATENCY_WRITES
     if args.keys < YIELD_EVERY or args.catchup_keys < CHANGED_KEYS or args.repeats < 1 or args.rounds < 1:
         parser.error(
             f"need --keys >= {YIELD_EVERY}, --catchup-keys >= {CHANGED_KEYS}, --repeats/--rounds >= 1"
@@ -1354,7 +1364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Two processes on loopback: A (listens, writes) and B (dials, receives), each an `anyio.run` "
         f"event loop (asyncio backend); B started with `sys.executable`. Write burst N = {args.keys:,} keys "
-        f"(best of {args.repeats}, crdtkv and baselines round-robin); latency {LATENCY_WRITES:,} writes; "
+        f"(best of {args.repeats}, crdtkv and baselines round-robin); "
+        f"latency {args.latency_writes:,} writes; "
         f"catch-up store {args.catchup_keys:,} keys, {CHANGED_KEYS:,} changed per round, "
         f"{args.rounds} rounds. Node and sync settings are the defaults unless a row says otherwise. "
         "Baselines are plain `websockets` (asyncio API, compression off, crdtkv's max_size and max_queue) "
@@ -1363,7 +1374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
     print_results(rows, elapsed=elapsed, command=command)
-    return 0
+    return exit_status(rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """What the by-hand benchmarks in ``bench/`` share: timing races, number formats, the table, the header.
 
-Imported as ``report`` by ``bench/local_ops.py``, ``bench/replication.py`` and
-``bench/durability.py``: a script's own directory is the first entry of
+Imported as ``report`` by every script in ``bench/``: a script's own directory is the first entry of
 ``sys.path``, so this works wherever they are started from. Importing this
 module also makes ``crdtkv`` (and ``transports``) importable from a checkout
 without ``pip install -e .``, so the scripts import it before crdtkv.
@@ -336,6 +335,32 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
     args = sys.argv[1:] if argv is None else list(argv)
     return shlex.join([python, os.path.relpath(script), *args])
+
+
+#: what a cell says when a measurement failed or gave a wrong result
+FAILURE_MARKS = ("ERROR", "UNEXPECTED")
+
+
+def failed_rows(rows: Iterable[object]) -> list[str]:
+    """The rows (any dataclass of cells: :class:`Row`, a script's own) that show a failure, as text."""
+    failed = []
+    for row in rows:
+        cells = [str(value) for value in vars(row).values()]
+        if any(mark in cell for cell in cells for mark in FAILURE_MARKS):
+            failed.append(" | ".join(cells))
+    return failed
+
+
+def exit_status(rows: Iterable[object]) -> int:
+    """The script's exit status: 1 if a row failed (each named on stderr), else 0.
+
+    A failed measurement still gets its row in the table, so a by-hand run shows
+    everything; the status makes ``--quick`` runs in CI fail on it.
+    """
+    failed = failed_rows(rows)
+    for text in failed:
+        progress(f"FAILED: {text[:500]}")
+    return 1 if failed else 0
 
 
 def print_results(
