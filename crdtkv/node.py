@@ -6,10 +6,18 @@ boundary, so a broken or hostile peer closes that link and nothing else. Dialed
 peers are redialed forever with jittered exponential backoff. The store stays
 synchronous: local writes wake the send loops, which send batches after a
 short window.
+
+Every buffer a remote party can fill is bounded in bytes: a link stops being
+read while its unsent messages exceed ``max_unsent_bytes`` (a client that does
+not read its replies is slowed down, the node is not), a watching client's
+backlog is bounded by ``max_watch_backlog_bytes``, and links still
+authenticating have their own cap and deadline, apart from ``max_connections``.
+Every close of a link is logged once, with its code and reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -22,17 +30,25 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .core.messages import CLOSE_PROTOCOL, CLOSE_SHUTDOWN, ROLE_CLIENT
-from .core.sync import Closed, Opened, RequestReceived, Session, SyncSettings
+from .core.limits import MIB
+from .core.messages import (
+    CLOSE_BUSY,
+    CLOSE_DUPLICATE,
+    CLOSE_LOST,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL,
+    CLOSE_SELF,
+    CLOSE_SHUTDOWN,
+    CLOSE_TIMEOUT,
+    ROLE_CLIENT,
+)
+from .core.sync import Closed, EntryTooLarge, Event, Opened, RequestReceived, Session, SyncSettings
 from .errors import ConnectFailed, InvalidArgument, InvalidArgumentType, LinkClosed
 from .requests import execute
 from .store import KvStore
 from .transport import Connection, Listener, Transport, TransportSettings, find_transport
 
 log = logging.getLogger("crdtkv.node")
-
-#: Messages that may wait for a watching client before its changes are dropped.
-MAX_WATCH_BACKLOG = 1000
 
 
 @dataclass(frozen=True)
@@ -46,10 +62,28 @@ class NodeSettings:
     #: ... then each failure multiplies the wait by ``reconnect_factor`` up to ``reconnect_max``.
     reconnect_factor: float = 1.618
     reconnect_max: float = 5.0
-    #: Inbound links served at once; more are refused.
+    #: Authenticated inbound links (peers and clients) served at once; more are closed (code 4010).
     max_connections: int = 256
+    #: Inbound links still authenticating at once; one more closes the oldest of them.
+    max_handshaking: int = 64
+    #: How long (seconds) an inbound link may take to authenticate (dialed links:
+    #: ``sync.handshake_timeout``).
+    inbound_handshake_timeout: float = 3.0
+    #: Bytes a link may have waiting to be sent (replies, acks) before the node stops
+    #: reading from it until the peer has taken some; one message may go over.
+    max_unsent_bytes: int = 2 * MIB
+    #: Bytes that may wait for a watching client before its changes are dropped
+    #: (it is told with an overflow notice once it has caught up).
+    max_watch_backlog_bytes: int = 4 * MIB
     #: How often (seconds) the node garbage-collects old tombstones and expired values.
     gc_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_handshaking", "max_unsent_bytes", "max_watch_backlog_bytes"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"NodeSettings.{name} must be positive")
+        if self.inbound_handshake_timeout <= 0:
+            raise InvalidArgument("NodeSettings.inbound_handshake_timeout must be positive")
 
 
 def secret_bytes(secret: bytes | str | None) -> bytes | None:
@@ -65,19 +99,78 @@ def secret_bytes(secret: bytes | str | None) -> bytes | None:
     return secret
 
 
-class _Link:
-    """A session on a connection, plus what wakes its send loop."""
+class _Dialer:
+    """One peer URL the node dials, and what it last logged about reaching it.
 
-    def __init__(self, session: Session, connection: Connection, label: str) -> None:
+    The first failure and every change of reason are warnings; the same reason
+    again is debug output, so a peer that is down does not flood the log.
+    """
+
+    def __init__(self, url: str, transport: Transport) -> None:
+        self.url = url
+        self.transport = transport
+        self.failure: str | None = None
+        self.failures = 0
+        #: True once the URL turned out to reach this very node: it is not dialed again
+        self.stopped = False
+
+    def failed(self, reason: str) -> None:
+        self.failures += 1
+        if reason == self.failure:
+            log.debug("still cannot reach peer %s (%d attempts): %s", self.url, self.failures, reason)
+        else:
+            log.warning("cannot reach peer %s: %s (retrying with backoff)", self.url, reason)
+        self.failure = reason
+
+    def reached(self) -> None:
+        if self.failure is not None:
+            log.info("reached peer %s after %d failed attempts", self.url, self.failures)
+        self.failure = None
+        self.failures = 0
+
+
+class Link:
+    """One link the node drives: a session on a connection.
+
+    For code outside the node it is read-only: ``unsent_bytes`` is what waits
+    to be sent on it (the session's queue plus what the send loop has taken but
+    not yet handed to the transport), ``peak_unsent_bytes`` the most it ever was.
+    """
+
+    def __init__(self, session: Session, connection: Connection, label: str, dialer: _Dialer | None) -> None:
         self.session = session
         self.connection = connection
         self.label = label
+        self.dialer = dialer
         self.wake = anyio.Event()
+        #: set each time the send loop handed a message to the transport
+        self.drained = anyio.Event()
         #: change-feed hooks this link's client registered on the store
         self.watchers: list[Callable[[Sequence[str]], None]] = []
+        #: True while the node does not read from this link because too much waits to be sent
+        self.reading_paused = False
+        self.peak_unsent_bytes = 0
+        self._taken = 0
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes queued for the peer and not yet handed to the transport."""
+        return self.session.unsent_bytes + self._taken
+
+    @property
+    def inbound(self) -> bool:
+        """True for a link the peer dialed."""
+        return not self.session.dialer
+
+    @property
+    def peer_origin(self) -> str | None:
+        return self.session.peer_origin
 
     def poke(self) -> None:
         self.wake.set()
+
+    def _note(self) -> None:
+        self.peak_unsent_bytes = max(self.peak_unsent_bytes, self.unsent_bytes)
 
 
 class Node:
@@ -106,8 +199,19 @@ class Node:
         self.peers = list(peers)
         self.secret = secret_bytes(secret)
         self.settings = settings or NodeSettings()
+        self._inbound_sync = dataclasses.replace(
+            self.settings.sync, handshake_timeout=self.settings.inbound_handshake_timeout
+        )
         self._transports = transports
-        self._links: set[_Link] = set()
+        self._links: set[Link] = set()
+        #: inbound links still authenticating, oldest first
+        self._handshaking: dict[Link, None] = {}
+        #: inbound links that authenticated (what max_connections counts)
+        self._authenticated: set[Link] = set()
+        #: the replication link in use, by peer origin
+        self._peer_links: dict[str, Link] = {}
+        self._peers_changed = anyio.Event()
+        self._dialer_states: list[_Dialer] = []
         self._listener: Listener | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._rng = random.Random()
@@ -120,16 +224,15 @@ class Node:
 
     async def __aenter__(self) -> Node:
         state = self.store._state
-        dialers = [
-            (url, find_transport(url, self._transports)) for url in self.peers
-        ]  # unknown scheme: fail now
+        # unknown scheme: fail now
+        self._dialer_states = [_Dialer(url, find_transport(url, self._transports)) for url in self.peers]
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
             if self.listen_url is not None:
                 transport = find_transport(self.listen_url, self._transports)
                 self._listener = await transport.listen(self.listen_url, self._serve, self.settings.transport)
-            self._task_group.start_soon(self._dial_all, dialers)
+            self._task_group.start_soon(self._dial_all)
             self._task_group.start_soon(self._collect_garbage)
         except BaseException:
             self._task_group.cancel_scope.cancel()
@@ -150,8 +253,7 @@ class Node:
         self._closing = True
         self._dialers.cancel()
         for link in list(self._links):
-            link.session.close(CLOSE_SHUTDOWN, "node shutting down")
-            link.poke()
+            self._close(link, CLOSE_SHUTDOWN, "node shutting down")
         with anyio.move_on_after(1.0, shield=True):  # let the close messages go out
             while self._links:
                 await anyio.sleep(0.005)
@@ -166,6 +268,21 @@ class Node:
     def url(self) -> str | None:
         """The URL this node listens on (with the real port), or None."""
         return self._listener.url if self._listener is not None else None
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """Every link open now: replication links, clients, and links still authenticating."""
+        return tuple(self._links)
+
+    @property
+    def handshaking(self) -> int:
+        """Inbound links that have not authenticated yet."""
+        return len(self._handshaking)
+
+    @property
+    def dialing(self) -> list[str]:
+        """The peer URLs the node (re)dials; a URL that reached this node itself is dropped."""
+        return [dialer.url for dialer in self._dialer_states if not dialer.stopped]
 
     async def wait_for_peers(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` replication links are open (raises TimeoutError)."""
@@ -184,6 +301,10 @@ class Node:
                 session.local_changed(now)
                 link.poke()
 
+    def _peers_moved(self) -> None:
+        self._peers_changed.set()
+        self._peers_changed = anyio.Event()
+
     async def _collect_garbage(self) -> None:
         while True:
             await anyio.sleep(self.settings.gc_interval)
@@ -197,15 +318,15 @@ class Node:
 
     # -- dialing and serving -----------------------------------------------------------
 
-    async def _dial_forever(self, url: str, transport: Transport) -> None:
+    async def _dial_forever(self, dialer: _Dialer) -> None:
         settings = self.settings
         delay = settings.reconnect_initial
-        while True:
+        while not dialer.stopped:
             started = time.monotonic()
             try:
-                connection = await transport.connect(url, settings.transport)
+                connection = await dialer.transport.connect(dialer.url, settings.transport)
             except ConnectFailed as exc:
-                log.debug("dialing %s failed: %s", url, exc)
+                dialer.failed(str(exc))
             else:
                 session = Session(
                     self.store._state,
@@ -213,9 +334,17 @@ class Node:
                     now=time.monotonic(),
                     secret=self.secret,
                     settings=settings.sync,
+                    max_message_bytes=settings.transport.max_message_bytes,
                 )
-                await self._run(session, connection, url)
-                if time.monotonic() - started > 10 * settings.reconnect_max:
+                await self._run(Link(session, connection, dialer.url, dialer))
+                if dialer.stopped:
+                    return
+                if session.close_code == CLOSE_DUPLICATE and session.peer_origin is not None:
+                    # the other link to this peer is kept: redial only once it is gone
+                    while session.peer_origin in self.connected:
+                        await self._peers_changed.wait()
+                    delay = settings.reconnect_initial
+                elif time.monotonic() - started > 10 * settings.reconnect_max:
                     delay = settings.reconnect_initial
             # the first redial waits a random part of reconnect_initial, so peers that
             # lost each other at the same moment do not all come back at once
@@ -224,18 +353,14 @@ class Node:
             )
             delay = min(delay * settings.reconnect_factor, settings.reconnect_max)
 
-    async def _dial_all(self, dialers: list[tuple[str, Transport]]) -> None:
+    async def _dial_all(self) -> None:
         with self._dialers:
             async with anyio.create_task_group() as group:
-                for url, transport in dialers:
-                    group.start_soon(self._dial_forever, url, transport)
+                for dialer in self._dialer_states:
+                    group.start_soon(self._dial_forever, dialer)
 
     async def _serve(self, connection: Connection) -> None:
         if self._closing:
-            await connection.aclose()
-            return
-        if len(self._links) >= self.settings.max_connections:
-            log.warning("refusing %s: max_connections (%d) reached", connection.remote, len(self._links))
             await connection.aclose()
             return
         session = Session(
@@ -243,53 +368,85 @@ class Node:
             dialer=False,
             now=time.monotonic(),
             secret=self.secret,
-            settings=self.settings.sync,
+            settings=self._inbound_sync,
+            max_message_bytes=self.settings.transport.max_message_bytes,
+            admit=self._admit,
         )
-        await self._run(session, connection, connection.remote)
+        link = Link(session, connection, connection.remote, None)
+        limit = self.settings.max_handshaking
+        while len(self._handshaking) >= limit:
+            # the oldest goes, so a flood of silent connections cannot keep real peers out
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]
+            self._close(oldest, CLOSE_BUSY, f"too many links authenticating (max_handshaking {limit})")
+        self._handshaking[link] = None
+        await self._run(link)
 
-    async def _run(self, session: Session, connection: Connection, label: str) -> None:
+    async def _run(self, link: Link) -> None:
         """Drive one link; every failure ends here, closing this link only."""
-        link = _Link(session, connection, label)
+        session = link.session
         self._links.add(link)
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._receive_loop, link, group.cancel_scope)
                 await self._send_loop(link)
                 group.cancel_scope.cancel()
-        except LinkClosed as exc:
-            log.info("link %s closed: %s", label, exc.reason)
-        except Exception:  # an error boundary: a bug on one link must not take the node down
-            log.exception("link %s failed", label)
+        except Exception as exc:  # an error boundary: a bug on one link must not take the node down
+            log.exception("link %s failed", link.label)
+            self._handle(link, session.connection_lost(f"node error: {type(exc).__name__}: {exc}"))
         finally:
-            if not self.store.closed:
-                for watcher in link.watchers:
-                    if watcher in self.store._state.watchers:
-                        self.store._state.watchers.remove(watcher)
-            self._links.discard(link)
-            if session.peer_origin is not None and self.connected.get(session.peer_origin) == label:
-                del self.connected[session.peer_origin]
+            self._forget(link)
+            if not session.closed:  # cancelled: the node is stopping
+                session.close(CLOSE_SHUTDOWN, "node shutting down")
+            self._handle(link, session.events())
             with anyio.CancelScope(shield=True):
-                await connection.aclose()
+                await link.connection.aclose()
 
-    async def _receive_loop(self, link: _Link, scope: anyio.CancelScope) -> None:
+    def _forget(self, link: Link) -> None:
+        if not self.store.closed:
+            for watcher in link.watchers:
+                if watcher in self.store._state.watchers:
+                    self.store._state.watchers.remove(watcher)
+        self._links.discard(link)
+        self._handshaking.pop(link, None)
+        self._authenticated.discard(link)
+        origin = link.peer_origin
+        if origin is not None and self._peer_links.get(origin) is link:
+            del self._peer_links[origin]
+            del self.connected[origin]
+            self._peers_moved()
+
+    def _close(self, link: Link, code: int, reason: str) -> None:
+        """Close a link from the node's side (the send loop sends the close and logs it)."""
+        link.session.close(code, reason)
+        link.poke()
+
+    async def _receive_loop(self, link: Link, scope: anyio.CancelScope) -> None:
         session = link.session
+        budget = self.settings.max_unsent_bytes
         try:
             while not session.closed:
+                while link.unsent_bytes > budget:  # the peer is not taking its replies: stop reading
+                    link.reading_paused = True
+                    link.drained = anyio.Event()
+                    await link.drained.wait()
+                link.reading_paused = False
                 data = await link.connection.receive()
-                for event in session.receive(data, time.monotonic()):
-                    self._on_event(link, event)
+                self._handle(link, session.receive(data, time.monotonic()))
+                link._note()
                 link.poke()
         except LinkClosed as exc:
-            if not session.closed:
-                log.info("link %s lost: %s", link.label, exc.reason)
+            self._handle(link, session.connection_lost(exc.reason))
             scope.cancel()
 
-    def _on_event(self, link: _Link, event: Any) -> None:
+    def _handle(self, link: Link, events: list[Event]) -> None:
+        for event in events:
+            self._on_event(link, event)
+
+    def _on_event(self, link: Link, event: Event) -> None:
         session = link.session
         if isinstance(event, Opened):
-            if event.role != ROLE_CLIENT:
-                self.connected[event.peer_origin] = link.label
-                log.info("replicating with %s (%s)", event.peer_origin, link.label)
+            self._on_opened(link, event)
         elif isinstance(event, RequestReceived):
             request = event.request
             if request.op == "watch":
@@ -298,20 +455,96 @@ class Node:
                 ok, value = execute(self.store, request.op, request.args)
                 session.respond(request.id, ok, value)
         elif isinstance(event, Closed):
-            level = (
-                logging.WARNING
-                if event.code >= CLOSE_PROTOCOL and event.code != CLOSE_SHUTDOWN
-                else logging.INFO
+            self._log_close(link, event)
+        elif isinstance(event, EntryTooLarge):
+            log.error(
+                "key %r was not sent to %s: its entry is %d bytes encoded, more than one message "
+                "may carry (%d); the peer gets it once it is written smaller",
+                event.key,
+                link.label,
+                event.size,
+                event.limit,
             )
-            who = "peer" if event.by_peer else "we"
-            log.log(level, "link %s closed (%s): code %d, %s", link.label, who, event.code, event.reason)
 
-    def _watch_for(self, link: _Link, request_id: int, args: list[Any]) -> None:
+    def _admit(self, origin: str, role: str) -> tuple[int, str] | None:
+        """Refuse an authenticated inbound link while max_connections are served."""
+        limit = self.settings.max_connections
+        if len(self._authenticated) >= limit:
+            return CLOSE_BUSY, f"too many connections (max_connections {limit})"
+        return None
+
+    def _on_opened(self, link: Link, event: Opened) -> None:
+        if link.inbound:
+            self._handshaking.pop(link, None)
+            self._authenticated.add(link)
+        if event.role == ROLE_CLIENT:
+            log.debug("client connected from %s", link.label)
+            return
+        if link.dialer is not None:
+            link.dialer.reached()
+        origin = event.peer_origin
+        other = self._peer_links.get(origin)
+        if other is not None and not other.session.closed:
+            keep = self._keep(other, link)
+            drop = link if keep is other else other
+            self._close(drop, CLOSE_DUPLICATE, f"duplicate link: the one from {keep.label} is kept")
+            if drop is link:
+                return
+        self._peer_links[origin] = link
+        self.connected[origin] = link.label
+        self._peers_moved()
+        log.info("replicating with %s (%s)", origin, link.label)
+
+    def _keep(self, old: Link, new: Link) -> Link:
+        """Which of two replication links to one peer stays: both nodes pick the same.
+
+        Links dialed by different nodes: the one dialed by the smaller origin id.
+        Both dialed by the same node (a peer listed under two URLs): the one
+        already in use.
+        """
+        mine, theirs = self.store.origin, new.session.peer_origin
+        assert theirs is not None
+
+        def dialed_by(link: Link) -> str:
+            return mine if link.session.dialer else theirs
+
+        if dialed_by(old) == dialed_by(new):
+            return old
+        return old if dialed_by(old) == min(mine, theirs) else new
+
+    def _log_close(self, link: Link, event: Closed) -> None:
+        """Log one close of one link, once, with its code and reason."""
+        session = link.session
+        dialer = link.dialer
+        if dialer is not None and not session.opened:
+            if event.code == CLOSE_SELF:
+                dialer.stopped = True
+                log.warning("peer %s is this node itself: not dialing it again", dialer.url)
+            else:
+                dialer.failed(f"the link closed during the handshake: code {event.code}, {event.reason}")
+            return
+        if event.code == CLOSE_LOST:
+            how = "lost"
+        elif event.by_peer:
+            how = "closed by the peer"
+        else:
+            how = "closed"
+        # a node dialing itself warns on its dialing side; duplicates are closed by design
+        quiet = event.code in (CLOSE_NORMAL, CLOSE_SHUTDOWN, CLOSE_LOST, CLOSE_DUPLICATE, CLOSE_SELF)
+        if not session.authenticated:
+            level = logging.INFO  # anyone who reaches the port can cause these
+        elif not session.opened or session.peer_role != ROLE_CLIENT:
+            level = logging.INFO if quiet or event.code < CLOSE_PROTOCOL else logging.WARNING
+        else:
+            level = logging.DEBUG if quiet else logging.WARNING
+        log.log(level, "link %s %s: code %d, %s", link.label, how, event.code, event.reason)
+
+    def _watch_for(self, link: Link, request_id: int, args: list[Any]) -> None:
         """Stream changes under a prefix to a client as responses to one request.
 
-        Bounded like local watchers: while more than ``MAX_WATCH_BACKLOG``
-        messages wait for the client, changes are dropped, and an
-        ``["overflow"]`` notice goes out once it has caught up.
+        Bounded in bytes: while more than ``max_watch_backlog_bytes`` wait to be
+        sent on the link, changes are dropped, and an ``["overflow"]`` notice goes
+        out once it has caught up.
         """
         session = link.session
         if len(args) != 1 or not isinstance(args[0], str):
@@ -319,6 +552,7 @@ class Node:
             return
         prefix = args[0]
         store = self.store
+        budget = self.settings.max_watch_backlog_bytes
         lost = False
 
         def on_change(keys: Sequence[str]) -> None:
@@ -326,7 +560,7 @@ class Node:
             for key in keys:
                 if not key.startswith(prefix) or key.startswith("\x00"):
                     continue
-                if session.backlog() >= MAX_WATCH_BACKLOG:
+                if link.unsent_bytes >= budget:
                     lost = True
                     continue
                 if lost:
@@ -335,6 +569,7 @@ class Node:
                 session.respond(
                     request_id, True, ["change", key, store.get(key), store._state.origin_of(key)]
                 )
+            link._note()
             link.poke()
 
         link.watchers.append(on_change)
@@ -342,19 +577,32 @@ class Node:
         session.respond(request_id, True, ["watching", prefix])
         link.poke()
 
-    async def _send_loop(self, link: _Link) -> None:
+    async def _send_loop(self, link: Link) -> None:
         try:
             await self._send_all(link)
-        except LinkClosed as exc:  # the receive loop reports why; just stop
-            log.debug("link %s: send stopped: %s", link.label, exc.reason)
+        except LinkClosed as exc:
+            self._handle(link, link.session.connection_lost(exc.reason))
 
-    async def _send_all(self, link: _Link) -> None:
+    async def _send_all(self, link: Link) -> None:
         session = link.session
         connection = link.connection
+        stall = self.settings.sync.keepalive_timeout
         while True:
             now = time.monotonic()
-            for data in session.outgoing(now):
-                await connection.send(data)
+            out = session.outgoing(now)
+            link._taken = sum(len(data) for data in out)
+            link._note()
+            self._handle(link, session.events())
+            for data in out:
+                with anyio.move_on_after(stall) as scope:
+                    await connection.send(data)
+                if scope.cancelled_caught:  # the peer takes nothing: it is gone or hostile
+                    if not session.closed:
+                        session.close(CLOSE_TIMEOUT, f"the peer read nothing for {stall:g} s")
+                    self._handle(link, session.events())
+                    return
+                link._taken -= len(data)
+                link.drained.set()
             if session.closed:
                 return
             if session.has_more():
@@ -367,4 +615,4 @@ class Node:
             link.wake = anyio.Event()
 
 
-__all__ = ["Node", "NodeSettings"]
+__all__ = ["Link", "Node", "NodeSettings"]

@@ -216,8 +216,12 @@ class Session:
         settings: SyncSettings | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         max_message_bytes: int | None = None,
+        admit: Callable[[str, str], tuple[int, str] | None] | None = None,
     ) -> None:
         self.state = state
+        #: asked ``(origin, role)`` once an inbound peer has authenticated and before anything is
+        #: revealed to it; a ``(code, reason)`` answer refuses it (a node at its capacity)
+        self.admit = admit
         self.dialer = dialer
         self.role = role
         self.secret = secret
@@ -279,6 +283,11 @@ class Session:
     @property
     def replicating(self) -> bool:
         return self._phase == _OPEN and self.role == ROLE_PEER and self.peer_role == ROLE_PEER
+
+    @property
+    def authenticated(self) -> bool:
+        """True once the peer proved the shared secret (or none is needed)."""
+        return self._peer_verified
 
     @property
     def opened(self) -> bool:
@@ -384,6 +393,10 @@ class Session:
                 return [self._fail(CLOSE_CLOCK, f"ClockSkewError: {exc}")]
         if self.dialer and hello.nonce != self._peer_nonce:
             return [self._fail(CLOSE_AUTH, "the peer's hello does not answer our challenge")]
+        if not self.dialer and self.admit is not None:
+            refusal = self.admit(hello.origin, hello.role)
+            if refusal is not None:
+                return [self._fail(*refusal)]
         self._peer_nonce = hello.nonce
         self.peer_origin = hello.origin
         self.peer_role = hello.role
