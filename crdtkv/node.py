@@ -249,14 +249,14 @@ class Node:
     ) -> None:
         if not self.store.closed and self._store_changed in self.store._state.listeners:
             self.store._state.listeners.remove(self._store_changed)
-        # no new links from here on: stop dialing, refuse new inbound links
+        # no new links from here on; every link says goodbye, then dialing stops
         self._closing = True
-        self._dialers.cancel()
         for link in list(self._links):
             self._close(link, CLOSE_SHUTDOWN, "node shutting down")
         with anyio.move_on_after(1.0, shield=True):  # let the close messages go out
             while self._links:
                 await anyio.sleep(0.005)
+        self._dialers.cancel()
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(exc_type, exc, tb)
@@ -321,13 +321,16 @@ class Node:
     async def _dial_forever(self, dialer: _Dialer) -> None:
         settings = self.settings
         delay = settings.reconnect_initial
-        while not dialer.stopped:
+        while not dialer.stopped and not self._closing:
             started = time.monotonic()
             try:
                 connection = await dialer.transport.connect(dialer.url, settings.transport)
             except ConnectFailed as exc:
                 dialer.failed(str(exc))
             else:
+                if self._closing:
+                    await connection.aclose()
+                    return
                 session = Session(
                     self.store._state,
                     dialer=True,
@@ -337,7 +340,7 @@ class Node:
                     max_message_bytes=settings.transport.max_message_bytes,
                 )
                 await self._run(Link(session, connection, dialer.url, dialer))
-                if dialer.stopped:
+                if dialer.stopped or self._closing:
                     return
                 if session.close_code == CLOSE_DUPLICATE and session.peer_origin is not None:
                     # the other link to this peer is kept: redial only once it is gone
