@@ -266,19 +266,28 @@ class SqliteStorage:
         self._commit(full=True)
 
     def _run(self) -> None:
-        """Background group commit: wait for a change, gather for a window, commit."""
+        """Background group commit: wait for a change, commit when the oldest staged change is due.
+
+        The wait ends at ``staged_at + commit_window`` however long this thread
+        took to wake up (it needs the interpreter lock, which a busy writing
+        thread hands over only every ``sys.getswitchinterval()``), so waking late
+        does not add a whole window on top.
+        """
         while True:
             self._wake.wait()
             if self._stop:
                 return
-            if self.commit_window > 0:
-                threading.Event().wait(self.commit_window)
+            with self._lock:
+                due = self._staged_at + self.commit_window
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
             self._wake.clear()
             try:
                 self._commit(full=False)
             except StorageError as exc:
                 log.error("background commit to %s failed (will retry): %s", self.path, exc)
-                threading.Event().wait(max(self.commit_window, 0.1))
+                time.sleep(max(self.commit_window, 0.1))
                 self._wake.set()
             if self._stop:
                 return
