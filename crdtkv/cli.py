@@ -1,9 +1,15 @@
-"""The ``crdtkv`` command line."""
+"""The ``crdtkv`` command line.
+
+Exit codes: 0 done, 1 the key is missing (``get``), 2 any error, with one line
+on stderr and never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
 import signal
 import ssl
@@ -16,31 +22,54 @@ from typing import Any
 import anyio
 
 from . import __version__, demo
-from .client import Client
+from .client import Client, check_url
 from .display import format_value
 from .errors import CrdtKvError
 from .node import Node, NodeSettings
-from .store import KvStore
+from .store import MAX_PAGE, KvStore
 from .transport import TransportSettings
+
+log = logging.getLogger("crdtkv.cli")
+
+#: Environment variables that stand in for flags left out.
+ENV_NODE = "CRDTKV_NODE"
+ENV_SECRET_FILE = "CRDTKV_SECRET_FILE"
+
+EXIT_OK, EXIT_MISSING, EXIT_ERROR = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A command cannot run as asked; the message says why and what to do instead."""
+
+
+def _env(name: str) -> str | None:
+    """An environment variable, None when unset or empty."""
+    return os.environ.get(name) or None
 
 
 def _read_snapshot(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise SystemExit(f"crdtkv: cannot read {path}: {exc.strerror}") from exc
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
     target = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
+    try:
+        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -80,9 +109,9 @@ def _read_secret(path: str | None) -> bytes | None:
     try:
         secret = Path(path).read_bytes().strip()
     except OSError as exc:
-        raise SystemExit(f"crdtkv: cannot read secret file {path}: {exc.strerror}") from exc
+        raise CommandError(f"cannot read secret file {path}: {exc.strerror or exc}") from exc
     if not secret:
-        raise SystemExit(f"crdtkv: secret file {path} is empty")
+        raise CommandError(f"secret file {path} is empty")
     return secret
 
 
@@ -93,24 +122,47 @@ def _client_tls(ca_file: str | None) -> ssl.SSLContext | None:
     try:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise SystemExit(f"crdtkv: cannot load --tls-ca {ca_file}: {exc}") from exc
+        raise CommandError(f"cannot load --tls-ca {ca_file}: {exc}") from exc
 
 
-def _server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+def _server_tls(listen: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server context for a ``wss://`` --listen URL; refuses TLS flags that would do nothing."""
+    wss = listen is not None and listen.lower().startswith("wss://")
     if cert is None and key is None:
+        if wss:
+            raise CommandError(
+                f"--listen {listen} needs a certificate: add --tls-cert FILE --tls-key FILE "
+                "(or listen on ws:// without TLS)"
+            )
         return None
     if cert is None or key is None:
-        raise SystemExit("crdtkv: --tls-cert and --tls-key go together")
+        raise CommandError("--tls-cert and --tls-key go together: give both")
+    if not wss:
+        raise CommandError(
+            "--tls-cert and --tls-key are for a wss:// --listen URL; "
+            f"listen on wss:// to use them (--listen is {listen or 'not set'})"
+        )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise SystemExit(f"crdtkv: cannot load the TLS certificate or key: {exc}") from exc
+        raise CommandError(f"cannot load the TLS certificate or key: {exc}") from exc
     return context
 
 
+#: Signals that stop ``serve`` cleanly: flush, close links, exit 0.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run a replica node until SIGINT or SIGTERM."""
+    """Run a replica node until SIGINT, SIGTERM or SIGHUP."""
+    if args.listen is None and not args.peer:
+        raise CommandError(
+            "serve needs --listen URL (to accept peers and clients) or --peer URL (to dial a peer), or both"
+        )
+    for url in [args.listen, *args.peer]:
+        if url is not None:
+            check_url(url, "--listen" if url is args.listen else "--peer")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
@@ -119,18 +171,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("websockets").setLevel(logging.WARNING)
     secret = _read_secret(args.secret_file)
-    store = KvStore.open(args.store, replica_id=args.id, path=args.data, durability=args.durability)
-
     tls = TransportSettings(
-        ssl_context=_client_tls(args.tls_ca), server_ssl_context=_server_tls(args.tls_cert, args.tls_key)
+        ssl_context=_client_tls(args.tls_ca),
+        server_ssl_context=_server_tls(args.listen, args.tls_cert, args.tls_key),
     )
+    store = KvStore.open(args.store, replica_id=args.id, path=args.data, durability=args.durability)
+    if secret is None:
+        where = f"anyone who can reach {args.listen}" if args.listen else "any process that can reach it"
+        log.warning(
+            "no shared secret: %s can read and write store %r; set one with --secret-file FILE (or %s)",
+            where,
+            store.name,
+            ENV_SECRET_FILE,
+        )
 
     async def serve() -> None:
         settings = NodeSettings(transport=tls)
         async with Node(store, listen=args.listen, peers=args.peer, secret=secret, settings=settings) as node:
             print(f"serving store {store.name!r} as {store.origin} on {node.url}", flush=True)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
+            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+                async for signum in signals:
+                    log.info("%s: stopping", signal.Signals(signum).name)
                     break
         print(f"stopped; digest {store.digest()}", flush=True)
 
@@ -147,19 +208,18 @@ def _client_command(
     """Wrap a client call: connect to ``--node``, run it, map the exit code."""
 
     def command(args: argparse.Namespace) -> int:
+        if args.node is None:
+            raise CommandError(f"which node? pass --node URL or set {ENV_NODE}, e.g. ws://127.0.0.1:7001")
+        secret = _read_secret(args.secret_file)
+        tls = _client_tls(args.tls_ca)
+
         async def main() -> int:
-            secret = _read_secret(args.secret_file)
-            tls = _client_tls(args.tls_ca)
             async with Client(
                 args.node, store=args.store, secret=secret, timeout=args.timeout, ssl_context=tls
             ) as client:
                 return await run(client, args)
 
-        try:
-            return anyio.run(main)
-        except TimeoutError:
-            print(f"crdtkv: no answer from {args.node} within {args.timeout:g} s", file=sys.stderr)
-            return 2
+        return anyio.run(main)
 
     return command
 
@@ -167,14 +227,40 @@ def _client_command(
 async def _get(client: Client, args: argparse.Namespace) -> int:
     found, value = await client.get(args.key)
     if not found:
-        return 1
-    print(format_value(value))
-    return 0
+        return EXIT_MISSING
+    print(format_value(value, as_json=args.json))
+    return EXIT_OK
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def _value_of(args: argparse.Namespace) -> Any:
+    """The value to put: the argument, or stdin for ``-``; parsed as JSON with --json."""
+    text: str = args.value
+    if text == "-":
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"the value on stdin is not UTF-8 text: {exc}") from exc
+        except OSError as exc:
+            raise CommandError(f"cannot read the value from stdin: {exc.strerror or exc}") from exc
+    return _parse_json(text, "the value") if args.json else text
 
 
 async def _put(client: Client, args: argparse.Namespace) -> int:
-    await client.put(args.key, args.value, ttl=args.ttl)
-    return 0
+    value = _value_of(args)
+    metadata = None
+    if args.metadata is not None:
+        metadata = _parse_json(args.metadata, "--metadata")
+        if not isinstance(metadata, dict):
+            raise CommandError('--metadata must be a JSON object, e.g. \'{"owner": "ana"}\'')
+    await client.put(args.key, value, ttl=args.ttl, metadata=metadata)
+    return EXIT_OK
 
 
 async def _incr(client: Client, args: argparse.Namespace) -> int:
@@ -183,7 +269,8 @@ async def _incr(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _watch(client: Client, args: argparse.Namespace) -> int:
-    """Print changes as they happen, until interrupted."""
+    """Print changes as they happen, until interrupted (exit 0) or the link closes (exit 2)."""
+    failure: CrdtKvError | None = None
     async with anyio.create_task_group() as group:
 
         async def stop_on_signal() -> None:
@@ -193,14 +280,20 @@ async def _watch(client: Client, args: argparse.Namespace) -> int:
                     return
 
         group.start_soon(stop_on_signal)
-        async for change in client.watch(args.prefix):
-            if change.overflow:
-                print("(overflow: changes were lost; resync with keys/get)", flush=True)
-            elif change.value is None:
-                print(f"{change.key}\t(deleted)", flush=True)
-            else:
-                print(f"{change.key}\t{format_value(change.value)}", flush=True)
-    return 0
+        try:
+            async for change in client.watch(args.prefix):
+                if change.overflow:
+                    print("(overflow: changes were lost; resync with keys/get)", flush=True)
+                elif change.value is None:
+                    print(f"{change.key}\t(deleted)", flush=True)
+                else:
+                    print(f"{change.key}\t{format_value(change.value)}", flush=True)
+        except CrdtKvError as exc:  # raised outside the task group, not wrapped in a group
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return EXIT_OK
 
 
 async def _delete(client: Client, args: argparse.Namespace) -> int:
@@ -209,9 +302,34 @@ async def _delete(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _keys(client: Client, args: argparse.Namespace) -> int:
-    for key in await client.keys(args.prefix):
-        print(key)
-    return 0
+    """Print every key (page by page), or --limit keys and the cursor that continues."""
+    wanted = args.limit
+    cursor = args.cursor
+    printed = 0
+    while wanted is None or printed < wanted:
+        limit = MAX_PAGE if wanted is None else min(MAX_PAGE, wanted - printed)
+        page = await client.list(args.prefix, limit=limit, cursor=cursor)
+        if page.keys:
+            print("\n".join(page.keys), flush=True)
+        printed += len(page.keys)
+        cursor = page.cursor
+        if cursor is None:
+            return EXIT_OK
+    print(f"crdtkv: more keys follow; continue with --cursor {cursor}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _snapshot(client: Client, args: argparse.Namespace) -> int:
+    """Fetch the node's state and write it as a snapshot file for merge and show."""
+    data = await client.snapshot()
+    store = KvStore.from_snapshot(data)  # checks the bytes before they replace a file
+    keys = sum(1 for _ in store.keys())
+    _write_atomically(args.output, data)
+    print(
+        f"wrote a snapshot of store {store.name!r} to {args.output}: {len(data)} bytes, "
+        f"{keys} live keys, digest {store.digest()}"
+    )
+    return EXIT_OK
 
 
 async def _digest(client: Client, args: argparse.Namespace) -> int:
@@ -220,34 +338,82 @@ async def _digest(client: Client, args: argparse.Namespace) -> int:
 
 
 def _add_client_command(commands: Any, name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
-    parser.add_argument(
-        "--node", required=True, metavar="URL", help="the node to ask, e.g. ws://127.0.0.1:7001"
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text, epilog=EXIT_CODES
     )
-    parser.add_argument("--secret-file", metavar="FILE")
+    parser.add_argument(
+        "--node",
+        default=_env(ENV_NODE),
+        metavar="URL",
+        help=f"the node to ask, e.g. ws://127.0.0.1:7001 (default: ${ENV_NODE})",
+    )
+    _add_secret_file(parser)
     parser.add_argument("--store", default="default", help="store name (default: default)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long connecting and each request may take (default: 10)",
+    )
     parser.add_argument("--tls-ca", metavar="FILE", help="CA certificate(s) to trust for a wss:// node")
     parser.set_defaults(func=_client_command(run))
     return parser
 
 
+EXIT_CODES = "exit codes: 0 done, 1 key missing (get), 2 any error (one line on stderr)"
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def _add_secret_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret-file",
+        default=_env(ENV_SECRET_FILE),
+        metavar="FILE",
+        help=f"file holding the shared secret (default: ${ENV_SECRET_FILE})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crdtkv", description="Edge key-value store built on CRDTs.")
+    parser = argparse.ArgumentParser(
+        prog="crdtkv",
+        description="Edge key-value store built on CRDTs.",
+        epilog=(
+            f"environment: {ENV_NODE} is the default --node URL, {ENV_SECRET_FILE} the default "
+            f"--secret-file. {EXIT_CODES}."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"crdtkv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    merge = commands.add_parser("merge", help="merge snapshot files offline")
+    merge = commands.add_parser("merge", help="merge snapshot files offline", epilog=EXIT_CODES)
     merge.add_argument("snapshots", nargs="+", metavar="SNAPSHOT")
     merge.add_argument("-o", "--output", required=True, metavar="OUT")
     merge.set_defaults(func=cmd_merge)
 
-    show = commands.add_parser("show", help="print the live keys and values of a snapshot file")
+    show = commands.add_parser(
+        "show", help="print the live keys and values of a snapshot file", epilog=EXIT_CODES
+    )
     show.add_argument("snapshot", metavar="SNAPSHOT")
     show.add_argument("prefix", nargs="?", default="")
     show.set_defaults(func=cmd_show)
 
-    serve = commands.add_parser("serve", help="run a replica node")
+    serve = commands.add_parser(
+        "serve",
+        help="run a replica node",
+        description="Run a replica node until SIGINT, SIGTERM or SIGHUP, then flush and exit 0.",
+        epilog=EXIT_CODES,
+    )
     serve.add_argument("--id", required=True, help="this replica's id, e.g. london")
     serve.add_argument(
         "--listen", metavar="URL", help="where peers and clients connect, e.g. ws://127.0.0.1:7001"
@@ -262,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="batch",
         help="with --data: batch (group commit, the default) or sync (durable before each reply)",
     )
-    serve.add_argument("--secret-file", metavar="FILE", help="file holding the shared secret")
+    _add_secret_file(serve)
     serve.add_argument("--store", default="default", help="store name (default: default)")
     serve.add_argument("--tls-cert", metavar="FILE", help="certificate for listening on wss://")
     serve.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert")
@@ -274,23 +440,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = _add_client_command(commands, "get", "print a key's value (exit 1 if missing)", _get)
     get.add_argument("key")
-    put = _add_client_command(commands, "put", "set a key to a string value", _put)
+    get.add_argument("--json", action="store_true", help="print the value as JSON (strings quoted)")
+    put = _add_client_command(commands, "put", "set a key to a value (a string unless --json)", _put)
     put.add_argument("key")
-    put.add_argument("value")
-    put.add_argument("--ttl", type=float, metavar="SECONDS")
+    put.add_argument("value", help="the value; - reads it from stdin, as is")
+    put.add_argument("--json", action="store_true", help="parse the value as JSON (numbers, objects, ...)")
+    put.add_argument(
+        "--metadata", metavar="JSON", help='a JSON object stored with the write, e.g. {"owner": "ana"}'
+    )
+    put.add_argument("--ttl", type=_positive_seconds, metavar="SECONDS")
     incr = _add_client_command(commands, "incr", "add to a counter and print its new value", _incr)
     incr.add_argument("key")
     incr.add_argument("by", nargs="?", type=int, default=1)
-    incr.add_argument("--ttl", type=float, metavar="SECONDS")
+    incr.add_argument("--ttl", type=_positive_seconds, metavar="SECONDS")
     delete = _add_client_command(commands, "del", "delete a key", _delete)
     delete.add_argument("key")
-    keys = _add_client_command(commands, "keys", "list live keys, one a line", _keys)
+    keys = _add_client_command(commands, "keys", "list live keys, one a line, all of them by default", _keys)
     keys.add_argument("prefix", nargs="?", default="")
+    keys.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="print at most N keys; if more follow, stderr names the --cursor that continues",
+    )
+    keys.add_argument("--cursor", metavar="CURSOR", help="continue a listing cut by --limit")
     _add_client_command(commands, "digest", "print the node's state digest", _digest)
+    snapshot = _add_client_command(
+        commands,
+        "snapshot",
+        "write the node's whole state to a snapshot file (for merge and show)",
+        _snapshot,
+    )
+    snapshot.add_argument("-o", "--output", required=True, metavar="FILE")
     watch = _add_client_command(commands, "watch", "print changes under a prefix as they happen", _watch)
     watch.add_argument("prefix", nargs="?", default="")
 
-    run_demo = commands.add_parser("demo", help="three PoPs counting page views two ways")
+    run_demo = commands.add_parser("demo", help="three PoPs counting page views two ways", epilog=EXIT_CODES)
     run_demo.add_argument("--views", type=int, default=30_000, help="page views in all")
     run_demo.add_argument("--seconds", type=float, default=5.0, help="how long the traffic runs")
     run_demo.add_argument(
@@ -305,14 +490,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fail(message: str) -> int:
+    print(f"crdtkv: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (argparse exits 2 itself on bad usage)."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except CrdtKvError as exc:
-        print(f"crdtkv: {exc}", file=sys.stderr)
-        return 2
+    except BaseException as raised:  # every way out becomes one line and an exit code
+        exc = _single(raised)
+        if isinstance(exc, SystemExit):
+            raise
+        if isinstance(exc, CrdtKvError | CommandError):
+            return _fail(str(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            return _fail("interrupted")
+        if isinstance(exc, BrokenPipeError):  # e.g. `crdtkv keys | head`: the reader left
+            _silence_stdout()
+            return EXIT_ERROR
+        if isinstance(exc, OSError):
+            return _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (this is a bug in crdtkv; please report it)")
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ propagation latency of small writes between PoPs.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 import anyio
 
+from .errors import InvalidArgument
 from .node import Node
 from .store import KvStore
 from .transport import Transport
@@ -172,9 +174,20 @@ async def _run(total: int, seconds: float, seed: int, wan_delay: float) -> int:
     ok = incr == total
     if not ok:
         print("  ERROR: incr lost increments")
-    return 0 if ok else 1
+    return 0 if ok else 2
 
 
 def run(total: int = 30_000, seconds: float = 5.0, seed: int = 2026, wan_delay: float = 0.0) -> int:
-    """Run the demo; return the process exit code. ``wan_delay``: seconds added to every message."""
+    """Run the demo; return the process exit code (0, or 2 if incr lost increments).
+
+    ``wan_delay``: seconds added to every message. Raises InvalidArgument for
+    no page views, a run time that is not a positive number of seconds, or a
+    negative delay.
+    """
+    if type(total) is not int or total < 1:
+        raise InvalidArgument(f"the demo needs at least 1 page view, not {total!r}")
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        raise InvalidArgument(f"the demo runs for a positive number of seconds, not {seconds!r}")
+    if not (isinstance(wan_delay, int | float) and math.isfinite(wan_delay) and wan_delay >= 0):
+        raise InvalidArgument(f"the WAN delay must be zero or more, not {wan_delay!r}")
     return anyio.run(_run, total, seconds, seed, wan_delay)

@@ -17,8 +17,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def format_value(value: Any) -> str:
-    """A one-line rendering of a stored value (a counter prints as a decimal integer)."""
-    if isinstance(value, str):
+def format_value(value: Any, *, as_json: bool = False) -> str:
+    """A one-line rendering of a stored value (a counter prints as a decimal integer).
+
+    Strings print as they are unless ``as_json``; everything else prints as
+    JSON, bytes as ``{"$base64": ...}``.
+    """
+    if isinstance(value, str) and not as_json:
         return value
     return json.dumps(_jsonable(value), ensure_ascii=False, allow_nan=True)

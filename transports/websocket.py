@@ -28,7 +28,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.connection import Connection as WsConnection
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidMessage, WebSocketException
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
@@ -162,6 +162,86 @@ def _options(settings: TransportSettings) -> dict[str, Any]:
     }
 
 
+#: How long the probe that explains a failed dial may take (seconds).
+PROBE_TIMEOUT = 2.0
+
+
+async def _speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """True if the server at ``host:port`` completes a TLS handshake (its certificate unchecked).
+
+    Only used to explain a failed ``ws://`` dial: nothing is sent after the handshake.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_tcp(host, port, ssl_context=context, tls_standard_compatible=False)
+    except (OSError, ssl.SSLError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream):
+        return False
+    await stream.aclose()
+    return True
+
+
+async def _speaks_plain_http(host: str, port: int, timeout: float) -> bool:
+    """True if the server at ``host:port`` answers a plain HTTP request (so it is not TLS)."""
+    try:
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_tcp(host, port)
+            try:
+                await stream.send(f"GET / HTTP/1.1\r\nHost: {_host_for_url(host)}\r\n\r\n".encode())
+                answer = await stream.receive(16)
+            finally:
+                await stream.aclose()
+    except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream):
+        return False
+    return answer.startswith(b"HTTP/")
+
+
+def _tls_mismatch_hint(exc: BaseException) -> bool:
+    """Whether a failed TLS dial looks like the server does not speak TLS (not a bad certificate)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    return isinstance(exc, ssl.SSLError | ConnectionResetError | EOFError | InvalidMessage)
+
+
+async def _explain(url: str, scheme: str, exc: BaseException, settings: TransportSettings) -> str:
+    """Why a dial failed, pointing at the fix where the cause is known.
+
+    A ``ws://`` dial to a TLS server, or a ``wss://`` dial to a plain one, fails
+    with an unhelpful EOF or reset; a short probe of the other protocol tells
+    which it was.
+    """
+    detail = str(exc) or type(exc).__name__
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if scheme == "wss" else 80)
+    except ValueError:  # a URL websockets refused: nothing to probe
+        return f"cannot connect to {url}: {detail}"
+    rest = url.split("://", 1)[1]
+    timeout = min(PROBE_TIMEOUT, settings.connect_timeout)
+    mismatch = host is not None and (
+        (scheme == "ws" and isinstance(exc, InvalidMessage | EOFError))
+        or (scheme == "wss" and _tls_mismatch_hint(exc))
+    )
+    if mismatch and scheme == "ws" and await _speaks_tls(host or "", port, timeout):
+        return (
+            f"cannot connect to {url}: the node speaks TLS (wss://): use wss://{rest} "
+            "(and --tls-ca FILE if its certificate is self-signed)"
+        )
+    if mismatch and scheme == "wss" and await _speaks_plain_http(host or "", port, timeout):
+        return (
+            f"cannot connect to {url}: the node does not speak TLS, it serves ws://: use ws://{rest} "
+            "(or start the node with --tls-cert and --tls-key)"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"cannot connect to {url}: {detail} (for a self-signed or private CA certificate, "
+            "trust it with --tls-ca FILE)"
+        )
+    return f"cannot connect to {url}: {detail}"
+
+
 class WebSocketTransport:
     """The ``ws://`` and ``wss://`` transport."""
 
@@ -180,8 +260,8 @@ class WebSocketTransport:
             raise ConnectFailed(
                 f"cannot connect to {url}: timed out after {settings.connect_timeout} s"
             ) from exc
-        except (OSError, WebSocketException, ValueError) as exc:
-            raise ConnectFailed(f"cannot connect to {url}: {str(exc) or type(exc).__name__}") from exc
+        except (OSError, WebSocketException, ValueError, EOFError) as exc:
+            raise ConnectFailed(await _explain(url, scheme, exc, settings)) from exc
         return WebSocketConnection(websocket, url, settings.max_message_bytes)
 
     async def listen(self, url: str, handler: Handler, settings: TransportSettings) -> Listener:
