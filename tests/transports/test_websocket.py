@@ -227,3 +227,36 @@ async def test_wss_refuses_an_untrusted_certificate(certificate: tuple[Path, Pat
                 await TRANSPORT.connect(listener.url, TransportSettings())
     assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
     assert listener.url in str(info.value)
+
+
+async def test_ws_dialing_a_tls_node_says_to_use_wss(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    with anyio.fail_after(GUARD):
+        async with serving(echo, TransportSettings(ssl_context=server_tls), "wss://127.0.0.1:0") as listener:
+            plain = listener.url.replace("wss://", "ws://")
+            with pytest.raises(ConnectFailed) as info:
+                await TRANSPORT.connect(plain, SETTINGS)
+    message = str(info.value)
+    assert plain in message and "use " + listener.url in message and "--tls-ca" in message
+
+
+async def test_wss_dialing_a_plain_node_says_to_use_ws() -> None:
+    with anyio.fail_after(GUARD):
+        async with serving(echo) as listener:
+            tls = listener.url.replace("ws://", "wss://")
+            with pytest.raises(ConnectFailed) as info:
+                await TRANSPORT.connect(tls, SETTINGS)
+    message = str(info.value)
+    assert tls in message and "does not speak TLS" in message and "use " + listener.url in message
+
+
+async def test_an_untrusted_certificate_points_at_tls_ca(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    with anyio.fail_after(GUARD):
+        async with serving(echo, TransportSettings(ssl_context=server_tls), "wss://127.0.0.1:0") as listener:
+            with pytest.raises(ConnectFailed, match="--tls-ca"):
+                await TRANSPORT.connect(listener.url, TransportSettings())
