@@ -98,7 +98,11 @@ def main() -> None:
     print(f"{args.rounds} kills, {acks} acknowledged puts, {len(ages)} lost in {lossy_rounds} rounds")
     if ages:
         ms = sorted(age * 1000 for age in ages)
-        print(f"loss age (ack to kill): median {statistics.median(ms):.2f} ms, max {ms[-1]:.2f} ms")
+        p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+        print(
+            f"loss age (ack to kill): median {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, "
+            f"max {ms[-1]:.2f} ms; the five largest: {', '.join(f'{age:.2f}' for age in ms[-5:])}"
+        )
 
 
 if __name__ == "__main__":
