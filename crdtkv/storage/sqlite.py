@@ -10,9 +10,12 @@ Durability:
 * ``batch`` (default): changes are staged in memory and committed with
   ``synchronous=NORMAL`` once the oldest staged change is ``commit_window``
   seconds old: by the writing thread itself when it writes again, or by a
-  background thread when writes stop. A process crash loses at most the
-  writes of about the last window (plus the time one commit takes); a power
-  loss can also lose commits not yet synced by a WAL checkpoint.
+  background thread when writes stop. A process crash loses the writes of
+  about the last window plus however long the commit thread waited to run
+  (for the interpreter lock while the writing thread is busy, up to
+  ``sys.getswitchinterval()``; for a CPU on a loaded machine) and the commit
+  took: there is no hard bound in time (the README gives measured figures).
+  A power loss can also lose commits not yet synced by a WAL checkpoint.
   :meth:`flush` commits with ``synchronous=FULL``: everything before it
   survives a power loss.
 * ``sync``: every change is committed with ``synchronous=FULL`` before the
