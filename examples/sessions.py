@@ -17,7 +17,7 @@ from crdtkv import KvStore, Node
 
 POPS = ("london", "sydney", "new-york")
 SECRET = b"example-secret"
-TTL = 0.5  # seconds: short, so the example runs fast
+TTL = 3.0  # seconds: short, so the example runs fast, yet far longer than replication takes
 
 
 async def main() -> None:
