@@ -83,6 +83,7 @@ def test_every_package_of_the_source_tree_is_in_the_wheel(wheel: zipfile.ZipFile
     missing_files = [f for f in source_files() if f not in names]
     assert missing_files == []
     assert "crdtkv/py.typed" in names
+    assert "transports/py.typed" in names
 
 
 def test_the_wheel_holds_no_tests_benches_or_examples(wheel: zipfile.ZipFile):

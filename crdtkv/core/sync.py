@@ -86,8 +86,6 @@ from .messages import (
 )
 from .replica import ReplicaState
 
-#: Room left in a message for everything around the delta payload.
-_FRAME_OVERHEAD: Final = 4096
 #: Unconfirmed batches a peer may lag behind before it is resynced from its acks.
 MAX_PENDING_BATCHES: Final = 64
 
@@ -553,7 +551,10 @@ class Session:
         every redial, and no later change would get through.
         """
         entries = self.state.entries
-        budget = self.max_message_bytes - _FRAME_OVERHEAD - 64 * len(batch.base)
+        # the frame around the payload, measured: the base vector grows with the origins,
+        # and a payload's CBOR length header takes at most 9 bytes
+        frame = len(encode_message(Deltas(batch.number, batch.index, True, batch.base, b""))) + 9
+        budget = self.max_message_bytes - frame
         count = self.settings.keys_per_part
         while True:
             keys = batch.keys[batch.position : batch.position + count]
