@@ -60,7 +60,7 @@ def test_merge_refuses_damaged_or_foreign_snapshots(tmp_path):
     assert foreign.returncode == 2
     assert "another-store" in foreign.stderr
     missing = crdtkv("merge", "nope.snapshot", "-o", "out.snapshot", cwd=tmp_path)
-    assert missing.returncode != 0
+    assert missing.returncode == 2
     assert "cannot read" in missing.stderr
     assert not (tmp_path / "out.snapshot").exists()
 
