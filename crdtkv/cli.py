@@ -187,9 +187,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         settings = NodeSettings(transport=tls)
-        async with Node(store, listen=args.listen, peers=args.peer, secret=secret, settings=settings) as node:
-            print(f"serving store {store.name!r} as {store.origin} on {node.url}", flush=True)
-            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        # handle the stop signals before saying "serving": one sent right after that line stops cleanly
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            async with Node(
+                store, listen=args.listen, peers=args.peer, secret=secret, settings=settings
+            ) as node:
+                print(f"serving store {store.name!r} as {store.origin} on {node.url}", flush=True)
                 async for signum in signals:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break
