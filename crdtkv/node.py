@@ -44,7 +44,7 @@ from .core.messages import (
 )
 from .core.sync import Closed, EntryTooLarge, Event, Opened, RequestReceived, Session, SyncSettings
 from .errors import ConnectFailed, InvalidArgument, InvalidArgumentType, LinkClosed
-from .requests import execute
+from .requests import SnapshotTransfers, execute
 from .store import KvStore
 from .transport import Connection, Listener, Transport, TransportSettings, find_transport
 
@@ -75,11 +75,20 @@ class NodeSettings:
     #: Bytes that may wait for a watching client before its changes are dropped
     #: (it is told with an overflow notice once it has caught up).
     max_watch_backlog_bytes: int = 4 * MIB
+    #: Bytes of encoded snapshots held for clients reading them (``crdtkv snapshot``),
+    #: all links together; a snapshot that does not fit is refused.
+    max_snapshot_bytes: int = 256 * MIB
     #: How often (seconds) the node garbage-collects old tombstones and expired values.
     gc_interval: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("max_connections", "max_handshaking", "max_unsent_bytes", "max_watch_backlog_bytes"):
+        for name in (
+            "max_connections",
+            "max_handshaking",
+            "max_unsent_bytes",
+            "max_watch_backlog_bytes",
+            "max_snapshot_bytes",
+        ):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"NodeSettings.{name} must be positive")
         if self.inbound_handshake_timeout <= 0:
@@ -204,6 +213,8 @@ class Node:
         )
         self._transports = transports
         self._links: set[Link] = set()
+        #: snapshots being read by this node's clients, within their byte budget
+        self._snapshots = SnapshotTransfers(budget=self.settings.max_snapshot_bytes)
         #: inbound links still authenticating, oldest first
         self._handshaking: dict[Link, None] = {}
         #: inbound links that authenticated (what max_connections counts)
@@ -283,6 +294,11 @@ class Node:
     def dialing(self) -> list[str]:
         """The peer URLs the node (re)dials; a URL that reached this node itself is dropped."""
         return [dialer.url for dialer in self._dialer_states if not dialer.stopped]
+
+    @property
+    def snapshot_bytes_held(self) -> int:
+        """Bytes of encoded snapshots this node holds for clients still reading them."""
+        return self._snapshots.held
 
     async def wait_for_peers(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` replication links are open (raises TimeoutError)."""
@@ -406,6 +422,7 @@ class Node:
                 await link.connection.aclose()
 
     def _forget(self, link: Link) -> None:
+        self._snapshots.release(link)
         if not self.store.closed:
             for watcher in link.watchers:
                 if watcher in self.store._state.watchers:
@@ -455,7 +472,7 @@ class Node:
             if request.op == "watch":
                 self._watch_for(link, request.id, request.args)
             else:
-                ok, value = execute(self.store, request.op, request.args)
+                ok, value = execute(self.store, request.op, request.args, link, self._snapshots)
                 session.respond(request.id, ok, value)
         elif isinstance(event, Closed):
             self._log_close(link, event)

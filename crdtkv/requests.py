@@ -136,14 +136,14 @@ class SnapshotTransfers:
         held = self.held
         if held >= self.budget:
             raise InvalidArgument(
-                f"{held} bytes of snapshots are being transferred (the budget is {self.budget}); "
-                "try again later"
+                f"{held} bytes of snapshots are being transferred (the budget, "
+                f"NodeSettings.max_snapshot_bytes, is {self.budget}); try again later"
             )
         data = store.snapshot()
         if held + len(data) > self.budget:
             raise InvalidArgument(
                 f"the snapshot is {len(data)} bytes and {held} are held for other transfers; the budget "
-                f"(MAX_SNAPSHOT_TRANSFER_BYTES) is {self.budget}"
+                f"(NodeSettings.max_snapshot_bytes) is {self.budget}"
             )
         token = secrets.token_hex(16)
         self._transfers[token] = _Transfer(data, owner, self._clock())
@@ -197,13 +197,14 @@ OPERATIONS: dict[str, _Call] = {
     "digest": lambda store: store.digest(),
 }
 
-#: Operations that need the link they came on (to free what they hold when it closes).
-_OWNED: dict[str, Callable[..., Any]] = {
-    "snapshot_begin": TRANSFERS.begin,
-    "snapshot_read": lambda store, owner, token, offset, max_bytes: TRANSFERS.read(
+#: Operations that need the node's snapshot transfers and the link they came on
+#: (to free what they hold when it closes).
+_TRANSFER_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "snapshot_begin": lambda transfers, store, owner: transfers.begin(store, owner),
+    "snapshot_read": lambda transfers, store, owner, token, offset, max_bytes: transfers.read(
         store, token, offset, max_bytes
     ),
-    "snapshot_end": lambda store, owner, token: TRANSFERS.end(token),
+    "snapshot_end": lambda transfers, store, owner, token: transfers.end(token),
 }
 
 _ARITY = {
@@ -220,14 +221,21 @@ _ARITY = {
 }
 
 
-def execute(store: KvStore, op: str, args: list[Any], owner: object = None) -> tuple[bool, Any]:
+def execute(
+    store: KvStore,
+    op: str,
+    args: list[Any],
+    owner: object = None,
+    transfers: SnapshotTransfers | None = None,
+) -> tuple[bool, Any]:
     """Run one request; return ``(True, result)`` or ``(False, [error type, message])``.
 
-    ``owner`` identifies the link the request came on; a node passes it and
-    calls :func:`release` with it when the link closes.
+    ``owner`` identifies the link the request came on and ``transfers`` holds
+    the snapshots being read (a node passes its own and releases ``owner`` in
+    it when the link closes; without one, the process-wide :data:`TRANSFERS`).
     """
     call = OPERATIONS.get(op)
-    owned = _OWNED.get(op)
+    owned = _TRANSFER_OPERATIONS.get(op)
     if call is None and owned is None:
         return False, ["InvalidArgument", f"unknown operation {op!r}"]
     low, high = _ARITY[op]
@@ -235,13 +243,8 @@ def execute(store: KvStore, op: str, args: list[Any], owner: object = None) -> t
         return False, ["InvalidArgument", f"{op} takes {low} to {high} arguments, got {len(args)}"]
     try:
         if owned is not None:
-            return True, owned(store, owner, *args)
+            return True, owned(TRANSFERS if transfers is None else transfers, store, owner, *args)
         assert call is not None
         return True, call(store, *args)
     except CrdtKvError as exc:
         return False, [type(exc).__name__, str(exc)]
-
-
-def release(owner: object) -> None:
-    """Free what requests from ``owner`` (a link) still hold: call it when the link closes."""
-    TRANSFERS.release(owner)

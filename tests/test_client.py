@@ -22,7 +22,7 @@ from crdtkv.errors import (
     RequestTimeout,
 )
 from crdtkv.node import Node, NodeSettings
-from crdtkv.requests import MAX_KEY_BYTES_PER_RESPONSE, TRANSFERS, SnapshotTransfers, execute
+from crdtkv.requests import MAX_KEY_BYTES_PER_RESPONSE, SnapshotTransfers, execute
 from transports.memory import MemoryNetwork, MemoryTransport
 
 pytestmark = pytest.mark.anyio
@@ -185,7 +185,22 @@ async def test_a_snapshot_larger_than_one_message_arrives_whole_and_is_freed_at_
         copy = KvStore.from_snapshot(data)
         assert copy.digest() == store.digest()
         assert copy.get("views") == 7
-        assert len(TRANSFERS) == 0 and TRANSFERS.held == 0  # read to the end: nothing kept
+        assert node.snapshot_bytes_held == 0  # read to the end: nothing kept
+
+
+async def test_a_snapshot_transfer_is_freed_when_its_link_closes():
+    store = KvStore.open("t", replica_id="server")
+    for i in range(100):
+        store.put(f"blob:{i:03d}", bytes([i % 256]) * 8000)
+    async with Node(store, listen="ws://127.0.0.1:0", settings=FAST) as node:
+        async with Client(node.url or "", store="t") as client:
+            token, size = await client.call("snapshot_begin")
+            assert size > 0 and node.snapshot_bytes_held == size  # held while the client reads
+            await client.call("snapshot_read", token, 0, 1000)
+            assert node.snapshot_bytes_held == size
+        with anyio.fail_after(10):  # the client left without reading it all: the link's close frees it
+            while node.snapshot_bytes_held:
+                await anyio.sleep(0.005)
 
 
 def test_snapshot_transfers_keep_to_their_byte_budget_and_free_idle_and_released_ones():
