@@ -160,6 +160,9 @@ class Client:
         assert self._session is not None and self._connection is not None
         for data in self._session.outgoing(time.monotonic()):
             await self._connection.send(data)
+        for event in self._session.events():  # a close by a timer or by close()
+            if isinstance(event, Closed):
+                self._closed = self._closed or event
 
     async def _receive_loop(self) -> None:
         assert self._session is not None and self._connection is not None
@@ -188,7 +191,9 @@ class Client:
                         self._closed = event
                 await self._flush()
         except LinkClosed as exc:
-            self._closed = self._closed or Closed(CLOSE_LOST, exc.reason, by_peer=True)
+            for event in self._session.connection_lost(exc.reason):
+                if isinstance(event, Closed):
+                    self._closed = self._closed or event
         finally:
             # whatever ended the loop, no answer comes any more: wake every waiter
             self._closed = self._closed or Closed(CLOSE_LOST, "the link ended", by_peer=True)
