@@ -77,7 +77,7 @@ class NodeSettings:
     max_watch_backlog_bytes: int = 4 * MIB
     #: Bytes of encoded snapshots held for clients reading them (``crdtkv snapshot``),
     #: all links together; a snapshot that does not fit is refused.
-    max_snapshot_bytes: int = 256 * MIB
+    max_snapshot_transfer_bytes: int = 256 * MIB
     #: How often (seconds) the node garbage-collects old tombstones and expired values.
     gc_interval: float = 60.0
 
@@ -87,7 +87,7 @@ class NodeSettings:
             "max_handshaking",
             "max_unsent_bytes",
             "max_watch_backlog_bytes",
-            "max_snapshot_bytes",
+            "max_snapshot_transfer_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"NodeSettings.{name} must be positive")
@@ -214,7 +214,7 @@ class Node:
         self._transports = transports
         self._links: set[Link] = set()
         #: snapshots being read by this node's clients, within their byte budget
-        self._snapshots = SnapshotTransfers(budget=self.settings.max_snapshot_bytes)
+        self._snapshots = SnapshotTransfers(budget=self.settings.max_snapshot_transfer_bytes)
         #: inbound links still authenticating, oldest first
         self._handshaking: dict[Link, None] = {}
         #: inbound links that authenticated (what max_connections counts)

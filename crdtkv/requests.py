@@ -137,13 +137,13 @@ class SnapshotTransfers:
         if held >= self.budget:
             raise InvalidArgument(
                 f"{held} bytes of snapshots are being transferred (the budget, "
-                f"NodeSettings.max_snapshot_bytes, is {self.budget}); try again later"
+                f"NodeSettings.max_snapshot_transfer_bytes, is {self.budget}); try again later"
             )
         data = store.snapshot()
         if held + len(data) > self.budget:
             raise InvalidArgument(
                 f"the snapshot is {len(data)} bytes and {held} are held for other transfers; the budget "
-                f"(NodeSettings.max_snapshot_bytes) is {self.budget}"
+                f"(NodeSettings.max_snapshot_transfer_bytes) is {self.budget}"
             )
         token = secrets.token_hex(16)
         self._transfers[token] = _Transfer(data, owner, self._clock())
