@@ -9,6 +9,7 @@ the same run.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crdtkv import KvStore
@@ -56,7 +57,7 @@ class Simulation:
         skews: list[float] | None = None,
         topology: str = "mesh",
         secret: bytes | None = None,
-    ):
+    ) -> None:
         self.rnd = random.Random(seed)
         self.faults = faults or Faults()
         self.now = 0.0
@@ -78,7 +79,7 @@ class Simulation:
         for index, store in enumerate(self.stores):
             store._state.listeners.append(self._changed_callback(index))
 
-    def _changed_callback(self, index: int):
+    def _changed_callback(self, index: int) -> Callable[[], None]:
         def changed() -> None:
             for link in self.links:
                 if index in (link.a, link.b):

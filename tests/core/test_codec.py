@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -47,7 +49,7 @@ def target() -> KvStore:
     return store
 
 
-def test_snapshot_round_trip_preserves_every_kind():
+def test_snapshot_round_trip_preserves_every_kind() -> None:
     src = sample_store()
     dst = KvStore.open("default", replica_id="dst", clock=FakeClock())
     dst.merge(src.snapshot())
@@ -58,7 +60,7 @@ def test_snapshot_round_trip_preserves_every_kind():
     assert dst.get("gone") is None
 
 
-def test_delta_round_trip_is_lossless():
+def test_delta_round_trip_is_lossless() -> None:
     src = sample_store()
     delta = src._state.full_state()
     again = decode_delta(encode_delta(delta), DEFAULT_LIMITS)
@@ -66,7 +68,7 @@ def test_delta_round_trip_is_lossless():
     assert dict(again.entries) == dict(delta.entries)
 
 
-def test_truncated_snapshots_are_refused_and_change_nothing():
+def test_truncated_snapshots_are_refused_and_change_nothing() -> None:
     data = sample_store().snapshot()
     dst = target()
     before = dst.digest()
@@ -77,7 +79,7 @@ def test_truncated_snapshots_are_refused_and_change_nothing():
     assert dst.get("mine") == "untouched"
 
 
-def test_every_single_bit_flip_is_detected():
+def test_every_single_bit_flip_is_detected() -> None:
     data = bytearray(sample_store().snapshot())
     dst = target()
     before = dst.digest()
@@ -89,7 +91,7 @@ def test_every_single_bit_flip_is_detected():
     assert dst.digest() == before
 
 
-def test_snapshot_of_another_store_is_refused():
+def test_snapshot_of_another_store_is_refused() -> None:
     dst = target()
     with pytest.raises(StoreMismatch, match="'other'"):
         dst.merge(sample_store("other").snapshot())
@@ -97,14 +99,14 @@ def test_snapshot_of_another_store_is_refused():
         dst.merge(sample_store("other"))
 
 
-def test_snapshot_size_limit_is_checked_before_decoding():
+def test_snapshot_size_limit_is_checked_before_decoding() -> None:
     data = sample_store().snapshot()
     dst = KvStore.open(replica_id="dst", limits=Limits(max_snapshot_bytes=len(data) - 1))
     with pytest.raises(TooLarge, match="max_snapshot_bytes"):
         dst.merge(data)
 
 
-def test_non_snapshot_bytes_are_refused():
+def test_non_snapshot_bytes_are_refused() -> None:
     dst = target()
     with pytest.raises(DecodeError, match="not a crdtkv snapshot"):
         dst.merge(b"hello world, not a snapshot")
@@ -112,7 +114,7 @@ def test_non_snapshot_bytes_are_refused():
         dst.merge(cbor2.dumps([1, 2, 3]))
 
 
-def test_stamps_from_a_clock_far_ahead_are_refused_whole():
+def test_stamps_from_a_clock_far_ahead_are_refused_whole() -> None:
     ahead = KvStore.open("default", replica_id="ahead", clock=FakeClock(+3600))
     ahead.put("x", 1)
     ahead.put("mine", "clobbered")
@@ -123,7 +125,9 @@ def test_stamps_from_a_clock_far_ahead_are_refused_whole():
     assert dst.digest() == before
 
 
-def delta_bytes(entries: list, origins: list | None = None, vv: list | None = None, **kw) -> bytes:
+def delta_bytes(
+    entries: list[Any], origins: list[str] | None = None, vv: list[Any] | None = None, **kw: Any
+) -> bytes:
     registers = kw.get("registers", [[], [], [], []])
     fields = [
         kw.get("version", FORMAT),
@@ -136,7 +140,7 @@ def delta_bytes(entries: list, origins: list | None = None, vv: list | None = No
     return cbor2.dumps(fields)
 
 
-def columns(keys: list, stamps: list, refs: list, values: list) -> bytes:
+def columns(keys: list[Any], stamps: list[Any], refs: list[Any], values: list[Any]) -> bytes:
     return delta_bytes([], registers=[keys, stamps, refs, values])
 
 
@@ -189,26 +193,26 @@ STAMP = 116_000_000_000_000_000
         (delta_bytes([], vv=[[0]]), "version vector"),
     ],
 )
-def test_malformed_deltas_raise_decode_error(data, reason):
+def test_malformed_deltas_raise_decode_error(data: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode_delta(data, DEFAULT_LIMITS)
 
 
-def test_messages_over_the_size_limit_are_not_decoded():
+def test_messages_over_the_size_limit_are_not_decoded() -> None:
     # Limits refuse a max_message_bytes too small for their largest entry, so
     # the cap is given to the decoder directly
     with pytest.raises(TooLarge):
         decode_delta(delta_bytes([["k", [STAMP, 0, "x" * 100]]]), DEFAULT_LIMITS, max_bytes=64)
 
 
-def test_values_over_the_size_limit_are_refused_from_remote():
+def test_values_over_the_size_limit_are_refused_from_remote() -> None:
     limits = Limits(max_value_bytes=10)
     with pytest.raises(DecodeError, match="limit"):
         decode_delta(delta_bytes([["k", [STAMP, 0, "x" * 11]]]), limits)
 
 
 @given(st.binary(max_size=300))
-def test_random_bytes_only_ever_raise_decode_error(data):
+def test_random_bytes_only_ever_raise_decode_error(data: bytes) -> None:
     try:
         decode_delta(data, DEFAULT_LIMITS)
     except DecodeError:
@@ -219,7 +223,7 @@ def test_random_bytes_only_ever_raise_decode_error(data):
         pass
 
 
-def test_mutated_valid_deltas_only_ever_raise_decode_error():
+def test_mutated_valid_deltas_only_ever_raise_decode_error() -> None:
     valid = encode_delta(sample_store()._state.full_state())
     rnd = random.Random(1234)
     for _ in range(3000):
@@ -232,7 +236,7 @@ def test_mutated_valid_deltas_only_ever_raise_decode_error():
             pass
 
 
-def test_snapshot_file_round_trip(tmp_path):
+def test_snapshot_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "a.snapshot"
     path.write_bytes(encode_snapshot(sample_store()._state.full_state()))
     delta = decode_snapshot(path.read_bytes(), DEFAULT_LIMITS)

@@ -71,24 +71,24 @@ any_entry = entries()
 
 
 @given(any_entry, any_entry)
-def test_join_is_commutative(x, y):
+def test_join_is_commutative(x: Entry, y: Entry) -> None:
     assert joined(x, y) == joined(y, x)
 
 
 @given(any_entry, any_entry, any_entry)
-def test_join_is_associative(x, y, z):
+def test_join_is_associative(x: Entry, y: Entry, z: Entry) -> None:
     assert joined(joined(x, y), z) == joined(x, joined(y, z))
 
 
 @given(any_entry)
-def test_join_is_idempotent(x):
+def test_join_is_idempotent(x: Entry) -> None:
     once = joined(x)
     assert not join_into(once, x)  # reports no change
     assert once == joined(x, x)
 
 
 @given(any_entry, any_entry)
-def test_join_only_grows_dots(x, y):
+def test_join_only_grows_dots(x: Entry, y: Entry) -> None:
     result = joined(x, y)
     for origin, stamp in dots(result).items():
         assert stamp >= dots(x).get(origin, 0) or stamp >= dots(y).get(origin, 0)
@@ -98,21 +98,21 @@ def test_join_only_grows_dots(x, y):
 
 
 @given(any_entry, any_entry)
-def test_reads_agree_whatever_the_join_order(x, y):
+def test_reads_agree_whatever_the_join_order(x: Entry, y: Entry) -> None:
     a, b = joined(x, y), joined(y, x)
     assert resolve(a, NOW_MS) == resolve(b, NOW_MS)
     if a.counter is not None:
-        assert a.counter.value() == b.counter.value()
+        assert a.counter.value() == b.counter.value()  # type: ignore[union-attr]
 
 
 @given(entries(with_counter=False), entries(with_counter=False))
-def test_register_join_keeps_the_larger_stamp_and_origin(x, y):
+def test_register_join_keeps_the_larger_stamp_and_origin(x: Entry, y: Entry) -> None:
     result = joined(x, y)
     assert (result.stamp, result.writer) == max((x.stamp, x.writer), (y.stamp, y.writer))
 
 
 @given(entries(with_counter=True), entries(with_counter=True))
-def test_counter_join_takes_per_origin_latest_totals(x, y):
+def test_counter_join_takes_per_origin_latest_totals(x: Entry, y: Entry) -> None:
     result = joined(x, y)
     assert result.counter is not None and x.counter is not None and y.counter is not None
     for origin in ORIGINS:
@@ -121,7 +121,7 @@ def test_counter_join_takes_per_origin_latest_totals(x, y):
             assert result.counter.totals[origin] == max(candidates, key=lambda t: t[2])
 
 
-def test_expired_register_reads_missing():
+def test_expired_register_reads_missing() -> None:
     entry = Entry(5, "a", "v", expires=NOW_MS)
     assert resolve(entry, NOW_MS - 1) != MISSING
     assert resolve(entry, NOW_MS) == MISSING

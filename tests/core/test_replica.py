@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from crdtkv import KvStore
@@ -11,7 +13,7 @@ from crdtkv.core.codec import Delta
 from ..helpers import FakeClock, open_store
 
 
-def test_delta_since_returns_exactly_the_changed_keys():
+def test_delta_since_returns_exactly_the_changed_keys() -> None:
     store = open_store("a")
     for i in range(5000):
         store.put(f"k{i}", i)
@@ -26,7 +28,7 @@ def test_delta_since_returns_exactly_the_changed_keys():
     assert store._state.delta_since(dict(store._state.vv)).entries == []
 
 
-def test_delta_extraction_visits_only_rows_after_the_version_vector(monkeypatch):
+def test_delta_extraction_visits_only_rows_after_the_version_vector(monkeypatch: pytest.MonkeyPatch) -> None:
     store = open_store("a")
     for i in range(20_000):
         store.put(f"k{i}", i)
@@ -36,7 +38,7 @@ def test_delta_extraction_visits_only_rows_after_the_version_vector(monkeypatch)
     visited = 0
     original = OriginLog.after
 
-    def counting_after(self, stamp):
+    def counting_after(self: OriginLog, stamp: int) -> Iterator[tuple[str, int]]:
         nonlocal visited
         for row in original(self, stamp):  # rows newest first, stopping at the first old one
             visited += 1
@@ -48,7 +50,7 @@ def test_delta_extraction_visits_only_rows_after_the_version_vector(monkeypatch)
     assert visited == 100  # not the 20,000 rows of the store
 
 
-def test_change_logs_stay_proportional_to_keys_under_overwrites():
+def test_change_logs_stay_proportional_to_keys_under_overwrites() -> None:
     store = open_store("a")
     for round_ in range(50):
         for i in range(200):
@@ -61,7 +63,7 @@ def test_change_logs_stay_proportional_to_keys_under_overwrites():
     assert fresh.digest() == store.digest()
 
 
-def test_out_of_order_merges_keep_extraction_correct():
+def test_out_of_order_merges_keep_extraction_correct() -> None:
     clock = FakeClock()
     writer = KvStore.open("t", replica_id="w", clock=clock)
     stamps = []
@@ -77,7 +79,7 @@ def test_out_of_order_merges_keep_extraction_correct():
     assert sorted(key for key, _ in since.entries) == [f"k{i}" for i in range(5, 10)]
 
 
-def test_version_vector_tracks_every_origin_after_merges():
+def test_version_vector_tracks_every_origin_after_merges() -> None:
     a, b, c = (open_store(name) for name in "abc")
     a.put("x", 1)
     b.incr("y")
@@ -89,13 +91,13 @@ def test_version_vector_tracks_every_origin_after_merges():
 
 
 @pytest.mark.parametrize("count", [1, 3])
-def test_in_memory_replicas_get_a_fresh_incarnation_per_open(count):
+def test_in_memory_replicas_get_a_fresh_incarnation_per_open(count: int) -> None:
     origins = {KvStore.open(replica_id="london").origin for _ in range(count + 1)}
     assert len(origins) == count + 1
     assert all(origin.startswith("london~") for origin in origins)
 
 
-def test_a_restarted_in_memory_replica_does_not_swallow_its_new_increments():
+def test_a_restarted_in_memory_replica_does_not_swallow_its_new_increments() -> None:
     peer = KvStore.open(replica_id="peer")
     first = KvStore.open(replica_id="london")
     first.incr("views", 100)

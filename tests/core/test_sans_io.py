@@ -4,7 +4,7 @@ import sys
 FORBIDDEN = ("asyncio", "anyio", "socket", "selectors", "trio", "threading", "ssl", "websockets")
 
 
-def test_core_imports_no_event_loop_or_socket_module():
+def test_core_imports_no_event_loop_or_socket_module() -> None:
     code = (
         "import sys, crdtkv.core, crdtkv.store\n"
         f"bad = [m for m in {FORBIDDEN!r} if m in sys.modules]\n"
@@ -14,7 +14,7 @@ def test_core_imports_no_event_loop_or_socket_module():
     assert result.stdout.strip() == ""
 
 
-def test_registers_and_counters_never_load_pycrdt():
+def test_registers_and_counters_never_load_pycrdt() -> None:
     """pycrdt (which loads anyio) is imported only when a document is used."""
     code = (
         "import sys, crdtkv\n"

@@ -20,15 +20,21 @@ from crdtkv.core.messages import (
     Challenge,
     Close,
     Hello,
+    Message,
     decode_message,
 )
-from crdtkv.core.sync import Applied, Closed, EntryTooLarge, Opened, Session
+from crdtkv.core.sync import Applied, Closed, EntryTooLarge, Event, Opened, Session
 
 from ..helpers import FakeClock
 from ..sim import SETTINGS, Faults, Simulation
 
 
-def pair(secret_a=b"s3cret", secret_b=b"s3cret", store_b="sim", clock_b=None):
+def pair(
+    secret_a: bytes | None = b"s3cret",
+    secret_b: bytes | None = b"s3cret",
+    store_b: str = "sim",
+    clock_b: FakeClock | None = None,
+) -> tuple[KvStore, KvStore, Session, Session]:
     a = KvStore.open("sim", replica_id="a", clock=FakeClock())
     b = KvStore.open(store_b, replica_id="b", clock=clock_b or FakeClock())
     dialer = Session(a._state, dialer=True, now=0.0, secret=secret_a, settings=SETTINGS)
@@ -36,9 +42,12 @@ def pair(secret_a=b"s3cret", secret_b=b"s3cret", store_b="sim", clock_b=None):
     return a, b, dialer, listener
 
 
-def shuttle(dialer: Session, listener: Session, now: float = 0.0, rounds: int = 20):
+def shuttle(
+    dialer: Session, listener: Session, now: float = 0.0, rounds: int = 20
+) -> tuple[list[Event], list[Message]]:
     """Carry messages both ways until both sides are quiet; return all events."""
-    events, sent_by_listener = [], []
+    events: list[Event] = []
+    sent_by_listener: list[Message] = []
     for _ in range(rounds):
         moved = False
         for data in dialer.outgoing(now):
@@ -53,7 +62,7 @@ def shuttle(dialer: Session, listener: Session, now: float = 0.0, rounds: int = 
     return events, sent_by_listener
 
 
-def test_handshake_and_catch_up_both_ways():
+def test_handshake_and_catch_up_both_ways() -> None:
     a, b, dialer, listener = pair()
     a.put("x", 1)
     b.incr("n", 2)
@@ -65,18 +74,18 @@ def test_handshake_and_catch_up_both_ways():
 
 
 @pytest.mark.parametrize(("secret_a", "secret_b"), [(b"wrong", b"s3cret"), (None, b"s3cret")])
-def test_a_dialer_without_the_secret_learns_nothing(secret_a, secret_b):
+def test_a_dialer_without_the_secret_learns_nothing(secret_a: bytes | None, secret_b: bytes) -> None:
     a, b, dialer, listener = pair(secret_a, secret_b)
     b.put("secret-data", "x")
     _events, from_listener = shuttle(dialer, listener, now=0.1)
     assert listener.closed and listener.close_code == CLOSE_AUTH
     # the listener sent its challenge and a bare close, nothing about itself
     assert [type(m) for m in from_listener] == [Challenge, Close]
-    assert from_listener[1].reason == "authentication failed"
+    assert from_listener[1].reason == "authentication failed"  # type: ignore[union-attr]
     assert a.get("secret-data") is None
 
 
-def test_a_listener_without_the_secret_is_refused_by_the_dialer():
+def test_a_listener_without_the_secret_is_refused_by_the_dialer() -> None:
     a, b, dialer, listener = pair(b"s3cret", None)
     a.put("mine", 1)
     shuttle(dialer, listener, now=0.1)
@@ -84,7 +93,7 @@ def test_a_listener_without_the_secret_is_refused_by_the_dialer():
     assert b.get("mine") is None
 
 
-def test_a_replayed_hello_fails_on_a_new_connection():
+def test_a_replayed_hello_fails_on_a_new_connection() -> None:
     _a, b, dialer, listener = pair()
     recorded = []
     for data in listener.outgoing(0.0):
@@ -97,13 +106,13 @@ def test_a_replayed_hello_fails_on_a_new_connection():
     assert isinstance(events[0], Closed) and events[0].code == CLOSE_AUTH
 
 
-def test_store_name_mismatch_closes_after_authentication():
+def test_store_name_mismatch_closes_after_authentication() -> None:
     _, _, dialer, listener = pair(store_b="other")
     shuttle(dialer, listener, now=0.1)
     assert listener.close_code == CLOSE_STORE
 
 
-def test_a_peer_with_a_clock_far_ahead_is_refused():
+def test_a_peer_with_a_clock_far_ahead_is_refused() -> None:
     a, b, dialer, listener = pair(clock_b=FakeClock(+3600))
     b.put("future", 1)
     shuttle(dialer, listener, now=0.1)
@@ -123,7 +132,7 @@ def test_a_peer_with_a_clock_far_ahead_is_refused():
         cbor2.dumps([2, 1, "sim", "x", "peer", b"", b"", []]),  # a second hello, out of turn
     ],
 )
-def test_garbage_from_an_open_peer_closes_the_link_and_changes_nothing(garbage):
+def test_garbage_from_an_open_peer_closes_the_link_and_changes_nothing(garbage: bytes) -> None:
     a, b, dialer, listener = pair()
     a.put("k", "v")
     shuttle(dialer, listener, now=0.1)
@@ -136,7 +145,7 @@ def test_garbage_from_an_open_peer_closes_the_link_and_changes_nothing(garbage):
     )
 
 
-def test_random_bytes_never_raise_out_of_a_session():
+def test_random_bytes_never_raise_out_of_a_session() -> None:
     rnd = random.Random(5)
     for _ in range(500):
         _a, b, dialer, listener = pair()
@@ -147,7 +156,7 @@ def test_random_bytes_never_raise_out_of_a_session():
         assert b.digest() == before
 
 
-def test_large_catch_up_is_split_into_parts_within_the_message_limit():
+def test_large_catch_up_is_split_into_parts_within_the_message_limit() -> None:
     a, b, dialer, listener = pair()
     for i in range(3000):
         a.put(f"key:{i:05d}", "x" * 40)
@@ -160,7 +169,9 @@ def test_large_catch_up_is_split_into_parts_within_the_message_limit():
 # -- the simulator -------------------------------------------------------------------
 
 
-def unique_writes_and_counters(sim: Simulation, rnd: random.Random, ops: int, written: dict, totals: dict):
+def unique_writes_and_counters(
+    sim: Simulation, rnd: random.Random, ops: int, written: dict[str, int], totals: dict[str, int]
+) -> None:
     for _ in range(ops):
         who = rnd.randrange(len(sim.stores))
         store = sim.stores[who]
@@ -176,7 +187,7 @@ def unique_writes_and_counters(sim: Simulation, rnd: random.Random, ops: int, wr
         sim.step()
 
 
-def check_outcome(sim: Simulation, written: dict, totals: dict) -> None:
+def check_outcome(sim: Simulation, written: dict[str, int], totals: dict[str, int]) -> None:
     for store in sim.stores:
         for key, value in written.items():
             assert store.get(key) == value
@@ -185,7 +196,7 @@ def check_outcome(sim: Simulation, written: dict, totals: dict) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_convergence_through_drops_duplicates_reordering_partition_and_skew(seed):
+def test_convergence_through_drops_duplicates_reordering_partition_and_skew(seed: int) -> None:
     rnd = random.Random(seed)
     sim = Simulation(
         4,
@@ -193,8 +204,8 @@ def test_convergence_through_drops_duplicates_reordering_partition_and_skew(seed
         faults=Faults(drop=0.05, duplicate=0.05, reorder=0.1, delay=(0.001, 0.02)),
         skews=[rnd.uniform(-20, 20) for _ in range(4)],
     )
-    written: dict = {}
-    totals: dict = {}
+    written: dict[str, int] = {}
+    totals: dict[str, int] = {}
     unique_writes_and_counters(sim, rnd, 300, written, totals)
     sim.cut = {0, 1}  # partition: {0, 1} | {2, 3}, writes on both sides
     unique_writes_and_counters(sim, rnd, 300, written, totals)
@@ -206,24 +217,24 @@ def test_convergence_through_drops_duplicates_reordering_partition_and_skew(seed
 
 
 @pytest.mark.parametrize("topology", ["chain", "star"])
-def test_deltas_are_forwarded_across_any_connected_topology(topology):
+def test_deltas_are_forwarded_across_any_connected_topology(topology: str) -> None:
     sim = Simulation(5, 9, topology=topology, faults=Faults(drop=0.02))
     rnd = random.Random(9)
-    written: dict = {}
-    totals: dict = {}
+    written: dict[str, int] = {}
+    totals: dict[str, int] = {}
     unique_writes_and_counters(sim, rnd, 400, written, totals)
     sim.settle()
     check_outcome(sim, written, totals)
 
 
-def test_catch_up_after_a_partition_sends_only_what_changed():
+def test_catch_up_after_a_partition_sends_only_what_changed() -> None:
     sim = Simulation(2, 4, secret=b"k")
     big = sim.stores[0]
     for i in range(5000):
         big.put(f"k{i}", i)
     sim.settle()
     sent_before = sum(
-        link.dialer.stats["entries_sent"] + link.listener.stats["entries_sent"]
+        link.dialer.stats["entries_sent"] + link.listener.stats["entries_sent"]  # type: ignore[union-attr, misc]
         for link in sim.links
         if link.dialer
     )
@@ -235,7 +246,7 @@ def test_catch_up_after_a_partition_sends_only_what_changed():
     sim.settle()
     link = sim.links[0]
     assert link.opened >= 2
-    sent_after = link.dialer.stats["entries_sent"] + link.listener.stats["entries_sent"]
+    sent_after = link.dialer.stats["entries_sent"] + link.listener.stats["entries_sent"]  # type: ignore[union-attr]
     assert sent_before >= 5000
     assert sent_after == 100  # the new session carried exactly the 100 changed keys
 
@@ -243,7 +254,7 @@ def test_catch_up_after_a_partition_sends_only_what_changed():
 # -- every close is an event; every message fits ------------------------------------------
 
 
-def test_a_handshake_timeout_is_a_closed_event():
+def test_a_handshake_timeout_is_a_closed_event() -> None:
     _a, _b, _dialer, listener = pair()
     listener.outgoing(0.0)  # the challenge, never delivered
     assert listener.events() == []
@@ -256,18 +267,18 @@ def test_a_handshake_timeout_is_a_closed_event():
     assert listener.events() == []  # reported once
 
 
-def test_a_keepalive_timeout_is_a_closed_event():
+def test_a_keepalive_timeout_is_a_closed_event() -> None:
     _a, _b, dialer, listener = pair()
     shuttle(dialer, listener, now=0.0)
     assert dialer.replicating
     dialer.events()
     dialer.outgoing(SETTINGS.keepalive_timeout + 0.01)
     events = dialer.events()
-    assert [(type(e), e.code) for e in events] == [(Closed, CLOSE_TIMEOUT)]
-    assert "keepalive timed out" in events[0].reason
+    assert [(type(e), e.code) for e in events] == [(Closed, CLOSE_TIMEOUT)]  # type: ignore[union-attr]
+    assert "keepalive timed out" in events[0].reason  # type: ignore[union-attr]
 
 
-def test_close_and_connection_lost_are_each_one_closed_event():
+def test_close_and_connection_lost_are_each_one_closed_event() -> None:
     _a, _b, dialer, listener = pair()
     shuttle(dialer, listener, now=0.0)
     listener.close(CLOSE_DUPLICATE, "duplicate link")
@@ -278,7 +289,7 @@ def test_close_and_connection_lost_are_each_one_closed_event():
     assert dialer.closed and dialer.connection_lost("again") == [] and dialer.events() == []
 
 
-def test_dialing_itself_closes_with_its_own_code():
+def test_dialing_itself_closes_with_its_own_code() -> None:
     store = KvStore.open("sim", replica_id="me", clock=FakeClock())
     dialer = Session(store._state, dialer=True, now=0.0, secret=b"s", settings=SETTINGS)
     listener = Session(store._state, dialer=False, now=0.0, secret=b"s", settings=SETTINGS)
@@ -287,7 +298,7 @@ def test_dialing_itself_closes_with_its_own_code():
     assert Close(CLOSE_SELF, "connected to itself") in from_listener
 
 
-def test_unsent_bytes_counts_what_waits_in_the_outbox():
+def test_unsent_bytes_counts_what_waits_in_the_outbox() -> None:
     _a, _b, dialer, listener = pair()
     assert listener.unsent_bytes == len(listener.outgoing(0.0)[0]) and listener.unsent_bytes == 0
     shuttle(dialer, listener, now=0.0)
@@ -300,7 +311,7 @@ def test_unsent_bytes_counts_what_waits_in_the_outbox():
     assert listener.unsent_bytes == 0
 
 
-def small_pair(max_message_bytes: int):
+def small_pair(max_message_bytes: int) -> tuple[KvStore, KvStore, Session, Session]:
     a = KvStore.open("sim", replica_id="a", clock=FakeClock())
     b = KvStore.open("sim", replica_id="b", clock=FakeClock())
     dialer = Session(a._state, dialer=True, now=0.0, settings=SETTINGS, max_message_bytes=max_message_bytes)
@@ -308,7 +319,7 @@ def small_pair(max_message_bytes: int):
     return a, b, dialer, listener
 
 
-def test_an_entry_too_large_for_one_message_is_left_out_and_reported_not_sent():
+def test_an_entry_too_large_for_one_message_is_left_out_and_reported_not_sent() -> None:
     limit = 64 * 1024
     a, b, dialer, listener = small_pair(limit)
     a.put("small-1", 1)
@@ -325,7 +336,7 @@ def test_an_entry_too_large_for_one_message_is_left_out_and_reported_not_sent():
     assert sizes and max(sizes) <= limit  # never a message the link would refuse
     events = dialer.events()
     assert [(type(e), e.key) for e in events if isinstance(e, EntryTooLarge)] == [(EntryTooLarge, "huge")]
-    assert events[0].size > events[0].limit
+    assert events[0].size > events[0].limit  # type: ignore[union-attr]
     assert dialer.stats["entries_too_large"] == 1
     assert not dialer.closed and not listener.closed  # the link stays usable
     assert b.get("small-1") == 1 and b.get("small-2") == 2 and b.get("huge") is None
@@ -335,7 +346,7 @@ def test_an_entry_too_large_for_one_message_is_left_out_and_reported_not_sent():
     assert b.get("later") == 3
 
 
-def test_a_reply_too_large_for_one_message_becomes_a_too_large_error():
+def test_a_reply_too_large_for_one_message_becomes_a_too_large_error() -> None:
     _a, _b, dialer, listener = pair()
     shuttle(dialer, listener, now=0.0)
     listener.outgoing(0.0)
@@ -343,4 +354,4 @@ def test_a_reply_too_large_for_one_message_becomes_a_too_large_error():
     [data] = listener.outgoing(0.0)
     assert len(data) <= listener.max_message_bytes
     reply = decode_message(data, listener.limits)
-    assert reply.id == 7 and reply.ok is False and reply.value[0] == "TooLarge"
+    assert reply.id == 7 and reply.ok is False and reply.value[0] == "TooLarge"  # type: ignore[union-attr]
