@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Protocol, cast
+
 import pytest
 
 from crdtkv import KvStore
@@ -9,19 +12,27 @@ from crdtkv.errors import IncompatibleFile, StoreMismatch
 from crdtkv.storage import MemoryStorage
 
 
+class Reopen(Protocol):
+    """The ``reopen`` fixture: opens the store again on the same backing, named by ``backend``."""
+
+    backend: str
+
+    def __call__(self, name: str = ..., replica_id: str | None = ..., **kwargs: Any) -> KvStore: ...
+
+
 @pytest.fixture(params=["memory", "sqlite"])
-def reopen(request, tmp_path):
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
     """A function opening a store on the same backing each time (a restart)."""
     memory = MemoryStorage()
     path = tmp_path / "replica.db"
 
-    def open_store(name: str = "site", replica_id: str | None = "london", **kwargs) -> KvStore:
+    def open_store(name: str = "site", replica_id: str | None = "london", **kwargs: Any) -> KvStore:
         if request.param == "memory":
             return KvStore.open(name, storage=memory, replica_id=replica_id, **kwargs)
         return KvStore.open(name, path=path, replica_id=replica_id, **kwargs)
 
     open_store.backend = request.param  # type: ignore[attr-defined]
-    return open_store
+    return cast(Reopen, open_store)
 
 
 def fill(store: KvStore) -> None:
@@ -36,7 +47,7 @@ def fill(store: KvStore) -> None:
     store.put("session", "s", ttl=3600)
 
 
-def test_everything_comes_back_after_a_clean_restart(reopen):
+def test_everything_comes_back_after_a_clean_restart(reopen: Reopen) -> None:
     store = reopen()
     fill(store)
     peer = KvStore.open("site", replica_id="sydney")
@@ -60,7 +71,7 @@ def test_everything_comes_back_after_a_clean_restart(reopen):
     again.close()
 
 
-def test_a_store_opened_without_a_replica_id_keeps_its_own(reopen):
+def test_a_store_opened_without_a_replica_id_keeps_its_own(reopen: Reopen) -> None:
     store = reopen(replica_id=None)
     store.put("k", 1)
     replica = store.replica_id
@@ -70,7 +81,7 @@ def test_a_store_opened_without_a_replica_id_keeps_its_own(reopen):
     again.close()
 
 
-def test_another_store_name_or_replica_is_refused(reopen):
+def test_another_store_name_or_replica_is_refused(reopen: Reopen) -> None:
     reopen().close()
     with pytest.raises(StoreMismatch, match="site"):
         reopen(name="other")
@@ -78,7 +89,7 @@ def test_another_store_name_or_replica_is_refused(reopen):
         reopen(replica_id="sydney")
 
 
-def test_a_crashed_run_resumes_under_a_new_incarnation(reopen):
+def test_a_crashed_run_resumes_under_a_new_incarnation(reopen: Reopen) -> None:
     if reopen.backend == "sqlite":
         pytest.skip("SQLite crashes are real SIGKILLs, in test_crash.py")
     store = reopen()
@@ -93,7 +104,7 @@ def test_a_crashed_run_resumes_under_a_new_incarnation(reopen):
     again.close()
 
 
-def test_flush_and_close_are_idempotent(reopen):
+def test_flush_and_close_are_idempotent(reopen: Reopen) -> None:
     store = reopen()
     store.put("k", "v")
     store.flush()

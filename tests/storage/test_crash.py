@@ -46,7 +46,7 @@ def run_and_kill(
     try:
         ready = lines.get(timeout=HANG_GUARD)
         assert ready is not None and ready.startswith("ready "), (ready, child.stderr.read())
-        acks = []
+        acks: list[tuple[int, int]] = []
         while len(acks) < acks_first:
             line = lines.get(timeout=HANG_GUARD)
             assert line is not None, f"the writer exited: {child.stderr.read()}"
@@ -80,7 +80,7 @@ def parse_ack(line: str) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("mode", ["sync", "batch"])
-def test_every_acknowledged_write_survives_sigkill(tmp_path, mode):
+def test_every_acknowledged_write_survives_sigkill(tmp_path: Path, mode: str) -> None:
     rnd = random.Random(20261126)
     path = tmp_path / "crash.db"
     acked: dict[int, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import anyio
 import pytest
@@ -15,7 +16,7 @@ from crdtkv.storage.sqlite import SqliteStorage, lock_path
 from .serve import SECRET, Serve
 
 
-def test_a_second_open_in_the_same_process_is_refused_until_the_first_closes(tmp_path):
+def test_a_second_open_in_the_same_process_is_refused_until_the_first_closes(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     first = KvStore.open("s", path=path, replica_id="a")
     first.put("k", 1)
@@ -33,7 +34,7 @@ def test_a_second_open_in_the_same_process_is_refused_until_the_first_closes(tmp
     again.close()
 
 
-def test_the_lock_file_names_its_holder_while_open(tmp_path):
+def test_the_lock_file_names_its_holder_while_open(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     store = KvStore.open("s", path=path, replica_id="a")
     assert lock_path(path).read_text() == f"{os.getpid()}\n"
@@ -41,7 +42,7 @@ def test_the_lock_file_names_its_holder_while_open(tmp_path):
     assert lock_path(path).read_text() == ""  # no stale pid after a clean close
 
 
-def test_a_failed_open_releases_the_lock(tmp_path):
+def test_a_failed_open_releases_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     KvStore.open("s", path=path, replica_id="a").close()
     with pytest.raises(StoreMismatch):
@@ -50,7 +51,7 @@ def test_a_failed_open_releases_the_lock(tmp_path):
 
 
 @pytest.fixture
-def secret_file(tmp_path):
+def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "secret"
     path.write_bytes(SECRET + b"\n")
     return path
@@ -62,7 +63,9 @@ async def put_and_get(url: str, key: str, value: str) -> object:
         return (await client.get(key))[1]
 
 
-def test_a_second_serve_on_the_same_file_exits_2_and_the_first_keeps_serving(tmp_path, secret_file):
+def test_a_second_serve_on_the_same_file_exits_2_and_the_first_keeps_serving(
+    tmp_path: Path, secret_file: Path
+) -> None:
     data = tmp_path / "london.db"
     first = Serve(data, secret_file)
     try:
@@ -86,7 +89,7 @@ def test_a_second_serve_on_the_same_file_exits_2_and_the_first_keeps_serving(tmp
         assert store.get("before") == "one" and store.get("after") == "two"
 
 
-def test_a_sigkilled_holder_does_not_block_a_restart(tmp_path, secret_file):
+def test_a_sigkilled_holder_does_not_block_a_restart(tmp_path: Path, secret_file: Path) -> None:
     data = tmp_path / "london.db"
     first = Serve(data, secret_file, durability="sync")  # so "k" is durable when put returns
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
@@ -85,7 +86,7 @@ async def check(url: str, ledger: Ledger) -> None:
             assert await client.get(key) == (True, value), f"acknowledged put {key} lost"
 
 
-def test_acknowledged_writes_survive_sigkill_of_a_sync_node(tmp_path):
+def test_acknowledged_writes_survive_sigkill_of_a_sync_node(tmp_path: Path) -> None:
     rnd = random.Random(20261128)
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(SECRET + b"\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -14,7 +15,7 @@ from crdtkv.node import Node
 from crdtkv.storage.sqlite import SqliteStorage
 
 
-def rows_on_disk(path) -> dict[str, bytes]:
+def rows_on_disk(path: Path) -> dict[str, bytes]:
     db = sqlite3.connect(path)
     try:
         return dict(db.execute("SELECT key, row FROM entries"))
@@ -22,7 +23,7 @@ def rows_on_disk(path) -> dict[str, bytes]:
         db.close()
 
 
-def test_sync_mode_commits_before_returning(tmp_path):
+def test_sync_mode_commits_before_returning(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = KvStore.open("s", path=path, replica_id="a", durability="sync")
     store.put("k", "v")
@@ -32,7 +33,7 @@ def test_sync_mode_commits_before_returning(tmp_path):
     store.close()
 
 
-def test_batch_mode_commits_within_the_window_and_on_flush(tmp_path):
+def test_batch_mode_commits_within_the_window_and_on_flush(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     store = KvStore.open("s", path=path, replica_id="a")
     store.put("k", "v")
@@ -54,7 +55,9 @@ def test_batch_mode_commits_within_the_window_and_on_flush(tmp_path):
         (None, IncompatibleFile, "not a crdtkv store"),  # an SQLite file of another application
     ],
 )
-def test_files_that_are_not_crdtkv_stores_are_refused(tmp_path, content, error, message):
+def test_files_that_are_not_crdtkv_stores_are_refused(
+    tmp_path: Path, content: bytes | None, error: type[Exception], message: str
+) -> None:
     path = tmp_path / "x.db"
     if content is None:
         db = sqlite3.connect(path)
@@ -67,7 +70,7 @@ def test_files_that_are_not_crdtkv_stores_are_refused(tmp_path, content, error, 
         KvStore.open("s", path=path, replica_id="a")
 
 
-def test_another_format_version_is_refused(tmp_path):
+def test_another_format_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     KvStore.open("s", path=path, replica_id="a").close()
     db = sqlite3.connect(path)
@@ -78,7 +81,7 @@ def test_another_format_version_is_refused(tmp_path):
         KvStore.open("s", path=path, replica_id="a")
 
 
-def test_a_damaged_row_is_corruption_not_wrong_data(tmp_path):
+def test_a_damaged_row_is_corruption_not_wrong_data(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     store = KvStore.open("s", path=path, replica_id="a")
     store.put("k", "value")
@@ -93,7 +96,7 @@ def test_a_damaged_row_is_corruption_not_wrong_data(tmp_path):
         KvStore.open("s", path=path, replica_id="a")
 
 
-def test_a_truncated_file_is_refused(tmp_path):
+def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     store = KvStore.open("s", path=path, replica_id="a")
     for i in range(2000):
@@ -116,7 +119,7 @@ def free_the_disk(store: KvStore) -> None:
     store._storage._require().execute("PRAGMA max_page_count=1073741823")  # type: ignore[union-attr]
 
 
-def test_a_failing_commit_in_sync_mode_is_reported_and_nothing_is_lost(tmp_path):
+def test_a_failing_commit_in_sync_mode_is_reported_and_nothing_is_lost(tmp_path: Path) -> None:
     path = tmp_path / "full.db"
     store = KvStore.open("s", path=path, replica_id="a", durability="sync")
     store.put("before", 1)
@@ -134,7 +137,7 @@ def test_a_failing_commit_in_sync_mode_is_reported_and_nothing_is_lost(tmp_path)
     again.close()
 
 
-def test_a_failing_background_commit_is_reported_by_flush(tmp_path):
+def test_a_failing_background_commit_is_reported_by_flush(tmp_path: Path) -> None:
     path = tmp_path / "fullb.db"
     store = KvStore.open("s", path=path, replica_id="a")
     store.put("before", 1)
@@ -153,7 +156,7 @@ def test_a_failing_background_commit_is_reported_by_flush(tmp_path):
         assert again.get("big") == "y" * 200_000
 
 
-def test_overwriting_the_same_keys_does_not_grow_the_file(tmp_path):
+def test_overwriting_the_same_keys_does_not_grow_the_file(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     store = KvStore.open("s", path=path, replica_id="a")
     sizes = []
@@ -169,14 +172,14 @@ def test_overwriting_the_same_keys_does_not_grow_the_file(tmp_path):
     assert sizes[-1] <= sizes[2] * 1.2, sizes
 
 
-def test_a_restarted_replica_receives_only_what_it_missed(tmp_path):
+def test_a_restarted_replica_receives_only_what_it_missed(tmp_path: Path) -> None:
     path = tmp_path / "london.db"
 
     async def scenario() -> None:
         sydney = KvStore.open("s", replica_id="sydney")
         london = KvStore.open("s", path=path, replica_id="london")
         async with Node(sydney, listen="ws://127.0.0.1:0") as hub:
-            async with Node(london, peers=[hub.url]) as node:
+            async with Node(london, peers=[hub.url]) as node:  # type: ignore[list-item]
                 for i in range(2000):
                     sydney.put(f"k{i}", i)
                 with anyio.fail_after(20):
@@ -187,7 +190,7 @@ def test_a_restarted_replica_receives_only_what_it_missed(tmp_path):
                 sydney.put(f"k{i}", "changed")  # 100 changes while it is away
             london = KvStore.open("s", path=path, replica_id="london")
             assert london.get("k0") == 0  # restored from its file, not from sydney
-            async with Node(london, peers=[hub.url]) as node:
+            async with Node(london, peers=[hub.url]) as node:  # type: ignore[list-item]
                 with anyio.fail_after(20):
                     while london.digest() != sydney.digest():
                         await anyio.sleep(0.01)
@@ -223,7 +226,9 @@ def allow(store: KvStore) -> None:
 
 
 @pytest.mark.parametrize("durability", ["batch", "sync"])
-def test_a_commit_whose_rollback_also_fails_raises_storage_error_and_recovers(tmp_path, durability):
+def test_a_commit_whose_rollback_also_fails_raises_storage_error_and_recovers(
+    tmp_path: Path, durability: str
+) -> None:
     path = tmp_path / "r.db"
     store = KvStore.open("s", path=path, replica_id="a", durability=durability)
     store.put("before", 1)
@@ -245,7 +250,7 @@ def test_a_commit_whose_rollback_also_fails_raises_storage_error_and_recovers(tm
         assert (again.get("before"), again.get("k"), again.get("k2")) == (1, "v", "v2")
 
 
-def test_a_failing_checkpoint_on_close_raises_storage_error_and_releases_the_file(tmp_path):
+def test_a_failing_checkpoint_on_close_raises_storage_error_and_releases_the_file(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     store = KvStore.open("s", path=path, replica_id="a")
     store.put("k", "v")
@@ -258,7 +263,7 @@ def test_a_failing_checkpoint_on_close_raises_storage_error_and_releases_the_fil
         assert again.get("k") == "v"
 
 
-def test_a_failing_final_commit_on_close_raises_storage_error_and_releases_the_file(tmp_path):
+def test_a_failing_final_commit_on_close_raises_storage_error_and_releases_the_file(tmp_path: Path) -> None:
     path = tmp_path / "f.db"
     store = KvStore.open("s", path=path, replica_id="a")
     store.put("k", "v")
@@ -272,12 +277,12 @@ def test_a_failing_final_commit_on_close_raises_storage_error_and_releases_the_f
 
 
 @pytest.mark.parametrize(("option", "value"), [("durability", "fsync"), ("verify", "paranoid")])
-def test_bad_storage_options_are_invalid_arguments(tmp_path, option, value):
+def test_bad_storage_options_are_invalid_arguments(tmp_path: Path, option: str, value: str) -> None:
     with pytest.raises(InvalidArgument, match=option):
-        SqliteStorage(tmp_path / "o.db", **{option: value})
+        SqliteStorage(tmp_path / "o.db", **{option: value})  # type: ignore[arg-type]
 
 
-def test_a_path_that_cannot_be_opened_is_a_storage_error(tmp_path):
+def test_a_path_that_cannot_be_opened_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open") as missing_dir:
         KvStore.open("s", path=tmp_path / "no-such-dir" / "x.db", replica_id="a")
     assert isinstance(missing_dir.value.__cause__, OSError)
