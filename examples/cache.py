@@ -42,8 +42,8 @@ async def main() -> None:
     stores = {name: KvStore.open("edge", replica_id=name) for name in POPS}
     async with (
         Node(stores["london"], listen="ws://127.0.0.1:0", secret=SECRET) as hub,
-        Node(stores["sydney"], listen="ws://127.0.0.1:0", peers=[hub.url], secret=SECRET) as second,
-        Node(stores["new-york"], peers=[hub.url, second.url], secret=SECRET) as third,
+        Node(stores["sydney"], listen="ws://127.0.0.1:0", peers=[hub.url], secret=SECRET) as second,  # type: ignore[list-item]
+        Node(stores["new-york"], peers=[hub.url, second.url], secret=SECRET) as third,  # type: ignore[list-item]
     ):
         for node in (hub, second, third):
             await node.wait_for_peers(2)

@@ -20,7 +20,7 @@ SECRET = b"example-secret"
 
 async def main() -> None:
     stores = {name: KvStore.open("edge", replica_id=name) for name in POPS}
-    seen: dict[str, list[tuple[float, str, object]]] = {name: [] for name in POPS}
+    seen: dict[str, list[tuple[float, str | None, object]]] = {name: [] for name in POPS}
 
     async def watcher(name: str) -> None:
         async for change in stores[name].watch("flag:"):
@@ -28,8 +28,8 @@ async def main() -> None:
 
     async with (
         Node(stores["london"], listen="ws://127.0.0.1:0", secret=SECRET) as london,
-        Node(stores["sydney"], listen="ws://127.0.0.1:0", peers=[london.url], secret=SECRET) as sydney,
-        Node(stores["new-york"], peers=[london.url, sydney.url], secret=SECRET) as new_york,
+        Node(stores["sydney"], listen="ws://127.0.0.1:0", peers=[london.url], secret=SECRET) as sydney,  # type: ignore[list-item]
+        Node(stores["new-york"], peers=[london.url, sydney.url], secret=SECRET) as new_york,  # type: ignore[list-item]
         anyio.create_task_group() as watchers,
     ):
         for node in (london, sydney, new_york):

@@ -31,8 +31,8 @@ async def main() -> None:
 
     async with (
         Node(london, listen="ws://127.0.0.1:0", secret=SECRET) as hub,
-        Node(sydney, listen="ws://127.0.0.1:0", peers=[hub.url], secret=SECRET) as second,
-        Node(stores["new-york"], peers=[hub.url, second.url], secret=SECRET) as third,
+        Node(sydney, listen="ws://127.0.0.1:0", peers=[hub.url], secret=SECRET) as second,  # type: ignore[list-item]
+        Node(stores["new-york"], peers=[hub.url, second.url], secret=SECRET) as third,  # type: ignore[list-item]
     ):
         for node in (hub, second, third):
             await node.wait_for_peers(2)
@@ -46,7 +46,7 @@ async def main() -> None:
         assert record.metadata == {"user": "ana"} and record.replica == "london"
 
         await anyio.sleep(0.2)  # the user's next request, at sydney
-        left = sydney.get_with_metadata("session:7f3a").expires_at - time.time()
+        left = sydney.get_with_metadata("session:7f3a").expires_at - time.time()  # type: ignore[operator, union-attr]
         sydney.put("session:7f3a", {"cart": ["sku-1", "sku-2"]}, ttl=TTL, metadata={"user": "ana"})
         await until_everywhere("session:7f3a", {"cart": ["sku-1", "sku-2"]})
         record = london.get_with_metadata("session:7f3a")

@@ -15,7 +15,7 @@ import time
 from crdtkv import KvStore
 
 INITIAL = {"apple": 2, "bread": 1}
-EDITS = {  # item -> new quantity, None removes the item
+EDITS: dict[str, dict[str, int | None]] = {  # item -> new quantity, None removes the item
     "london": {"milk": 1, "apple": 3},
     "sydney": {"tea": 2},
     "new-york": {"bread": None, "eggs": 12},

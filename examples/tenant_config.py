@@ -31,8 +31,8 @@ async def main() -> None:
 
     async with (
         Node(london, listen="ws://127.0.0.1:0", secret=SECRET) as hub,
-        Node(sydney, listen="ws://127.0.0.1:0", peers=[hub.url], secret=SECRET) as second,
-        Node(new_york, peers=[hub.url, second.url], secret=SECRET) as third,
+        Node(sydney, listen="ws://127.0.0.1:0", peers=[hub.url], secret=SECRET) as second,  # type: ignore[list-item]
+        Node(new_york, peers=[hub.url, second.url], secret=SECRET) as third,  # type: ignore[list-item]
     ):
         for node in (hub, second, third):
             await node.wait_for_peers(2)
