@@ -10,6 +10,7 @@ plain snapshot, and, where nothing removed them, every edit must be there.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import cbor2
 import pycrdt
@@ -27,6 +28,9 @@ from crdtkv.errors import DecodeError, WrongType
 
 from .helpers import FakeClock, assert_logs_cover_dots
 from .sim import Faults, Simulation
+
+#: one drawn operation: (kind, replica index, arguments...), as drawn below
+Op = tuple[Any, ...]
 
 KEY = "doc"
 replica = st.integers(min_value=0, max_value=2)
@@ -66,7 +70,7 @@ def document_of(store: KvStore) -> Document | None:
         return bound  # still bound from before the key became a register or counter
 
 
-def apply_edit(store: KvStore, op: tuple) -> None:
+def apply_edit(store: KvStore, op: Op) -> None:
     doc = document_of(store)
     if doc is None:
         return
@@ -133,8 +137,8 @@ def check_converged(stores: list[KvStore]) -> None:
 
 
 @given(st.lists(st.one_of(edits, put, delete, incr, capture, deliver, merge, tick), max_size=40))
-@settings(max_examples=3 * settings.default.max_examples)
-def test_any_delivery_order_with_duplicates_converges(program):
+@settings(max_examples=3 * settings.default.max_examples)  # type: ignore[union-attr]
+def test_any_delivery_order_with_duplicates_converges(program: list[Op]) -> None:
     clock = FakeClock()
     stores = open_replicas(clock)
     captured: list[tuple[int, bytes]] = []
@@ -165,8 +169,8 @@ def test_any_delivery_order_with_duplicates_converges(program):
             apply_edit(stores[op[1]], op)
     rnd = random.Random(len(program))
     rnd.shuffle(captured)
-    for target, data in captured + captured[: len(captured) // 2]:  # late, out of order, repeated
-        stores[target].merge(data)
+    for target, data in captured + captured[: len(captured) // 2]:  # type: ignore[assignment]  # late, out of order, repeated
+        stores[target].merge(data)  # type: ignore[call-overload]
     settle(stores)
     note(repr([store.get(KEY) for store in stores]))
     check_converged(stores)
@@ -185,11 +189,11 @@ additions = st.lists(
 
 
 @given(additions, st.randoms(use_true_random=False))
-@settings(max_examples=2 * settings.default.max_examples)
-def test_no_concurrent_addition_is_lost(program, rnd):
+@settings(max_examples=2 * settings.default.max_examples)  # type: ignore[union-attr]
+def test_no_concurrent_addition_is_lost(program: list[Op], rnd: random.Random) -> None:
     """Only additions: the final document holds every one, wherever and whenever it was made."""
     stores = open_replicas(FakeClock())
-    added = {"map": set(), "array": [], "text": []}
+    added: dict[str, Any] = {"map": set(), "array": [], "text": []}
     for serial, op in enumerate(program):
         if op[0] == "merge":
             if op[1] != op[2]:
@@ -222,7 +226,7 @@ def test_no_concurrent_addition_is_lost(program, rnd):
 
 
 def _valid_update() -> bytes:
-    doc = pycrdt.Doc(client_id=client_id("mallory"))
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id("mallory"))
     items = doc.get("m", type=pycrdt.Map)
     text = doc.get("t", type=pycrdt.Text)
     for i in range(12):
@@ -255,8 +259,8 @@ def _flip(data: bytes, changes: list[tuple[int, int]]) -> bytes:
 
 
 @given(_mutations(), st.booleans())
-@settings(max_examples=3 * settings.default.max_examples)
-def test_fuzzed_update_bytes_never_crash_or_change_state(update, same_generation):
+@settings(max_examples=3 * settings.default.max_examples)  # type: ignore[union-attr]
+def test_fuzzed_update_bytes_never_crash_or_change_state(update: bytes, same_generation: bool) -> None:
     store = KvStore.open("t", replica_id="victim", clock=FakeClock())
     doc = store.doc(KEY)
     doc.map("m")["mine"] = 1
@@ -292,7 +296,7 @@ def canonical(value: object) -> bytes:
 
 
 @pytest.mark.parametrize(("seed", "topology"), [(1, "mesh"), (2, "mesh"), (3, "chain"), (4, "star")])
-def test_document_edits_converge_through_a_faulty_network(seed, topology):
+def test_document_edits_converge_through_a_faulty_network(seed: int, topology: str) -> None:
     """Sessions over links that drop, repeat and reorder messages, with a partition and clock skew."""
     rnd = random.Random(seed)
     sim = Simulation(
@@ -340,8 +344,8 @@ collect = st.tuples(st.just("collect"), st.lists(replica, max_size=3, unique=Tru
 
 
 @given(st.lists(st.one_of(edits, put, delete, incr, merge, collect), max_size=40))
-@settings(max_examples=2 * settings.default.max_examples)
-def test_documents_and_counters_converge_across_garbage_collection(program):
+@settings(max_examples=2 * settings.default.max_examples)  # type: ignore[union-attr]
+def test_documents_and_counters_converge_across_garbage_collection(program: list[Op]) -> None:
     """Under the grace rule (every replica syncs within gc_grace), collecting never splits replicas.
 
     At each ``collect`` step all replicas sync, time passes beyond the grace
@@ -351,7 +355,7 @@ def test_documents_and_counters_converge_across_garbage_collection(program):
     clock = FakeClock()
     limits = Limits(gc_grace=GRACE, max_clock_skew=10**6)
     stores = [KvStore.open("t", replica_id=name, clock=clock, limits=limits) for name in ("a", "b", "c")]
-    expected_views = 0
+    expected_views: int | None = 0
     for op in program:
         kind = op[0]
         if kind == "collect":
@@ -406,8 +410,10 @@ wire_tree = st.recursive(wire_leaf, lambda inner: st.lists(inner, max_size=4), m
 
 
 @given(st.lists(wire_tree, min_size=0, max_size=8), st.integers(0, 7), wire_tree)
-@settings(max_examples=3 * settings.default.max_examples)
-def test_any_wire_form_of_a_document_decodes_or_raises_decode_error(fields, position, replacement):
+@settings(max_examples=3 * settings.default.max_examples)  # type: ignore[union-attr]
+def test_any_wire_form_of_a_document_decodes_or_raises_decode_error(
+    fields: list[Any], position: int, replacement: Any
+) -> None:
     """A document field of any shape from a peer: a DecodeError, or a document that merges cleanly."""
     from crdtkv.core.codec import decode_delta, encode_delta
     from crdtkv.core.limits import DEFAULT_LIMITS

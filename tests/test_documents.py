@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pycrdt
 import pytest
 
-from crdtkv import KvStore, Limits
+from crdtkv import Document, KvStore, Limits
 from crdtkv.core.codec import Delta, encode_delta, encode_snapshot
 from crdtkv.core.document import DocState
 from crdtkv.core.entry import TOMBSTONE, Entry
@@ -22,6 +26,9 @@ from crdtkv.errors import (
 
 from .helpers import FakeClock, open_store
 
+#: three PoPs of one store on one clock: london, sydney, tokyo
+Pops = tuple[KvStore, KvStore, KvStore]
+
 
 def sync(*stores: KvStore) -> None:
     for store in stores:
@@ -31,12 +38,12 @@ def sync(*stores: KvStore) -> None:
 
 
 @pytest.fixture
-def pops() -> tuple[KvStore, KvStore, KvStore]:
+def pops() -> Pops:
     clock = FakeClock()
     return open_store("london", clock), open_store("sydney", clock), open_store("tokyo", clock)
 
 
-def test_an_edit_is_readable_at_once_as_plain_data():
+def test_an_edit_is_readable_at_once_as_plain_data() -> None:
     store = open_store("london")
     cart = store.doc("cart:1")
     cart.map("items")["apple"] = 2
@@ -53,19 +60,19 @@ def test_an_edit_is_readable_at_once_as_plain_data():
     assert "cart:1" in store and list(store.keys()) == ["cart:1"]
 
 
-def test_a_store_hands_out_one_document_per_key():
+def test_a_store_hands_out_one_document_per_key() -> None:
     store = open_store("london")
     assert store.doc("cart:1") is store.doc("cart:1")
     assert store.doc("cart:1") is not store.doc("cart:2")
 
 
-def test_an_opened_document_that_was_never_edited_is_missing():
+def test_an_opened_document_that_was_never_edited_is_missing() -> None:
     store = open_store("london")
     store.doc("cart:1").map("items")
     assert store.get("cart:1") is None and "cart:1" not in store
 
 
-def test_concurrent_edits_to_maps_arrays_and_text_all_survive(pops):
+def test_concurrent_edits_to_maps_arrays_and_text_all_survive(pops: Pops) -> None:
     london, sydney, tokyo = pops
     london.doc("c").map("items")["seed"] = 1
     sync(*pops)
@@ -88,7 +95,9 @@ def test_concurrent_edits_to_maps_arrays_and_text_all_survive(pops):
     assert len({store.digest() for store in pops}) == 1
 
 
-def test_a_register_holding_the_whole_value_loses_concurrent_edits(pops):
+def test_a_register_holding_the_whole_value_loses_concurrent_edits(
+    pops: Pops,
+) -> None:
     """The contrast: read-modify-write of a whole value keeps one PoP's edit."""
     london, sydney, _ = pops
     london.put("cart", {"seed": 1})
@@ -104,7 +113,7 @@ def test_a_register_holding_the_whole_value_loses_concurrent_edits(pops):
     assert london.get("doc") == {"items": {"apple": 1, "pear": 1, "seed": 1}}
 
 
-def test_remote_changes_reach_a_bound_document_and_its_roots(pops):
+def test_remote_changes_reach_a_bound_document_and_its_roots(pops: Pops) -> None:
     london, sydney, _ = pops
     items = sydney.doc("c").map("items")
     london.doc("c").map("items")["apple"] = 2
@@ -117,9 +126,9 @@ def test_remote_changes_reach_a_bound_document_and_its_roots(pops):
     assert items["apple"] == 3  # same generation: the root object follows
 
 
-def test_watchers_see_document_edits():
+def test_watchers_see_document_edits() -> None:
     store = open_store("london")
-    changes = []
+    changes: list[str] = []
     store._state.watchers.append(lambda keys: changes.extend(keys))
     store.doc("c").map("items")["apple"] = 1
     assert changes == ["c"]
@@ -128,7 +137,7 @@ def test_watchers_see_document_edits():
 # -- kinds ------------------------------------------------------------------------
 
 
-def test_doc_on_a_register_or_counter_is_a_wrong_type():
+def test_doc_on_a_register_or_counter_is_a_wrong_type() -> None:
     store = open_store("london")
     store.put("r", 1)
     store.incr("n")
@@ -137,14 +146,14 @@ def test_doc_on_a_register_or_counter_is_a_wrong_type():
             store.doc(key)
 
 
-def test_incr_on_a_document_is_a_wrong_type():
+def test_incr_on_a_document_is_a_wrong_type() -> None:
     store = open_store("london")
     store.doc("c").map("items")["apple"] = 1
     with pytest.raises(WrongType, match="holds a document"):
         store.incr("c")
 
 
-def test_put_over_a_document_wins_and_resets_the_bound_document():
+def test_put_over_a_document_wins_and_resets_the_bound_document() -> None:
     store = open_store("london")
     cart = store.doc("c")
     cart.map("items")["apple"] = 1
@@ -153,7 +162,7 @@ def test_put_over_a_document_wins_and_resets_the_bound_document():
     assert cart.to_py() == {} and cart.generation is None
 
 
-def test_an_edit_after_a_put_makes_the_key_a_document_again():
+def test_an_edit_after_a_put_makes_the_key_a_document_again() -> None:
     store = open_store("london")
     cart = store.doc("c")
     cart.map("items")["apple"] = 1
@@ -162,7 +171,7 @@ def test_an_edit_after_a_put_makes_the_key_a_document_again():
     assert store.get("c") == {"items": {"pear": 2}}
 
 
-def test_delete_then_recreate_starts_an_empty_document():
+def test_delete_then_recreate_starts_an_empty_document() -> None:
     store = open_store("london")
     cart = store.doc("c")
     cart.map("items")["apple"] = 1
@@ -171,10 +180,10 @@ def test_delete_then_recreate_starts_an_empty_document():
     assert store.get("c") is None and cart.to_py() == {}
     cart.map("items")["pear"] = 2
     assert store.get("c") == {"items": {"pear": 2}}
-    assert cart.generation is not None and cart.generation > first
+    assert cart.generation is not None and cart.generation > first  # type: ignore[operator]
 
 
-def test_an_edit_the_delete_did_not_see_keeps_the_document(pops):
+def test_an_edit_the_delete_did_not_see_keeps_the_document(pops: Pops) -> None:
     london, sydney, _ = pops
     london.doc("c").map("items")["apple"] = 1
     sync(london, sydney)
@@ -186,7 +195,7 @@ def test_an_edit_the_delete_did_not_see_keeps_the_document(pops):
     assert london.digest() == sydney.digest()
 
 
-def test_a_newer_generation_wins_whole(pops):
+def test_a_newer_generation_wins_whole(pops: Pops) -> None:
     london, sydney, _ = pops
     london.doc("c").map("items")["apple"] = 1
     sync(london, sydney)
@@ -200,7 +209,7 @@ def test_a_newer_generation_wins_whole(pops):
     assert london.digest() == sydney.digest()
 
 
-def test_roots_declared_with_two_kinds_resolve_alike(pops):
+def test_roots_declared_with_two_kinds_resolve_alike(pops: Pops) -> None:
     london, sydney, _ = pops
     london.doc("c").map("x")["k"] = 1
     sync(london, sydney)
@@ -223,7 +232,9 @@ def test_roots_declared_with_two_kinds_resolve_alike(pops):
         lambda doc: doc.text("t").insert(0, "x", {"size": 2**55}),
     ],
 )
-def test_integers_beyond_2_53_are_refused_before_they_reach_the_document(write):
+def test_integers_beyond_2_53_are_refused_before_they_reach_the_document(
+    write: Callable[[Document], object],
+) -> None:
     store = open_store("london")
     doc = store.doc("c")
     doc.map("m")["ok"] = MAX_SAFE_INTEGER
@@ -234,7 +245,7 @@ def test_integers_beyond_2_53_are_refused_before_they_reach_the_document(write):
     assert store.get("c") == {"m": {"ok": MAX_SAFE_INTEGER}}
 
 
-def test_nested_roots_read_back_checked():
+def test_nested_roots_read_back_checked() -> None:
     store = open_store("london")
     doc = store.doc("c")
     doc.map("m")["inner"] = pycrdt.Map({"a": 1})
@@ -245,7 +256,7 @@ def test_nested_roots_read_back_checked():
     assert store.get("c") == {"m": {"inner": {"a": 1, "b": 2.5}}}
 
 
-def test_a_document_over_the_size_limit_is_refused_and_undone():
+def test_a_document_over_the_size_limit_is_refused_and_undone() -> None:
     store = KvStore.open(replica_id="london", limits=Limits(max_value_bytes=2048))
     doc = store.doc("c")
     doc.text("t").insert(0, "small")
@@ -256,7 +267,7 @@ def test_a_document_over_the_size_limit_is_refused_and_undone():
     assert doc.to_py() == {"t": "small"}  # the pycrdt document was reloaded
 
 
-def test_an_edit_to_a_stale_root_raises_and_is_not_recorded():
+def test_an_edit_to_a_stale_root_raises_and_is_not_recorded() -> None:
     store = open_store("london")
     doc = store.doc("c")
     stale = doc.map("m")
@@ -271,7 +282,7 @@ def test_an_edit_to_a_stale_root_raises_and_is_not_recorded():
     assert store.get("c") == {"m": {"b": 2}}
 
 
-def test_a_closed_document_refuses_use_and_the_store_hands_out_a_new_one():
+def test_a_closed_document_refuses_use_and_the_store_hands_out_a_new_one() -> None:
     store = open_store("london")
     doc = store.doc("c")
     root = doc.map("m")
@@ -288,7 +299,7 @@ def test_a_closed_document_refuses_use_and_the_store_hands_out_a_new_one():
 # -- snapshots, storage, catch-up ------------------------------------------------------
 
 
-def test_snapshots_carry_documents():
+def test_snapshots_carry_documents() -> None:
     store = open_store("london")
     store.doc("c").map("items")["apple"] = 1
     store.doc("c").text("note").insert(0, "hi")
@@ -299,7 +310,7 @@ def test_snapshots_carry_documents():
     assert store.get("c") == {"items": {"apple": 1, "pear": 2}, "note": "hi"}
 
 
-def test_documents_survive_a_restart_of_a_durable_replica(tmp_path):
+def test_documents_survive_a_restart_of_a_durable_replica(tmp_path: Path) -> None:
     path = tmp_path / "london.db"
     with KvStore.open(path=path, replica_id="london", durability="sync") as store:
         store.doc("c").map("items")["apple"] = 1
@@ -312,7 +323,7 @@ def test_documents_survive_a_restart_of_a_durable_replica(tmp_path):
         assert store.get("c") == {"items": {"apple": 1}, "log": ["one", "two"]}
 
 
-def test_catch_up_sends_only_the_structs_the_peer_lacks(pops):
+def test_catch_up_sends_only_the_structs_the_peer_lacks(pops: Pops) -> None:
     london, sydney, _ = pops
     items = london.doc("c").map("items")
     with london.doc("c").transaction():
@@ -328,7 +339,9 @@ def test_catch_up_sends_only_the_structs_the_peer_lacks(pops):
     assert sydney.get("c") == london.get("c") and sydney.digest() == london.digest()
 
 
-def test_a_peer_further_behind_than_the_clock_history_still_converges(pops):
+def test_a_peer_further_behind_than_the_clock_history_still_converges(
+    pops: Pops,
+) -> None:
     london, sydney, _ = pops
     items = london.doc("c").map("items")
     items["first"] = 0
@@ -339,7 +352,7 @@ def test_a_peer_further_behind_than_the_clock_history_still_converges(pops):
     assert sydney.get("c") == london.get("c") and sydney.digest() == london.digest()
 
 
-def test_a_relay_forwards_document_edits(pops):
+def test_a_relay_forwards_document_edits(pops: Pops) -> None:
     london, sydney, tokyo = pops
     london.doc("c").map("items")["apple"] = 1
     sydney.merge(london)
@@ -361,8 +374,8 @@ def _delta_with_document(
     return encode_snapshot(Delta("default", {origin: stamp}, [("c", Entry(0, "", TOMBSTONE, doc=doc))]))
 
 
-def _update_of(edit) -> bytes:
-    doc = pycrdt.Doc(client_id=client_id("mallory"))
+def _update_of(edit: Callable[[pycrdt.Doc[Any]], None]) -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id("mallory"))
     edit(doc)
     return bytes(doc.get_update())
 
@@ -371,7 +384,7 @@ def _update_of(edit) -> bytes:
     "update",
     [b"\x05\x99garbage", b"\x01\x02", b"\xff" * 40, b"\x01\x01\x05\x00"],
 )
-def test_malformed_update_bytes_are_a_decode_error_and_change_nothing(update):
+def test_malformed_update_bytes_are_a_decode_error_and_change_nothing(update: bytes) -> None:
     store = open_store("london")
     store.doc("c").map("m")["mine"] = 1
     before = store.digest()
@@ -380,8 +393,8 @@ def test_malformed_update_bytes_are_a_decode_error_and_change_nothing(update):
     assert store.digest() == before and store.get("c") == {"m": {"mine": 1}}
 
 
-def test_a_remote_number_beyond_2_53_is_refused():
-    def big(doc):
+def test_a_remote_number_beyond_2_53_is_refused() -> None:
+    def big(doc: pycrdt.Doc[Any]) -> None:
         # a raw pycrdt document has no check; pycrdt keeps an int no float holds as a 64-bit int
         doc.get("m", type=pycrdt.Map)["n"] = 2**53 + 1
 
@@ -392,8 +405,8 @@ def test_a_remote_number_beyond_2_53_is_refused():
     assert store.digest() == before and store.get("c") is None
 
 
-def test_a_valid_remote_document_merges():
-    def edit(doc):
+def test_a_valid_remote_document_merges() -> None:
+    def edit(doc: pycrdt.Doc[Any]) -> None:
         doc.get("m", type=pycrdt.Map)["n"] = 7
 
     store = open_store("london")
@@ -412,7 +425,7 @@ def test_a_valid_remote_document_merges():
         ([object()], InvalidValueType),
     ],
 )
-def test_document_values_are_json_values(value, error):
+def test_document_values_are_json_values(value: object, error: type[Exception]) -> None:
     store = open_store("london")
     doc = store.doc("c")
     with pytest.raises(error):
@@ -420,7 +433,7 @@ def test_document_values_are_json_values(value, error):
     assert store.get("c") is None
 
 
-def test_numbers_read_back_as_json_numbers():
+def test_numbers_read_back_as_json_numbers() -> None:
     store = open_store("london")
     items = store.doc("c").map("m")
     items.update({"int": 3, "whole float": 4.0, "float": 0.5, "big float": 2.0**60, "edge": -(2**53)})
@@ -430,7 +443,7 @@ def test_numbers_read_back_as_json_numbers():
     assert type(store.get("c")["m"]["big float"]) is float
 
 
-def test_the_pycrdt_doc_interface_for_roots_works_on_a_document():
+def test_the_pycrdt_doc_interface_for_roots_works_on_a_document() -> None:
     store = open_store("london")
     doc = store.doc("c")
     doc["items"] = pycrdt.Map({"apple": 2})  # as on a pycrdt Doc
@@ -448,7 +461,7 @@ def test_the_pycrdt_doc_interface_for_roots_works_on_a_document():
     assert "big" not in doc and store.get("c") == {"items": {"apple": 2, "pear": 1}, "note": "hi"}
 
 
-def test_released_documents_and_their_pycrdt_documents_are_freed():
+def test_released_documents_and_their_pycrdt_documents_are_freed() -> None:
     """pycrdt keeps an observed document alive from Rust; a Document lets go of what it retires."""
     import gc
     import weakref
@@ -468,7 +481,9 @@ def test_released_documents_and_their_pycrdt_documents_are_freed():
     assert released() is None and current() is None
 
 
-def test_a_root_declared_with_two_kinds_concurrently_reads_as_one_kind_everywhere(pops):
+def test_a_root_declared_with_two_kinds_concurrently_reads_as_one_kind_everywhere(
+    pops: Pops,
+) -> None:
     london, sydney, _ = pops
     london.doc("c").map("x")["k"] = 1
     sydney.doc("c").array("x").append("v")  # concurrently, another kind under the same name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 from hypothesis import given, note
 from hypothesis import strategies as st
@@ -18,6 +19,9 @@ from crdtkv.errors import WrongType
 
 from .helpers import TRUSTING, FakeClock, assert_logs_cover_dots, copy_of, observer_clock
 from .model import CounterModel
+
+#: a program of operations: (kind, replica index, arguments...), as drawn below
+Program = list[tuple[Any, ...]]
 
 KEYS = ["a", "b", "c"]
 VALUES = st.one_of(
@@ -52,7 +56,7 @@ counter_programs = st.lists(st.one_of(delete_op, incr_op, merge_op, tick_op), ma
 clock_offsets = st.lists(st.floats(min_value=-30, max_value=30), min_size=3, max_size=3)
 
 
-def run(program: list[tuple], offsets: list[float], model: CounterModel | None = None) -> list[KvStore]:
+def run(program: Program, offsets: list[float], model: CounterModel | None = None) -> list[KvStore]:
     clocks = [FakeClock(offset) for offset in offsets]
     # the clock-skew guard is tested on its own; here clocks drift freely
     stores = [
@@ -118,7 +122,9 @@ def converge(stores: list[KvStore], order: list[int]) -> KvStore:
 
 
 @given(mixed_programs, clock_offsets, st.randoms(use_true_random=False))
-def test_any_merge_order_gives_the_same_state(program, offsets, rnd):
+def test_any_merge_order_gives_the_same_state(
+    program: Program, offsets: list[float], rnd: random.Random
+) -> None:
     stores = run(program, offsets)
     orders = [list(p) for p in itertools.permutations(range(3))]
     sinks = [converge(stores, order) for order in orders]
@@ -134,7 +140,7 @@ def test_any_merge_order_gives_the_same_state(program, offsets, rnd):
 
 
 @given(mixed_programs, clock_offsets)
-def test_replicas_that_merged_everything_agree(program, offsets):
+def test_replicas_that_merged_everything_agree(program: Program, offsets: list[float]) -> None:
     stores = run(program, offsets)
     for dst, src in itertools.product(range(3), repeat=2):
         stores[dst].merge(stores[src])
@@ -146,7 +152,9 @@ def test_replicas_that_merged_everything_agree(program, offsets):
 
 
 @given(mixed_programs, mixed_programs, mixed_programs, clock_offsets)
-def test_merge_is_commutative_associative_idempotent(p1, p2, p3, offsets):
+def test_merge_is_commutative_associative_idempotent(
+    p1: Program, p2: Program, p3: Program, offsets: list[float]
+) -> None:
     a, b, c = (run(p, offsets)[0] for p in (p1, p2, p3))
     # idempotent
     a1 = copy_of(a)
@@ -170,7 +178,7 @@ def test_merge_is_commutative_associative_idempotent(p1, p2, p3, offsets):
 
 
 @given(counter_programs, clock_offsets)
-def test_counter_value_is_the_sum_of_all_unremoved_increments(program, offsets):
+def test_counter_value_is_the_sum_of_all_unremoved_increments(program: Program, offsets: list[float]) -> None:
     model = CounterModel(3)
     stores = run(program, offsets, model)
     note(f"model events={model.events} removed={model.removed}")
@@ -184,7 +192,9 @@ def test_counter_value_is_the_sum_of_all_unremoved_increments(program, offsets):
     st.lists(st.tuples(replica_index, replica_index), max_size=20),
     st.randoms(use_true_random=False),
 )
-def test_increments_are_never_lost_under_any_delivery(incrs, merges, rnd):
+def test_increments_are_never_lost_under_any_delivery(
+    incrs: list[tuple[int, str, int]], merges: list[tuple[int, int]], rnd: random.Random
+) -> None:
     stores = [KvStore.open("t", replica_id=f"r{i}") for i in range(3)]
     expected: dict[str, int] = {}
     merges = list(merges)
@@ -199,7 +209,7 @@ def test_increments_are_never_lost_under_any_delivery(incrs, merges, rnd):
         assert sink.get(key) == total
 
 
-def test_causally_later_write_wins_even_with_a_slow_clock():
+def test_causally_later_write_wins_even_with_a_slow_clock() -> None:
     fast, slow = FakeClock(+25), FakeClock(-25)
     a = KvStore.open("t", replica_id="fast", clock=fast)
     b = KvStore.open("t", replica_id="slow", clock=slow)
@@ -215,7 +225,7 @@ def test_causally_later_write_wins_even_with_a_slow_clock():
     assert a.get("k") == "second"
 
 
-def test_concurrent_writes_pick_the_same_winner_everywhere():
+def test_concurrent_writes_pick_the_same_winner_everywhere() -> None:
     clock = FakeClock()
     stores = [KvStore.open("t", replica_id=f"r{i}", clock=clock) for i in range(4)]
     for i, store in enumerate(stores):
@@ -228,7 +238,7 @@ def test_concurrent_writes_pick_the_same_winner_everywhere():
     assert len({store.digest() for store in stores}) == 1
 
 
-def test_concurrent_counter_deletes_do_not_double_subtract():
+def test_concurrent_counter_deletes_do_not_double_subtract() -> None:
     a, b, c = (KvStore.open("t", replica_id=r) for r in "abc")
     a.incr("n", 10)
     b.merge(a)
@@ -242,7 +252,7 @@ def test_concurrent_counter_deletes_do_not_double_subtract():
     assert a.get("n") == b.get("n") == c.get("n") == 3
 
 
-def test_increments_concurrent_with_a_delete_survive():
+def test_increments_concurrent_with_a_delete_survive() -> None:
     a, b = KvStore.open("t", replica_id="a"), KvStore.open("t", replica_id="b")
     a.incr("n", 5)
     b.merge(a)
@@ -254,7 +264,7 @@ def test_increments_concurrent_with_a_delete_survive():
     assert a.get("n") == b.get("n") == 2
 
 
-def test_a_delete_of_everything_seen_leaves_the_counter_missing():
+def test_a_delete_of_everything_seen_leaves_the_counter_missing() -> None:
     a, b = KvStore.open("t", replica_id="a"), KvStore.open("t", replica_id="b")
     a.incr("n", 5)
     b.merge(a)
@@ -267,7 +277,9 @@ def test_a_delete_of_everything_seen_leaves_the_counter_missing():
 
 
 @given(mixed_programs, clock_offsets, st.randoms(use_true_random=False))
-def test_any_permutation_of_deltas_gives_the_same_state(program, offsets, rnd):
+def test_any_permutation_of_deltas_gives_the_same_state(
+    program: Program, offsets: list[float], rnd: random.Random
+) -> None:
     stores = run(program, offsets)
     deltas = []
     for store in stores:
