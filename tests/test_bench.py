@@ -37,7 +37,7 @@ def run_bench(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[s
     )
 
 
-def test_every_bench_script_is_run_here_and_by_make_bench():
+def test_every_bench_script_is_run_here_and_by_make_bench() -> None:
     found = sorted(path.stem for path in BENCH.glob("*.py") if path.name != "report.py")
     assert found == sorted(SCRIPTS)
     bench_target = (ROOT / "Makefile").read_text().split("\nbench:", 1)[1].split("\n\n", 1)[0]
@@ -46,7 +46,7 @@ def test_every_bench_script_is_run_here_and_by_make_bench():
 
 
 @pytest.mark.parametrize("name", [s for s in SCRIPTS if s != "rate_limit"])
-def test_bench_quick_run_completes(name: str, tmp_path: Path):
+def test_bench_quick_run_completes(name: str, tmp_path: Path) -> None:
     extra = ("--dir", str(tmp_path)) if name == "durability" else ()
     result = run_bench(name, *extra, cwd=tmp_path)
     report = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
@@ -55,7 +55,7 @@ def test_bench_quick_run_completes(name: str, tmp_path: Path):
     assert "Total wall time" in result.stdout, report
 
 
-def test_rate_limit_bench_quick_run_completes_with_its_redis_baseline(tmp_path: Path):
+def test_rate_limit_bench_quick_run_completes_with_its_redis_baseline(tmp_path: Path) -> None:
     """The Redis rows need a redis-server: CI installs one, so there (CI set) a missing one fails.
 
     Elsewhere without one, the crdtkv rows still run and are checked, then the
@@ -87,7 +87,7 @@ def report_module() -> ModuleType:
     return module
 
 
-def test_a_failed_measurement_makes_a_bench_exit_non_zero():
+def test_a_failed_measurement_makes_a_bench_exit_non_zero() -> None:
     report = report_module()
     fine = report.Row("1a", "get", "1.2 M/s", "dict", "2.5 M/s", "0.48")
     failed = report.Row("1b", "put", "ERROR", "dict", "ERROR", "n/a", notes="crdtkv: TypeError: ...")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import cbor2
@@ -43,7 +45,7 @@ FAST = NodeSettings(
     [1 << 9_000_000, -(1 << 9_000_000), 1 << 128, -(1 << 128)],
     ids=["huge", "-huge", "2**128", "-2**128"],
 )
-def test_incr_by_a_huge_amount_is_refused_and_changes_nothing(by):
+def test_incr_by_a_huge_amount_is_refused_and_changes_nothing(by: int) -> None:
     store = KvStore.open("t", replica_id="a")
     store.incr("views", 5)
     before = store.digest()
@@ -54,7 +56,7 @@ def test_incr_by_a_huge_amount_is_refused_and_changes_nothing(by):
     assert store.get("views") == 5 and store.get("fresh") is None
 
 
-def test_incr_beyond_the_per_origin_total_is_refused():
+def test_incr_beyond_the_per_origin_total_is_refused() -> None:
     store = KvStore.open("t", replica_id="a", limits=Limits(max_counter_bytes=1))  # totals below 256
     assert store.incr("c", 200) == 200
     before = store.digest()
@@ -70,25 +72,25 @@ def test_incr_beyond_the_per_origin_total_is_refused():
     assert store.digest() != before and store.get("c") is None
 
 
-def test_a_rate_limit_cost_beyond_the_counter_bound_is_refused():
+def test_a_rate_limit_cost_beyond_the_counter_bound_is_refused() -> None:
     store = KvStore.open("t")
     with pytest.raises(InvalidValue):
         store.rate_limit("api", 1 << 200, 60.0, cost=1 << 150)
 
 
-def test_counter_totals_beyond_the_bound_are_refused_from_remote():
-    big = CounterState({"o": (1 << 128, 0, STAMP)})
+def test_counter_totals_beyond_the_bound_are_refused_from_remote() -> None:
+    big = CounterState({"o": (1 << 128, 0, STAMP)})  # type: ignore[dict-item]
     data = encode_delta(Delta("t", {}, [("c", Entry(0, "", TOMBSTONE, counter=big))]))
     with pytest.raises(DecodeError, match="counter totals"):
         decode_delta(data, DEFAULT_LIMITS)
-    ok = CounterState({"o": ((1 << 128) - 1, 0, STAMP)})
+    ok = CounterState({"o": ((1 << 128) - 1, 0, STAMP)})  # type: ignore[dict-item]
     decode_delta(encode_delta(Delta("t", {}, [("c", Entry(0, "", TOMBSTONE, counter=ok))])), DEFAULT_LIMITS)
 
 
 # -- the largest entry fits one message -------------------------------------------
 
 
-def test_limits_refuse_entries_that_would_not_fit_one_message():
+def test_limits_refuse_entries_that_would_not_fit_one_message() -> None:
     with pytest.raises(InvalidArgument, match="max_message_bytes"):
         Limits(max_value_bytes=600 * KIB)
     with pytest.raises(InvalidArgument, match="max_message_bytes"):
@@ -97,7 +99,7 @@ def test_limits_refuse_entries_that_would_not_fit_one_message():
     assert DEFAULT_LIMITS.max_entry_bytes + FRAME_RESERVE <= DEFAULT_LIMITS.max_message_bytes
 
 
-def test_limits_refuse_settings_of_the_wrong_type():
+def test_limits_refuse_settings_of_the_wrong_type() -> None:
     with pytest.raises(InvalidArgument):
         Limits(max_key_bytes="1024")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument):
@@ -106,7 +108,7 @@ def test_limits_refuse_settings_of_the_wrong_type():
         Limits(max_counter_bytes=65)
 
 
-def test_the_largest_entry_a_replica_can_write_fits_one_message_a_peer_accepts():
+def test_the_largest_entry_a_replica_can_write_fits_one_message_a_peer_accepts() -> None:
     value_bytes = 16 * KIB
     probe = Limits(
         max_key_bytes=256, max_value_bytes=value_bytes, max_metadata_bytes=512, max_counter_bytes=64
@@ -147,10 +149,10 @@ def test_the_largest_entry_a_replica_can_write_fits_one_message_a_peer_accepts()
     assert isinstance(received, Deltas)
     peer._state.apply(decode_delta(received.payload, limits))
     assert peer.digest() == store.digest()
-    assert peer.get_with_metadata(key).metadata == metadata
+    assert peer.get_with_metadata(key).metadata == metadata  # type: ignore[union-attr]
 
 
-def test_remote_values_and_metadata_over_their_limits_are_refused():
+def test_remote_values_and_metadata_over_their_limits_are_refused() -> None:
     limits = Limits(max_value_bytes=1024, max_metadata_bytes=64)
     big_int = Entry(STAMP, "o", 1 << (8 * 1024 + 8))
     with pytest.raises(DecodeError, match="limit"):
@@ -167,12 +169,12 @@ def test_remote_values_and_metadata_over_their_limits_are_refused():
 
 
 @pytest.mark.anyio
-async def test_a_refused_incr_leaves_the_link_usable_over_websockets():
+async def test_a_refused_incr_leaves_the_link_usable_over_websockets() -> None:
     a = KvStore.open("t", replica_id="a")
     b = KvStore.open("t", replica_id="b")
     async with (
         Node(b, listen="ws://127.0.0.1:0", settings=FAST) as nb,
-        Node(a, listen="ws://127.0.0.1:0", peers=[nb.url], settings=FAST) as na,
+        Node(a, listen="ws://127.0.0.1:0", peers=[nb.url], settings=FAST) as na,  # type: ignore[list-item]
     ):
         await na.wait_for_peers(1)
         a.incr("views", 1)
@@ -201,7 +203,7 @@ async def test_a_refused_incr_leaves_the_link_usable_over_websockets():
         {"a": "\udc00"},
     ],
 )
-def test_values_and_metadata_with_surrogates_are_refused(value):
+def test_values_and_metadata_with_surrogates_are_refused(value: Any) -> None:
     store = KvStore.open("t")
     before = store.digest()
     with pytest.raises(InvalidValue, match="UTF-8"):
@@ -211,10 +213,10 @@ def test_values_and_metadata_with_surrogates_are_refused(value):
     assert store.digest() == before
 
 
-def test_document_values_with_surrogates_are_refused():
+def test_document_values_with_surrogates_are_refused() -> None:
     store = KvStore.open("t")
     doc = store.doc("d")
-    edits = [
+    edits: list[Callable[[], object]] = [
         lambda: doc.get("m", type=Map).__setitem__("\ud800", 1),
         lambda: doc.get("m", type=Map).__setitem__("a", {"\ud800": 1}),
         lambda: doc.get("m", type=Map).update({"a": ["\udfff"]}),
@@ -243,12 +245,12 @@ def snapshot_of(entries: list[tuple[str, Entry]], name: str = "t") -> bytes:
     [
         Entry(STAMP, "o", "v", 10**400),
         Entry(STAMP, "o", "v", 1 << 48),
-        Entry(0, "", TOMBSTONE, counter=CounterState({"o": (1, 0, STAMP)}, expiry=(0, 10**400))),
-        Entry(0, "", TOMBSTONE, counter=CounterState({"o": (1, 0, STAMP)}, expiry=(1 << 64, STAMP >> 16))),
+        Entry(0, "", TOMBSTONE, counter=CounterState({"o": (1, 0, STAMP)}, expiry=(0, 10**400))),  # type: ignore[dict-item]
+        Entry(0, "", TOMBSTONE, counter=CounterState({"o": (1, 0, STAMP)}, expiry=(1 << 64, STAMP >> 16))),  # type: ignore[dict-item]
     ],
     ids=["register 10**400", "register 2**48", "counter 10**400", "counter epoch 2**64"],
 )
-def test_snapshots_with_expiries_out_of_range_are_refused(entry):
+def test_snapshots_with_expiries_out_of_range_are_refused(entry: Entry) -> None:
     data = snapshot_of([("k", entry)])
     body = data[len(SNAPSHOT_MAGIC) : -CHECKSUM_BYTES]
     assert hashlib.blake2b(body, digest_size=CHECKSUM_BYTES).digest() == data[-CHECKSUM_BYTES:]
@@ -260,7 +262,7 @@ def test_snapshots_with_expiries_out_of_range_are_refused(entry):
     assert store.get_with_metadata("k") is None
 
 
-def test_an_expiry_within_range_still_reads():
+def test_an_expiry_within_range_still_reads() -> None:
     now_ms = time.time_ns() // 1_000_000
     expires = now_ms + 3_600_000
     store = KvStore.from_snapshot(snapshot_of([("k", Entry(now_ms << 16, "o", "v", expires))]))
@@ -268,7 +270,7 @@ def test_an_expiry_within_range_still_reads():
     assert record is not None and record.expires_at == expires / 1000
 
 
-def test_storage_rows_with_expiries_out_of_range_are_refused():
+def test_storage_rows_with_expiries_out_of_range_are_refused() -> None:
     row = encode_row("k", Entry(STAMP, "o", "v", 10**400))
     with pytest.raises(DecodeError):
         decode_rows([("k", row)], DEFAULT_LIMITS)

@@ -20,7 +20,7 @@ def crdtkv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
     )
 
 
-def test_offline_merge_of_snapshot_files(tmp_path):
+def test_offline_merge_of_snapshot_files(tmp_path: Path) -> None:
     london = KvStore.open("site", replica_id="london")
     sydney = KvStore.open("site", replica_id="sydney")
     london.put("flag:dark-mode", True)
@@ -44,7 +44,7 @@ def test_offline_merge_of_snapshot_files(tmp_path):
     assert shown.stdout.splitlines() == ['config\t{"tier": "gold"}', "flag:dark-mode\ttrue", "views\t7"]
 
 
-def test_merge_refuses_damaged_or_foreign_snapshots(tmp_path):
+def test_merge_refuses_damaged_or_foreign_snapshots(tmp_path: Path) -> None:
     good = KvStore.open("site")
     good.put("k", "v")
     data = good.snapshot()
@@ -65,7 +65,7 @@ def test_merge_refuses_damaged_or_foreign_snapshots(tmp_path):
     assert not (tmp_path / "out.snapshot").exists()
 
 
-def test_demo_shows_lost_read_modify_write_increments_and_exact_incr():
+def test_demo_shows_lost_read_modify_write_increments_and_exact_incr() -> None:
     result = crdtkv("demo", "--views", "3000", "--seconds", "1")
     assert result.returncode == 0, result.stderr
     lines = {line.split(":")[0].strip(): line for line in result.stdout.splitlines() if ":" in line}
@@ -75,7 +75,7 @@ def test_demo_shows_lost_read_modify_write_increments_and_exact_incr():
     assert "p99" in lines["propagation London -> Sydney/New York"]
 
 
-def test_demo_with_a_simulated_wan_delay():
+def test_demo_with_a_simulated_wan_delay() -> None:
     result = crdtkv("demo", "--views", "1500", "--seconds", "1", "--wan-delay", "30")
     assert result.returncode == 0, result.stderr
     assert "30 ms one-way" in result.stdout
@@ -85,7 +85,7 @@ def test_demo_with_a_simulated_wan_delay():
     assert "1,500  (0 increments lost)" in result.stdout
 
 
-def test_page_views_example_runs():
+def test_page_views_example_runs() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "page_views.py")],
         capture_output=True,
@@ -98,7 +98,7 @@ def test_page_views_example_runs():
     assert "(0 increments lost)" not in classic
 
 
-def test_client_commands_against_a_serving_node(tmp_path):
+def test_client_commands_against_a_serving_node(tmp_path: Path) -> None:
     from .test_processes import free_ports
 
     secret = tmp_path / "secret"
@@ -152,7 +152,7 @@ def test_client_commands_against_a_serving_node(tmp_path):
     assert "Traceback" not in stderr
 
 
-def test_watch_command_prints_changes(tmp_path):
+def test_watch_command_prints_changes(tmp_path: Path) -> None:
     from .test_processes import free_ports
 
     port = free_ports(1)[0]
@@ -198,7 +198,7 @@ def test_watch_command_prints_changes(tmp_path):
         server.communicate(timeout=10)
 
 
-def test_serve_and_clients_over_wss(certificate):
+def test_serve_and_clients_over_wss(certificate: tuple[Path, Path]) -> None:
     from .test_processes import free_ports
 
     cert, key = certificate

@@ -34,7 +34,7 @@ FAST = NodeSettings(sync=SyncSettings(keepalive_interval=0.2, keepalive_timeout=
 # -- errors -------------------------------------------------------------------------------
 
 
-async def test_a_call_outside_async_with_raises_not_connected():
+async def test_a_call_outside_async_with_raises_not_connected() -> None:
     client = Client("ws://127.0.0.1:1")
     with pytest.raises(NotConnected, match="not connected"):
         await client.get("k")
@@ -42,7 +42,7 @@ async def test_a_call_outside_async_with_raises_not_connected():
         await client.watch("").__anext__()
 
 
-async def test_an_unanswered_request_raises_request_timeout_a_timeout_error():
+async def test_an_unanswered_request_raises_request_timeout_a_timeout_error() -> None:
     network = MemoryNetwork(seed=3)
     server = KvStore.open("t", replica_id="server")
     async with (
@@ -59,7 +59,7 @@ async def test_an_unanswered_request_raises_request_timeout_a_timeout_error():
         assert isinstance(info.value, TimeoutError) and isinstance(info.value, CrdtKvError)
 
 
-async def test_a_node_that_never_answers_the_websocket_upgrade_raises_connect_failed():
+async def test_a_node_that_never_answers_the_websocket_upgrade_raises_connect_failed() -> None:
     with socket.socket() as silent:  # accepts connections (the backlog) but never speaks
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -70,7 +70,7 @@ async def test_a_node_that_never_answers_the_websocket_upgrade_raises_connect_fa
     assert not isinstance(info.value, TimeoutError)
 
 
-async def test_a_server_that_never_finishes_the_crdtkv_handshake_raises_connect_failed():
+async def test_a_server_that_never_finishes_the_crdtkv_handshake_raises_connect_failed() -> None:
     async def mute(websocket: ServerConnection) -> None:  # upgrades, then says nothing
         await websocket.wait_closed()
 
@@ -82,7 +82,7 @@ async def test_a_server_that_never_finishes_the_crdtkv_handshake_raises_connect_
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:7001", "localhost:7001"])
-def test_a_url_without_a_scheme_says_which_to_add(url):
+def test_a_url_without_a_scheme_says_which_to_add(url: str) -> None:
     with pytest.raises(InvalidArgument, match=f"use ws://{url}"):
         Client(url)
 
@@ -90,7 +90,7 @@ def test_a_url_without_a_scheme_says_which_to_add(url):
 # -- watch ends when the link closes ---------------------------------------------------------
 
 
-async def test_a_watch_ends_with_link_closed_when_the_node_stops():
+async def test_a_watch_ends_with_link_closed_when_the_node_stops() -> None:
     store = KvStore.open("t", replica_id="server")
     seen: list[str | None] = []
     failure: list[BaseException] = []
@@ -133,7 +133,7 @@ async def test_a_watch_ends_with_link_closed_when_the_node_stops():
 # -- paging and metadata ---------------------------------------------------------------------
 
 
-async def test_list_pages_within_the_reply_budget_and_keys_returns_everything():
+async def test_list_pages_within_the_reply_budget_and_keys_returns_everything() -> None:
     store = KvStore.open("t", replica_id="server")
     wide = [f"wide:{i:04d}:" + "x" * 1000 for i in range(400)]  # 400 KB of keys: more than one reply holds
     narrow = [f"n:{i:05d}" for i in range(12_000)]  # more keys than one page of 10,000
@@ -155,7 +155,7 @@ async def test_list_pages_within_the_reply_budget_and_keys_returns_everything():
             await client.list("n:", limit=0)
 
 
-async def test_put_carries_metadata_to_the_node():
+async def test_put_carries_metadata_to_the_node() -> None:
     store = KvStore.open("t", replica_id="server")
     async with (
         Node(store, listen="ws://127.0.0.1:0", settings=FAST) as node,
@@ -171,7 +171,7 @@ async def test_put_carries_metadata_to_the_node():
 # -- snapshots ----------------------------------------------------------------------------------
 
 
-async def test_a_snapshot_larger_than_one_message_arrives_whole_and_is_freed_at_the_node():
+async def test_a_snapshot_larger_than_one_message_arrives_whole_and_is_freed_at_the_node() -> None:
     store = KvStore.open("t", replica_id="server")
     for i in range(300):
         store.put(f"blob:{i:03d}", bytes([i % 256]) * 8000)  # 2.4 MB: several 1 MiB messages
@@ -188,7 +188,7 @@ async def test_a_snapshot_larger_than_one_message_arrives_whole_and_is_freed_at_
         assert node.snapshot_bytes_held == 0  # read to the end: nothing kept
 
 
-async def test_a_snapshot_transfer_is_freed_when_its_link_closes():
+async def test_a_snapshot_transfer_is_freed_when_its_link_closes() -> None:
     store = KvStore.open("t", replica_id="server")
     for i in range(100):
         store.put(f"blob:{i:03d}", bytes([i % 256]) * 8000)
@@ -203,7 +203,7 @@ async def test_a_snapshot_transfer_is_freed_when_its_link_closes():
                 await anyio.sleep(0.005)
 
 
-def test_snapshot_transfers_keep_to_their_byte_budget_and_free_idle_and_released_ones():
+def test_snapshot_transfers_keep_to_their_byte_budget_and_free_idle_and_released_ones() -> None:
     now = [0.0]
     store = KvStore.open("t")
     for i in range(50):
@@ -230,7 +230,7 @@ def test_snapshot_transfers_keep_to_their_byte_budget_and_free_idle_and_released
     assert transfers.end(token_c) and transfers.held == 0
 
 
-def test_a_snapshot_chunk_always_fits_in_one_message():
+def test_a_snapshot_chunk_always_fits_in_one_message() -> None:
     store = KvStore.open("t")
     for i in range(200):
         store.put(f"blob:{i}", b"z" * 10_000)

@@ -17,21 +17,26 @@ from crdtkv.core.limits import DEFAULT_LIMITS
 from crdtkv.core.messages import Close, decode_message, encode_message
 from crdtkv.node import Node
 
-from .test_hostile import cluster, drain, signed_hello, still_serving  # noqa: F401 (cluster is a fixture)
-from .test_node import FAST, SECRET, converge, network, stores  # noqa: F401 (network is a fixture)
+from .test_hostile import Cluster, cluster, drain, signed_hello, still_serving  # noqa: F401 (cluster is a fixture)
+from .test_node import FAST, SECRET, Network, converge, network, stores  # noqa: F401 (network is a fixture)
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_three_nodes_merge_concurrent_document_edits(network):  # noqa: F811
+async def test_three_nodes_merge_concurrent_document_edits(network: Network) -> None:  # noqa: F811
     url_for, transports = network
     a, b, c = stores(3)
     async with (
         Node(c, listen=url_for("dc"), secret=SECRET, transports=transports, settings=FAST) as nc,
         Node(
-            b, listen=url_for("db"), peers=[nc.url], secret=SECRET, transports=transports, settings=FAST
+            b,
+            listen=url_for("db"),
+            peers=[nc.url],  # type: ignore[list-item]
+            secret=SECRET,
+            transports=transports,
+            settings=FAST,  # type: ignore[list-item, unused-ignore]
         ) as nb,
-        Node(a, peers=[nb.url, nc.url], secret=SECRET, transports=transports, settings=FAST) as na,
+        Node(a, peers=[nb.url, nc.url], secret=SECRET, transports=transports, settings=FAST) as na,  # type: ignore[list-item]
     ):
         await na.wait_for_peers(2)
         carts = [store.doc("cart") for store in (a, b, c)]
@@ -55,7 +60,7 @@ async def test_three_nodes_merge_concurrent_document_edits(network):  # noqa: F8
             assert cart.to_py() == value
 
 
-async def test_a_malformed_document_update_closes_only_the_senders_link(cluster):  # noqa: F811
+async def test_a_malformed_document_update_closes_only_the_senders_link(cluster: Cluster) -> None:  # noqa: F811
     victim, victim_store, honest_store = cluster
     honest_store.doc("cart").map("items")["apple"] = 1
     await converge(victim_store, honest_store)
@@ -64,9 +69,9 @@ async def test_a_malformed_document_update_closes_only_the_senders_link(cluster)
     stamp = insider._state.clock.tick()
     bad = DocState((stamp, "insider"), b"\x05\x99 not yrs", {"insider": stamp}, {}, {"items": "map"}, {})
     delta = encode_delta(Delta("t", {"insider": stamp}, [("cart", Entry(0, "", TOMBSTONE, doc=bad))]))
-    async with ws_connect(victim.url, compression=None) as ws:
-        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)
-        await ws.send(encode_message(signed_hello(challenge, insider, SECRET)))
+    async with ws_connect(victim.url, compression=None) as ws:  # type: ignore[arg-type]
+        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)  # type: ignore[arg-type]
+        await ws.send(encode_message(signed_hello(challenge, insider, SECRET)))  # type: ignore[arg-type]
         await ws.recv()  # the victim's hello
         await ws.send(dumps([3, 1, 0, True, [], delta]))
         messages = await drain(ws)

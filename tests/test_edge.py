@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -14,7 +15,7 @@ from crdtkv.errors import InvalidArgument, InvalidArgumentType, InvalidValue
 from .helpers import FakeClock
 
 
-def test_metadata_travels_with_the_write():
+def test_metadata_travels_with_the_write() -> None:
     clock = FakeClock()
     a = KvStore.open("t", replica_id="london", clock=clock)
     b = KvStore.open("t", replica_id="sydney", clock=clock)
@@ -34,7 +35,7 @@ def test_metadata_travels_with_the_write():
     assert replaced.stamp > record.stamp
 
 
-def test_metadata_of_counters_and_missing_keys():
+def test_metadata_of_counters_and_missing_keys() -> None:
     a = KvStore.open("t", replica_id="london")
     assert a.get_with_metadata("nope") is None
     a.incr("views", 3, ttl=60)
@@ -43,7 +44,7 @@ def test_metadata_of_counters_and_missing_keys():
     assert record.metadata is None and record.expires_at is not None and record.replica == "london"
 
 
-def test_metadata_is_checked():
+def test_metadata_is_checked() -> None:
     a = KvStore.open("t", limits=Limits(max_metadata_bytes=32))
     with pytest.raises(InvalidArgumentType, match="dict"):
         a.put("k", 1, metadata=["not", "a", "dict"])
@@ -62,7 +63,7 @@ def list_all(store: KvStore, prefix: str = "", limit: int = 3) -> list[str]:
             return keys
 
 
-def test_paged_listing_walks_live_keys_in_order():
+def test_paged_listing_walks_live_keys_in_order() -> None:
     a = KvStore.open("t")
     for i in range(10):
         a.put(f"user:{i}", i)
@@ -78,7 +79,7 @@ def test_paged_listing_walks_live_keys_in_order():
     assert list(a.keys("user:")) == list_all(a, "user:")
 
 
-def test_bad_cursors_and_limits_are_refused():
+def test_bad_cursors_and_limits_are_refused() -> None:
     a = KvStore.open("t")
     with pytest.raises(InvalidArgument, match="cursor"):
         a.list(cursor="garbage")
@@ -95,9 +96,11 @@ def test_bad_cursors_and_limits_are_refused():
     st.integers(1, 7),
     st.randoms(use_true_random=False),
 )
-def test_cursors_survive_concurrent_inserts_and_deletes(initial, churn, limit, rnd):
+def test_cursors_survive_concurrent_inserts_and_deletes(
+    initial: set[int], churn: list[tuple[bool, int]], limit: int, rnd: random.Random
+) -> None:
     a = KvStore.open("t")
-    name = lambda i: f"k:{i:04d}"  # noqa: E731
+    name: Callable[[int], str] = lambda i: f"k:{i:04d}"  # noqa: E731
     for i in initial:
         a.put(name(i), i)
     touched = set()
@@ -124,7 +127,7 @@ def test_cursors_survive_concurrent_inserts_and_deletes(initial, churn, limit, r
     assert stable <= set(seen)
 
 
-def test_reserved_keys_are_not_listed():
+def test_reserved_keys_are_not_listed() -> None:
     a = KvStore.open("t")
     a.put("\x00internal", 1)
     a.put("visible", 1)
@@ -132,7 +135,7 @@ def test_reserved_keys_are_not_listed():
     assert a.get("\x00internal") == 1
 
 
-def test_the_listing_index_follows_merges_and_garbage_collection():
+def test_the_listing_index_follows_merges_and_garbage_collection() -> None:
     clock = FakeClock()
     limits = Limits(gc_grace=10)
     a = KvStore.open("t", replica_id="a", clock=clock, limits=limits)

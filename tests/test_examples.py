@@ -28,12 +28,12 @@ KEY_LINES = {
 }
 
 
-def test_the_examples_are_all_found():
+def test_the_examples_are_all_found() -> None:
     assert set(KEY_LINES) <= {path.name for path in EXAMPLES}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
-def test_example_runs(path: Path):
+def test_example_runs(path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(path.relative_to(ROOT))],
         cwd=ROOT,

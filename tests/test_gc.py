@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from crdtkv import KvStore, Limits
@@ -19,7 +21,7 @@ def replicas(*names: str) -> tuple[FakeClock, list[KvStore]]:
     return clock, [KvStore.open("t", replica_id=name, clock=clock, limits=LIMITS) for name in names]
 
 
-def test_tombstones_are_kept_within_the_grace_period_and_collected_after():
+def test_tombstones_are_kept_within_the_grace_period_and_collected_after() -> None:
     clock, (a, b) = replicas("a", "b")
     a.put("k", "v")
     a.put("keep", 1)
@@ -35,7 +37,7 @@ def test_tombstones_are_kept_within_the_grace_period_and_collected_after():
     assert a.collect_garbage() == 0
 
 
-def test_expired_values_and_fully_deleted_counters_are_collected():
+def test_expired_values_and_fully_deleted_counters_are_collected() -> None:
     clock, (a,) = replicas("a")
     a.put("session", "s", ttl=1)
     a.incr("views", 5)
@@ -49,7 +51,7 @@ def test_expired_values_and_fully_deleted_counters_are_collected():
     assert a.get("alive") == 1
 
 
-def test_collected_data_is_not_resurrected_by_a_replica_that_saw_the_delete():
+def test_collected_data_is_not_resurrected_by_a_replica_that_saw_the_delete() -> None:
     clock, (a, b) = replicas("a", "b")
     a.put("k", "v")
     b.merge(a)
@@ -62,7 +64,7 @@ def test_collected_data_is_not_resurrected_by_a_replica_that_saw_the_delete():
     assert "k" not in a._state.entries  # a dead old entry is simply not taken back
 
 
-def test_a_replica_offline_longer_than_the_grace_period_cannot_resurrect_data():
+def test_a_replica_offline_longer_than_the_grace_period_cannot_resurrect_data() -> None:
     clock, (a, b, offline) = replicas("a", "b", "offline")
     a.put("k", "old value")
     a.incr("n", 3)
@@ -95,7 +97,7 @@ def test_a_replica_offline_longer_than_the_grace_period_cannot_resurrect_data():
     assert rebuilt.digest() == a.digest() and rebuilt.get("k") is None
 
 
-def test_a_replica_that_was_away_within_the_grace_period_catches_up_normally():
+def test_a_replica_that_was_away_within_the_grace_period_catches_up_normally() -> None:
     clock, (a, away) = replicas("a", "away")
     a.put("k", "v")
     away.merge(a)
@@ -107,7 +109,7 @@ def test_a_replica_that_was_away_within_the_grace_period_catches_up_normally():
     assert away.get("k") is None
 
 
-def test_garbage_collection_is_persisted(tmp_path):
+def test_garbage_collection_is_persisted(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "gc.db"
     store = KvStore.open("t", path=path, replica_id="a", clock=clock, limits=LIMITS)
@@ -133,12 +135,12 @@ def test_garbage_collection_is_persisted(tmp_path):
 
 
 @pytest.mark.parametrize("grace", [0, -1])
-def test_the_grace_period_must_be_positive(grace):
+def test_the_grace_period_must_be_positive(grace: float) -> None:
     with pytest.raises(ValueError, match="gc_grace"):
         Limits(gc_grace=grace)
 
 
-def test_a_new_or_rebuilt_replica_receives_old_live_data_after_collection(tmp_path):
+def test_a_new_or_rebuilt_replica_receives_old_live_data_after_collection(tmp_path: Path) -> None:
     clock, (london,) = replicas("london")
     london.put("config:plan", "enterprise")  # old, live data
     london.put("gone", 1)
@@ -160,7 +162,7 @@ def test_a_new_or_rebuilt_replica_receives_old_live_data_after_collection(tmp_pa
     durable.close()
 
 
-def test_collected_data_is_not_taken_back_from_a_stale_copy():
+def test_collected_data_is_not_taken_back_from_a_stale_copy() -> None:
     clock, (a, b) = replicas("a", "b")
     a.put("k", "v")
     b.merge(a)
@@ -172,7 +174,7 @@ def test_collected_data_is_not_taken_back_from_a_stale_copy():
     assert a.get("k") is None and "k" not in a._state.entries
 
 
-def test_a_deleted_document_is_collected_and_a_new_one_beats_uncollected_copies():
+def test_a_deleted_document_is_collected_and_a_new_one_beats_uncollected_copies() -> None:
     clock, (a, b) = replicas("a", "b")
     a.doc("cart").map("items")["old"] = 1
     b.merge(a)
@@ -189,7 +191,7 @@ def test_a_deleted_document_is_collected_and_a_new_one_beats_uncollected_copies(
     assert a.digest() == b.digest()
 
 
-def test_a_document_deleted_and_collected_everywhere_starts_empty_again():
+def test_a_document_deleted_and_collected_everywhere_starts_empty_again() -> None:
     clock, (a, b) = replicas("a", "b")
     a.doc("cart").map("items")["old"] = 1
     a.delete("cart")
@@ -204,7 +206,7 @@ def test_a_document_deleted_and_collected_everywhere_starts_empty_again():
     assert a.digest() == b.digest()
 
 
-def test_a_counter_used_again_after_one_replica_collected_it_counts_from_zero_everywhere():
+def test_a_counter_used_again_after_one_replica_collected_it_counts_from_zero_everywhere() -> None:
     clock, (a, b) = replicas("a", "b")
     for _ in range(5):
         a.incr("views")

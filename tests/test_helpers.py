@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from crdtkv import KvStore, Limits
 
 from . import helpers
@@ -19,12 +21,12 @@ from .helpers import FakeClock, open_store
 IMPORTED_AT_NS = time.time_ns()
 
 
-def test_fake_time_starts_when_the_test_starts():
+def test_fake_time_starts_when_the_test_starts() -> None:
     assert FakeClock().ns > IMPORTED_AT_NS
     assert FakeClock().ns == FakeClock().ns  # clocks of one test start at one instant
 
 
-def test_fake_and_real_clocks_merge_however_long_the_suite_has_run(monkeypatch):
+def test_fake_and_real_clocks_merge_however_long_the_suite_has_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the tests before this one had taken ten times the clock-skew limit (no sleeping)."""
     later = time.time_ns() + int(10 * Limits().max_clock_skew * 1e9)
     monkeypatch.setattr(time, "time_ns", lambda: later)

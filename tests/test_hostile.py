@@ -7,10 +7,12 @@ import gc
 import logging
 import os
 import tracemalloc
+from collections.abc import AsyncIterator
 
 import anyio
 import cbor2
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -35,14 +37,17 @@ from .test_node import FAST, SECRET, converge
 
 pytestmark = pytest.mark.anyio
 
+#: the ``cluster`` fixture: the victim node, its store, and its honest peer's store
+Cluster = tuple[Node, KvStore, KvStore]
 
-async def drain(ws) -> list[object]:
+
+async def drain(ws: ClientConnection) -> list[object]:
     """Every message the node sends until it closes the link."""
-    received = []
+    received: list[object] = []
     with anyio.fail_after(10):
         try:
             while True:
-                received.append(decode_message(await ws.recv(), DEFAULT_LIMITS))
+                received.append(decode_message(await ws.recv(), DEFAULT_LIMITS))  # type: ignore[arg-type]
         except ConnectionClosed:
             pass
     return received
@@ -56,14 +61,14 @@ def signed_hello(challenge: Challenge, store: KvStore, secret: bytes, nonce: byt
 
 
 @pytest.fixture
-async def cluster():
+async def cluster() -> AsyncIterator[Cluster]:
     """A node under attack (victim) with one honest peer replicating with it."""
     victim_store = KvStore.open("t", replica_id="victim")
     honest_store = KvStore.open("t", replica_id="honest")
     victim_store.put("precious", "data")
     async with (
         Node(victim_store, listen="ws://127.0.0.1:0", secret=SECRET, settings=FAST) as victim,
-        Node(honest_store, peers=[victim.url], secret=SECRET, settings=FAST) as honest,
+        Node(honest_store, peers=[victim.url], secret=SECRET, settings=FAST) as honest,  # type: ignore[list-item]
     ):
         await honest.wait_for_peers(1)
         await converge(victim_store, honest_store)
@@ -74,7 +79,7 @@ async def still_serving(victim: Node, victim_store: KvStore, honest_store: KvSto
     honest_store.put(marker, True)
     await converge(victim_store, honest_store)
     assert victim_store.get(marker) is True
-    async with Client(victim.url, store="t", secret=SECRET) as client:
+    async with Client(victim.url, store="t", secret=SECRET) as client:  # type: ignore[arg-type]
         assert await client.get("precious") == (True, "data")
 
 
@@ -92,12 +97,14 @@ PRE_AUTH_GARBAGE = {
 
 
 @pytest.mark.parametrize("case", sorted(PRE_AUTH_GARBAGE))
-async def test_garbage_before_authentication_gets_nothing(cluster, case, caplog):
+async def test_garbage_before_authentication_gets_nothing(
+    cluster: Cluster, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
     victim, victim_store, honest_store = cluster
     before = victim_store.digest()
     caplog.set_level(logging.INFO, logger="crdtkv.node")
-    async with ws_connect(victim.url, compression=None, max_size=None) as ws:
-        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)
+    async with ws_connect(victim.url, compression=None, max_size=None) as ws:  # type: ignore[arg-type]
+        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)  # type: ignore[arg-type]
         assert isinstance(challenge, Challenge)
         await ws.send(PRE_AUTH_GARBAGE[case])
         assert await drain(ws) == []  # not a byte about the store
@@ -106,10 +113,10 @@ async def test_garbage_before_authentication_gets_nothing(cluster, case, caplog)
     await still_serving(victim, victim_store, honest_store, f"after {case}")
 
 
-async def test_a_frame_over_the_size_limit_closes_the_link(cluster):
+async def test_a_frame_over_the_size_limit_closes_the_link(cluster: Cluster) -> None:
     victim, victim_store, honest_store = cluster
     before = victim_store.digest()
-    async with ws_connect(victim.url, compression=None, max_size=None) as ws:
+    async with ws_connect(victim.url, compression=None, max_size=None) as ws:  # type: ignore[arg-type]
         await ws.recv()
         await ws.send(b"\x00" * (DEFAULT_LIMITS.max_message_bytes + 1))
         with anyio.fail_after(10):
@@ -122,15 +129,15 @@ async def test_a_frame_over_the_size_limit_closes_the_link(cluster):
 
 
 @pytest.mark.parametrize("secret", [b"wrong secret", b""])
-async def test_a_wrong_proof_is_refused(cluster, secret):
+async def test_a_wrong_proof_is_refused(cluster: Cluster, secret: bytes) -> None:
     victim, victim_store, honest_store = cluster
     before = victim_store.digest()
     attacker = KvStore.open("t", replica_id="attacker")
     attacker.put("precious", "overwritten")
-    async with ws_connect(victim.url, compression=None) as ws:
-        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)
+    async with ws_connect(victim.url, compression=None) as ws:  # type: ignore[arg-type]
+        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)  # type: ignore[arg-type]
         hello = (
-            signed_hello(challenge, attacker, secret)
+            signed_hello(challenge, attacker, secret)  # type: ignore[arg-type]
             if secret
             else Hello(PROTOCOL_VERSION, "t", attacker.origin, ROLE_PEER, os.urandom(NONCE_BYTES), b"", {})
         )
@@ -140,17 +147,17 @@ async def test_a_wrong_proof_is_refused(cluster, secret):
     await still_serving(victim, victim_store, honest_store, "after wrong proof")
 
 
-async def test_a_replayed_proof_is_refused(cluster):
+async def test_a_replayed_proof_is_refused(cluster: Cluster) -> None:
     victim, victim_store, honest_store = cluster
     before = victim_store.digest()
     insider = KvStore.open("t", replica_id="insider")
-    async with ws_connect(victim.url, compression=None) as ws:
-        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)
-        recorded = encode_message(signed_hello(challenge, insider, SECRET))
+    async with ws_connect(victim.url, compression=None) as ws:  # type: ignore[arg-type]
+        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)  # type: ignore[arg-type]
+        recorded = encode_message(signed_hello(challenge, insider, SECRET))  # type: ignore[arg-type]
         await ws.send(recorded)
-        first = decode_message(await ws.recv(), DEFAULT_LIMITS)
+        first = decode_message(await ws.recv(), DEFAULT_LIMITS)  # type: ignore[arg-type]
         assert isinstance(first, Hello)  # the genuine exchange worked
-    async with ws_connect(victim.url, compression=None) as ws:
+    async with ws_connect(victim.url, compression=None) as ws:  # type: ignore[arg-type]
         await ws.recv()  # a fresh challenge
         await ws.send(recorded)  # replay the old, once valid, hello
         assert await drain(ws) == [Close(4001, "authentication failed")]
@@ -158,14 +165,14 @@ async def test_a_replayed_proof_is_refused(cluster):
     await still_serving(victim, victim_store, honest_store, "after replay")
 
 
-async def test_a_peer_with_a_clock_far_ahead_is_cut_off(cluster):
+async def test_a_peer_with_a_clock_far_ahead_is_cut_off(cluster: Cluster) -> None:
     victim, victim_store, honest_store = cluster
     before = victim_store.digest()
     skewed = KvStore.open("t", replica_id="skewed", clock=FakeClock(+3600))
     skewed.put("precious", "from the future")
-    async with ws_connect(victim.url, compression=None) as ws:
-        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)
-        await ws.send(encode_message(signed_hello(challenge, skewed, SECRET)))
+    async with ws_connect(victim.url, compression=None) as ws:  # type: ignore[arg-type]
+        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)  # type: ignore[arg-type]
+        await ws.send(encode_message(signed_hello(challenge, skewed, SECRET)))  # type: ignore[arg-type]
         messages = await drain(ws)
     assert isinstance(messages[-1], Close) and messages[-1].code == 4003
     assert "ClockSkewError" in messages[-1].reason
@@ -173,13 +180,13 @@ async def test_a_peer_with_a_clock_far_ahead_is_cut_off(cluster):
     await still_serving(victim, victim_store, honest_store, "after skew")
 
 
-async def test_garbage_from_an_authenticated_peer_closes_only_its_link(cluster):
+async def test_garbage_from_an_authenticated_peer_closes_only_its_link(cluster: Cluster) -> None:
     victim, victim_store, honest_store = cluster
     before = victim_store.digest()
     insider = KvStore.open("t", replica_id="insider")
-    async with ws_connect(victim.url, compression=None) as ws:
-        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)
-        await ws.send(encode_message(signed_hello(challenge, insider, SECRET)))
+    async with ws_connect(victim.url, compression=None) as ws:  # type: ignore[arg-type]
+        challenge = decode_message(await ws.recv(), DEFAULT_LIMITS)  # type: ignore[arg-type]
+        await ws.send(encode_message(signed_hello(challenge, insider, SECRET)))  # type: ignore[arg-type]
         await ws.recv()  # the victim's hello
         await ws.send(cbor2.dumps([3, 1, 0, True, [], b"\xff\xff not a delta"]))
         messages = await drain(ws)
@@ -189,16 +196,16 @@ async def test_garbage_from_an_authenticated_peer_closes_only_its_link(cluster):
     await still_serving(victim, victim_store, honest_store, "after insider garbage")
 
 
-async def test_a_thousand_connect_cycles_leak_no_tasks_or_memory():
+async def test_a_thousand_connect_cycles_leak_no_tasks_or_memory() -> None:
     store = KvStore.open("t", replica_id="server")
     async with Node(store, listen="ws://127.0.0.1:0", secret=SECRET, settings=FAST) as node:
 
         async def cycle(handshake: bool) -> None:
             if handshake:
-                async with Client(node.url, store="t", secret=SECRET) as client:
+                async with Client(node.url, store="t", secret=SECRET) as client:  # type: ignore[arg-type]
                     await client.digest()
             else:
-                async with ws_connect(node.url, compression=None) as ws:
+                async with ws_connect(node.url, compression=None) as ws:  # type: ignore[arg-type]
                     await ws.recv()
 
         for index in range(100):  # warm-up: imports, caches, allocator pools

@@ -13,7 +13,7 @@ N = 1_000_000
 MAX_OVERHEAD_PER_KEY = 330
 
 
-def test_a_million_keys_fit_in_bounded_memory_and_round_trip():
+def test_a_million_keys_fit_in_bounded_memory_and_round_trip() -> None:
     keys = [f"user:{i:07d}" for i in range(N)]
     values = [f"v{i}" for i in range(N)]
     gc.collect()

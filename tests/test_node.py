@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import anyio
 import pytest
 
-from crdtkv import KvStore
-from crdtkv.client import Client, RemoteCallError
+from crdtkv import Change, KvStore
+from crdtkv.client import Client
 from crdtkv.core.sync import SyncSettings
-from crdtkv.errors import AuthenticationFailed, WrongType
+from crdtkv.errors import AuthenticationFailed, RemoteCallError, WrongType
 from crdtkv.node import Node, NodeSettings
+from crdtkv.transport import Transport
 from transports.memory import MemoryNetwork, MemoryTransport
 
 pytestmark = pytest.mark.anyio
+
+#: the ``network`` fixture: a listen-URL factory and the transports override for one transport
+Network = tuple[Callable[[str], str], dict[str, Transport] | None]
 
 SECRET = b"node-test-secret"
 FAST = NodeSettings(
@@ -35,7 +40,7 @@ async def converge(*group: KvStore, timeout: float = 20.0) -> None:
 
 
 @pytest.fixture(params=["ws", "memory"])
-def network(request):
+def network(request: pytest.FixtureRequest) -> Network:
     """(listen URL factory, transports override) for each transport."""
     if request.param == "ws":
         return (lambda name: "ws://127.0.0.1:0"), None
@@ -43,18 +48,23 @@ def network(request):
     return (lambda name: f"memory://{name}"), {"memory": MemoryTransport(net)}
 
 
-async def test_three_nodes_count_every_concurrent_increment(network):
+async def test_three_nodes_count_every_concurrent_increment(network: Network) -> None:
     url_for, transports = network
     a, b, c = stores(3)
     async with (
         Node(c, listen=url_for("c"), secret=SECRET, transports=transports, settings=FAST) as nc,
         Node(
-            b, listen=url_for("b"), peers=[nc.url], secret=SECRET, transports=transports, settings=FAST
+            b,
+            listen=url_for("b"),
+            peers=[nc.url],  # type: ignore[list-item]
+            secret=SECRET,
+            transports=transports,
+            settings=FAST,
         ) as nb,
         Node(
             a,
             listen=url_for("a"),
-            peers=[nb.url, nc.url],
+            peers=[nb.url, nc.url],  # type: ignore[list-item]
             secret=SECRET,
             transports=transports,
             settings=FAST,
@@ -77,19 +87,19 @@ async def test_three_nodes_count_every_concurrent_increment(network):
         assert c.get("flag") is True
 
 
-async def test_a_chain_forwards_changes_end_to_end(network):
+async def test_a_chain_forwards_changes_end_to_end(network: Network) -> None:
     url_for, transports = network
     a, b, c = stores(3)
     async with (
         Node(c, listen=url_for("c2"), transports=transports, settings=FAST) as nc,
-        Node(b, listen=url_for("b2"), peers=[nc.url], transports=transports, settings=FAST),
+        Node(b, listen=url_for("b2"), peers=[nc.url], transports=transports, settings=FAST),  # type: ignore[list-item]
         Node(a, peers=[], transports=transports, settings=FAST),
     ):
         pass  # a is not connected: exercise start/stop with no listener and no peers
     async with (
         Node(c, listen=url_for("c3"), transports=transports, settings=FAST) as nc,
-        Node(b, listen=url_for("b3"), peers=[nc.url], transports=transports, settings=FAST) as nb,
-        Node(a, peers=[nb.url], transports=transports, settings=FAST),
+        Node(b, listen=url_for("b3"), peers=[nc.url], transports=transports, settings=FAST) as nb,  # type: ignore[list-item]
+        Node(a, peers=[nb.url], transports=transports, settings=FAST),  # type: ignore[list-item]
     ):
         a.put("from-a", 1)
         c.put("from-c", 3)
@@ -97,15 +107,15 @@ async def test_a_chain_forwards_changes_end_to_end(network):
         assert c.get("from-a") == 1 and a.get("from-c") == 3
 
 
-async def test_convergence_over_a_faulty_in_process_network():
+async def test_convergence_over_a_faulty_in_process_network() -> None:
     net = MemoryNetwork(seed=3)
     net.drop, net.duplicate, net.reorder, net.delay = 0.05, 0.05, 0.1, (0.0, 0.01)
-    transports = {"memory": MemoryTransport(net)}
+    transports: dict[str, Transport] = {"memory": MemoryTransport(net)}
     a, b, c = stores(3)
     async with (
         Node(c, listen="memory://fc", transports=transports, settings=FAST) as nc,
-        Node(b, listen="memory://fb", peers=[nc.url], transports=transports, settings=FAST) as nb,
-        Node(a, listen="memory://fa", peers=[nb.url, nc.url], transports=transports, settings=FAST),
+        Node(b, listen="memory://fb", peers=[nc.url], transports=transports, settings=FAST) as nb,  # type: ignore[list-item]
+        Node(a, listen="memory://fa", peers=[nb.url, nc.url], transports=transports, settings=FAST),  # type: ignore[list-item]
     ):
         rnd = random.Random(2)
         expected = 0
@@ -131,7 +141,7 @@ async def test_convergence_over_a_faulty_in_process_network():
         assert all(c.get(key) == value for key, value in written.items())
 
 
-async def test_client_calls_and_errors(network):
+async def test_client_calls_and_errors(network: Network) -> None:
     url_for, transports = network
     store = KvStore.open("t", replica_id="server")
     async with Node(
@@ -157,7 +167,7 @@ async def test_client_calls_and_errors(network):
                 pass
 
 
-async def test_a_node_with_an_unknown_peer_scheme_fails_to_start():
+async def test_a_node_with_an_unknown_peer_scheme_fails_to_start() -> None:
     from crdtkv.errors import ConnectFailed
 
     with pytest.raises(ConnectFailed, match="no transport"):
@@ -165,7 +175,7 @@ async def test_a_node_with_an_unknown_peer_scheme_fails_to_start():
             pass
 
 
-async def test_a_peer_that_is_down_is_redialed_until_it_comes_up():
+async def test_a_peer_that_is_down_is_redialed_until_it_comes_up() -> None:
     a, b = stores(2)
     from .test_processes import free_ports
 
@@ -178,16 +188,16 @@ async def test_a_peer_that_is_down_is_redialed_until_it_comes_up():
             assert b.get("early") == 1
 
 
-async def test_a_client_watches_changes_at_a_node(network):
+async def test_a_client_watches_changes_at_a_node(network: Network) -> None:
     url_for, transports = network
     store = KvStore.open("t", replica_id="server")
     peer = KvStore.open("t", replica_id="peer")
     async with (
         Node(store, listen=url_for("watched"), secret=SECRET, transports=transports, settings=FAST) as node,
-        Node(peer, peers=[node.url], secret=SECRET, transports=transports, settings=FAST),
-        Client(node.url, store="t", secret=SECRET, transports=transports) as client,
+        Node(peer, peers=[node.url], secret=SECRET, transports=transports, settings=FAST),  # type: ignore[list-item]
+        Client(node.url, store="t", secret=SECRET, transports=transports) as client,  # type: ignore[arg-type]
     ):
-        seen = []
+        seen: list[Change] = []
 
         async def watch() -> None:
             async for change in client.watch("flag:"):
@@ -211,11 +221,11 @@ async def test_a_client_watches_changes_at_a_node(network):
         assert store.get_with_metadata("n").expires_at is not None  # type: ignore[union-attr]
 
 
-async def test_a_client_watcher_that_falls_behind_is_told():
+async def test_a_client_watcher_that_falls_behind_is_told() -> None:
     store = KvStore.open("t", replica_id="server")
     async with (
         Node(store, listen="ws://127.0.0.1:0", settings=FAST) as node,
-        Client(node.url, store="t") as client,
+        Client(node.url, store="t") as client,  # type: ignore[arg-type]
     ):
         changes = client.watch("k", buffer=5)
 
@@ -233,15 +243,15 @@ async def test_a_client_watcher_that_falls_behind_is_told():
         for i in range(200):  # far more than the client buffers, while it is not reading
             store.put(f"k{i}", i)
         await anyio.sleep(0.3)
-        seen = []
+        seen: list[Change] = []
         with anyio.fail_after(10):
             while not any(c.overflow for c in seen):
                 seen.append(await changes.__anext__())
         assert len(seen) <= 5 + 1  # what fit in the buffer, then the notice, not 200 changes
-        await changes.aclose()
+        await changes.aclose()  # type: ignore[attr-defined]
 
 
-async def test_a_node_shuts_down_cleanly_after_its_store_was_closed():
+async def test_a_node_shuts_down_cleanly_after_its_store_was_closed() -> None:
     store = KvStore.open("t")
     async with Node(store, listen="ws://127.0.0.1:0") as node:
         url = node.url
@@ -251,4 +261,4 @@ async def test_a_node_shuts_down_cleanly_after_its_store_was_closed():
     from transports.websocket import WebSocketTransport
 
     with pytest.raises(ConnectFailed):  # the listener is gone too
-        await WebSocketTransport().connect(url, TransportSettings())
+        await WebSocketTransport().connect(url, TransportSettings())  # type: ignore[arg-type]

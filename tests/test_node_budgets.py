@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -23,12 +24,15 @@ from crdtkv.core.messages import ROLE_CLIENT, Request, Response, decode_message,
 from crdtkv.core.sync import Session, SyncSettings
 from crdtkv.errors import LinkClosed, ProtocolError
 from crdtkv.node import Link, Node, NodeSettings
-from crdtkv.transport import Connection, TransportSettings, find_transport
+from crdtkv.transport import Connection, Transport, TransportSettings, find_transport
 from transports.memory import MemoryNetwork, MemoryTransport
 
 from .test_node import SECRET, converge
 
 pytestmark = pytest.mark.anyio
+
+#: the ``network`` fixture: a listen URL and the transports override for one transport
+Network = tuple[str, dict[str, Transport] | None]
 
 GUARD = 20.0
 #: Links stay up for the whole test: nothing here waits for a keepalive.
@@ -37,7 +41,7 @@ PEER = NodeSettings(sync=PATIENT, reconnect_initial=0.02, reconnect_max=0.2)
 
 
 @pytest.fixture(params=["ws", "memory"])
-def network(request):
+def network(request: pytest.FixtureRequest) -> Network:
     """(listen URL, transports override) for each transport."""
     if request.param == "ws":
         return "ws://127.0.0.1:0", None
@@ -45,7 +49,9 @@ def network(request):
 
 
 @asynccontextmanager
-async def raw_client(url: str, transports=None, store: str = "t"):
+async def raw_client(
+    url: str, transports: dict[str, Transport] | None = None, store: str = "t"
+) -> AsyncIterator[Connection]:
     """An authenticated client link whose replies nobody reads unless the test does.
 
     It buffers one message on receipt (``max_queue=1``), so the node's replies
@@ -74,13 +80,13 @@ def client_link(node: Node) -> Link:
     return link
 
 
-async def until(predicate, what: str) -> None:
+async def until(predicate: Callable[[], object], what: str) -> None:
     with anyio.fail_after(GUARD):
         while not predicate():
             await anyio.sleep(0.005)
 
 
-async def test_a_client_that_never_reads_its_replies_is_slowed_down_not_the_node(network):
+async def test_a_client_that_never_reads_its_replies_is_slowed_down_not_the_node(network: Network) -> None:
     listen, transports = network
     budget = 1 * MIB
     settings = NodeSettings(sync=PATIENT, max_unsent_bytes=budget)
@@ -109,19 +115,19 @@ async def test_a_client_that_never_reads_its_replies_is_slowed_down_not_the_node
             assert link.peak_unsent_bytes <= budget + one_message
             assert link.unsent_bytes <= budget + one_message
             if listen.startswith("ws"):  # the transport's own write buffer is bounded as well
-                write_buffer = link.connection.websocket.transport.get_write_buffer_size()
+                write_buffer = link.connection.websocket.transport.get_write_buffer_size()  # type: ignore[attr-defined]
                 assert write_buffer <= settings.transport.write_limit + one_message
             group.cancel_scope.cancel()
 
 
-async def test_replies_flow_again_once_the_client_reads(network):
+async def test_replies_flow_again_once_the_client_reads(network: Network) -> None:
     listen, transports = network
     settings = NodeSettings(sync=PATIENT, max_unsent_bytes=256 * KIB)
     store = KvStore.open("t", replica_id="server")
     store.put("big", os.urandom(100 * KIB))
     async with (
         Node(store, listen=listen, secret=SECRET, settings=settings, transports=transports) as node,
-        raw_client(node.url, transports) as client,
+        raw_client(node.url, transports) as client,  # type: ignore[arg-type]
         anyio.create_task_group() as group,
     ):
         count = 60  # 6 MB of replies, far over the budget: all answered, in order, in bounded memory
@@ -132,7 +138,7 @@ async def test_replies_flow_again_once_the_client_reads(network):
 
         group.start_soon(ask)
         await until(lambda: client_link(node).reading_paused, "the node to stop reading")
-        answered = []
+        answered: list[int] = []
         with anyio.fail_after(GUARD):
             while len(answered) < count:
                 reply = decode_message(await client.receive(), store._state.limits)
@@ -142,14 +148,14 @@ async def test_replies_flow_again_once_the_client_reads(network):
         assert client_link(node).peak_unsent_bytes <= 256 * KIB + settings.transport.max_message_bytes
 
 
-async def test_a_watcher_that_stops_reading_costs_at_most_its_byte_budget(network):
+async def test_a_watcher_that_stops_reading_costs_at_most_its_byte_budget(network: Network) -> None:
     listen, transports = network
     budget = 256 * KIB
     settings = NodeSettings(sync=PATIENT, max_watch_backlog_bytes=budget)
     store = KvStore.open("t", replica_id="server")
     async with (
         Node(store, listen=listen, secret=SECRET, settings=settings, transports=transports) as node,
-        raw_client(node.url, transports) as watcher,
+        raw_client(node.url, transports) as watcher,  # type: ignore[arg-type]
     ):
         await watcher.send(encode_message(Request(1, "watch", ["w:"])))
         link = client_link(node)
@@ -184,7 +190,7 @@ async def test_a_watcher_that_stops_reading_costs_at_most_its_byte_budget(networ
 # -- connections that have not authenticated -----------------------------------------------
 
 
-async def test_idle_unauthenticated_sockets_never_lock_out_peers_and_clients():
+async def test_idle_unauthenticated_sockets_never_lock_out_peers_and_clients() -> None:
     settings = NodeSettings(
         sync=PATIENT, max_handshaking=4, max_connections=2, inbound_handshake_timeout=120.0
     )
@@ -231,7 +237,7 @@ async def test_idle_unauthenticated_sockets_never_lock_out_peers_and_clients():
                 await ws.close()
 
 
-async def test_an_unauthenticated_socket_gets_the_short_inbound_deadline():
+async def test_an_unauthenticated_socket_gets_the_short_inbound_deadline() -> None:
     settings = NodeSettings(sync=PATIENT, inbound_handshake_timeout=0.2)
     async with Node(KvStore.open("t"), listen="ws://127.0.0.1:0", secret=SECRET, settings=settings) as node:
         assert node.url is not None
@@ -241,10 +247,10 @@ async def test_an_unauthenticated_socket_gets_the_short_inbound_deadline():
                 await ws.recv()  # closed long before PATIENT's 5 s handshake timeout
 
 
-async def test_a_link_whose_peer_takes_nothing_for_the_keepalive_timeout_is_closed():
+async def test_a_link_whose_peer_takes_nothing_for_the_keepalive_timeout_is_closed() -> None:
     """The send loop cannot block forever on a peer that stopped reading (memory transport: no pings)."""
     net = MemoryNetwork(seed=2)
-    transports = {"memory": MemoryTransport(net)}
+    transports: dict[str, Transport] = {"memory": MemoryTransport(net)}
     sync = SyncSettings(keepalive_interval=0.05, keepalive_timeout=0.5, handshake_timeout=5.0)
     store = KvStore.open("t", replica_id="server")
     store.put("big", os.urandom(100 * KIB))

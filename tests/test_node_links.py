@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -16,7 +17,7 @@ from crdtkv.client import Client
 from crdtkv.core.limits import KIB
 from crdtkv.core.messages import ROLE_CLIENT
 from crdtkv.core.sync import Session, SyncSettings
-from crdtkv.node import Node, NodeSettings
+from crdtkv.node import Link, Node, NodeSettings
 from crdtkv.transport import TransportSettings
 from transports.websocket import WebSocketTransport
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.anyio
 GUARD = 20.0
 
 
-async def until(predicate, what: str) -> None:
+async def until(predicate: Callable[[], object], what: str) -> None:
     with anyio.fail_after(GUARD):
         while not predicate():
             await anyio.sleep(0.005)
@@ -45,7 +46,9 @@ def node_records(caplog: pytest.LogCaptureFixture, *words: str) -> list[logging.
 # -- every close is logged once ----------------------------------------------------------
 
 
-async def test_a_handshake_timeout_is_logged_once_with_its_code_and_reason(caplog):
+async def test_a_handshake_timeout_is_logged_once_with_its_code_and_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="crdtkv.node")
     settings = NodeSettings(inbound_handshake_timeout=0.2)
     async with Node(KvStore.open("t"), listen="ws://127.0.0.1:0", secret=SECRET, settings=settings) as node:
@@ -62,7 +65,9 @@ async def test_a_handshake_timeout_is_logged_once_with_its_code_and_reason(caplo
     assert "code 4005" in record.getMessage() and "handshake timed out" in record.getMessage()
 
 
-async def test_a_keepalive_timeout_is_logged_once_with_its_code_and_reason(caplog):
+async def test_a_keepalive_timeout_is_logged_once_with_its_code_and_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="crdtkv.node")
     settings = NodeSettings(sync=SyncSettings(keepalive_interval=0.05, keepalive_timeout=0.3))
     async with Node(KvStore.open("t"), listen="ws://127.0.0.1:0", secret=SECRET, settings=settings) as node:
@@ -88,11 +93,13 @@ async def test_a_keepalive_timeout_is_logged_once_with_its_code_and_reason(caplo
     assert "code 4005" in records[0].getMessage() and "keepalive timed out" in records[0].getMessage()
 
 
-async def test_closes_by_the_peer_and_lost_links_are_logged_once_each(caplog):
+async def test_closes_by_the_peer_and_lost_links_are_logged_once_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="crdtkv.node")
     a, b = KvStore.open("t", replica_id="a"), KvStore.open("t", replica_id="b")
     async with Node(a, listen="ws://127.0.0.1:0", settings=FAST) as na:
-        async with Node(b, peers=[na.url], settings=FAST) as nb:
+        async with Node(b, peers=[na.url], settings=FAST) as nb:  # type: ignore[list-item]
             await nb.wait_for_peers(1)
             await na.wait_for_peers(1)
         await until(lambda: not na.links, "a to see b go")
@@ -105,7 +112,9 @@ async def test_closes_by_the_peer_and_lost_links_are_logged_once_each(caplog):
 # -- failed dials, recovery, client logging ------------------------------------------------
 
 
-async def test_failed_dials_warn_once_per_reason_and_recovery_is_logged(caplog):
+async def test_failed_dials_warn_once_per_reason_and_recovery_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="crdtkv.node")
     url = f"ws://127.0.0.1:{free_ports(1)[0]}"
     a, b = KvStore.open("t", replica_id="a"), KvStore.open("t", replica_id="b")
@@ -129,7 +138,7 @@ async def test_failed_dials_warn_once_per_reason_and_recovery_is_logged(caplog):
     assert not [r for r in caplog.records if r.name == "crdtkv.node" and r.levelno >= logging.ERROR]
 
 
-async def test_a_node_dialing_itself_stops_with_one_warning(caplog):
+async def test_a_node_dialing_itself_stops_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="crdtkv.node")
     url = f"ws://127.0.0.1:{free_ports(1)[0]}"
     store = KvStore.open("t", replica_id="alone")
@@ -147,11 +156,11 @@ async def test_a_node_dialing_itself_stops_with_one_warning(caplog):
 # -- one link per pair of nodes ------------------------------------------------------------
 
 
-def replication_links(node: Node) -> list:
+def replication_links(node: Node) -> list[Link]:
     return [link for link in node.links if link.session.replicating]
 
 
-async def test_two_nodes_listing_each_other_keep_one_link_and_recover_when_it_dies():
+async def test_two_nodes_listing_each_other_keep_one_link_and_recover_when_it_dies() -> None:
     url_a, url_b = (f"ws://127.0.0.1:{port}" for port in free_ports(2))
     a, b = KvStore.open("t", replica_id="a"), KvStore.open("t", replica_id="b")
     async with (
@@ -185,9 +194,9 @@ async def test_two_nodes_listing_each_other_keep_one_link_and_recover_when_it_di
             assert after - received == 2  # each change crossed once
             assert one_link_each()
             # kill the surviving link under both nodes: they must find each other again
-            link_a.connection.websocket.transport.abort()
+            link_a.connection.websocket.transport.abort()  # type: ignore[attr-defined]
             await until(
-                lambda dead=(link_a, link_b): dead[0] not in na.links and dead[1] not in nb.links,
+                lambda dead=(link_a, link_b): dead[0] not in na.links and dead[1] not in nb.links,  # type: ignore[misc]
                 "the link to die",
             )
 
@@ -195,7 +204,9 @@ async def test_two_nodes_listing_each_other_keep_one_link_and_recover_when_it_di
 # -- an entry the link cannot carry ----------------------------------------------------------
 
 
-async def test_an_entry_larger_than_the_link_allows_is_reported_and_the_link_stays_usable(caplog):
+async def test_an_entry_larger_than_the_link_allows_is_reported_and_the_link_stays_usable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A node whose links carry at most 256 KiB holds a 400 KB value: it is not sent (an error
     names the key), and the link is not closed and redialed forever; later changes arrive."""
     caplog.set_level(logging.INFO, logger="crdtkv.node")
@@ -208,7 +219,7 @@ async def test_an_entry_larger_than_the_link_allows_is_reported_and_the_link_sta
     sender, receiver = KvStore.open("t", replica_id="sender"), KvStore.open("t", replica_id="receiver")
     async with (
         Node(receiver, listen="ws://127.0.0.1:0", settings=FAST) as nr,
-        Node(sender, peers=[nr.url], settings=small) as ns,
+        Node(sender, peers=[nr.url], settings=small) as ns,  # type: ignore[list-item]
     ):
         await ns.wait_for_peers(1)
         sender.put("huge", os.urandom(400 * KIB))

@@ -70,7 +70,7 @@ def dist_info(wheel: zipfile.ZipFile, name: str) -> str:
     return wheel.read(path).decode()
 
 
-def test_every_package_of_the_source_tree_is_in_the_wheel(wheel: zipfile.ZipFile):
+def test_every_package_of_the_source_tree_is_in_the_wheel(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     packages = [
         path.parent.relative_to(ROOT).as_posix()
@@ -86,15 +86,15 @@ def test_every_package_of_the_source_tree_is_in_the_wheel(wheel: zipfile.ZipFile
     assert "transports/py.typed" in names
 
 
-def test_the_wheel_holds_no_tests_benches_or_examples(wheel: zipfile.ZipFile):
+def test_the_wheel_holds_no_tests_benches_or_examples(wheel: zipfile.ZipFile) -> None:
     top = {name.split("/", 1)[0] for name in wheel.namelist()}
     assert top - {f"crdtkv-{crdtkv.__version__}.dist-info"} == set(PACKAGE_TREES)
 
 
-def test_the_wheel_declares_the_entry_points_of_pyproject(wheel: zipfile.ZipFile):
+def test_the_wheel_declares_the_entry_points_of_pyproject(wheel: zipfile.ZipFile) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     points = configparser.ConfigParser(delimiters=("=",))
-    points.optionxform = str  # keep names as written
+    points.optionxform = str  # type: ignore[assignment, method-assign]  # keep names as written
     points.read_string(dist_info(wheel, "entry_points.txt"))
     assert dict(points["console_scripts"]) == {"crdtkv": "crdtkv.cli:main"} == project["scripts"]
     transports = dict(points["crdtkv.transports"])
@@ -106,7 +106,7 @@ def test_the_wheel_declares_the_entry_points_of_pyproject(wheel: zipfile.ZipFile
         assert f"{module}.py" in names, target
 
 
-def test_the_wheel_version_and_license_are_the_packages(wheel: zipfile.ZipFile):
+def test_the_wheel_version_and_license_are_the_packages(wheel: zipfile.ZipFile) -> None:
     metadata = Parser().parsestr(dist_info(wheel, "METADATA"))
     assert metadata["Version"] == crdtkv.__version__
     assert Path(wheel.filename or "").name.startswith(f"crdtkv-{crdtkv.__version__}-")

@@ -103,7 +103,7 @@ async def wait_converged(servers: list[Server], timeout: float = 30) -> None:
             await anyio.sleep(0.1)
 
 
-async def test_three_processes_with_a_sigkilled_node_converge_exactly(tmp_path):
+async def test_three_processes_with_a_sigkilled_node_converge_exactly(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(SECRET + b"\n")
     ports = free_ports(3)
@@ -142,7 +142,7 @@ async def test_three_processes_with_a_sigkilled_node_converge_exactly(tmp_path):
     assert "Traceback" not in logs, logs[-3000:]
 
 
-async def test_a_durable_node_keeps_its_data_across_restarts(tmp_path):
+async def test_a_durable_node_keeps_its_data_across_restarts(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(SECRET)
     data = tmp_path / "london.db"

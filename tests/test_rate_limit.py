@@ -14,7 +14,7 @@ from .helpers import FakeClock
 from .sim import SETTINGS, Faults, Simulation
 
 
-def test_a_single_replica_admits_exactly_the_limit_per_window():
+def test_a_single_replica_admits_exactly_the_limit_per_window() -> None:
     clock = FakeClock()
     store = KvStore.open("t", clock=clock)
     clock.ns -= clock.ns % 60_000_000_000  # start at a window boundary
@@ -34,12 +34,14 @@ def test_a_single_replica_admits_exactly_the_limit_per_window():
 
 
 @pytest.mark.parametrize(("limit", "window"), [(-1, 1.0), (1, 0), (1, -5), (1, math.inf), (1.5, 1.0)])
-def test_bad_arguments_are_refused(limit, window):
+def test_bad_arguments_are_refused(limit: float, window: float) -> None:
     with pytest.raises(InvalidArgument):
-        KvStore.open().rate_limit("k", limit, window)
+        KvStore.open().rate_limit("k", limit, window)  # type: ignore[arg-type]
 
 
-def run_traffic(rate: float, delay: float, limit: int, window: float, seconds: float, seed: int):
+def run_traffic(
+    rate: float, delay: float, limit: int, window: float, seconds: float, seed: int
+) -> tuple[dict[int, int], dict[int, int], int]:
     """Three PoPs replicating with a fixed propagation delay; random arrivals at each PoP.
 
     Returns admissions and requests per window, and the largest number of
@@ -68,7 +70,7 @@ def run_traffic(rate: float, delay: float, limit: int, window: float, seconds: f
 
 
 @pytest.mark.parametrize(("rate", "delay"), [(200.0, 0.005), (500.0, 0.02), (100.0, 0.05)])
-def test_over_admission_stays_within_the_documented_bound(rate, delay):
+def test_over_admission_stays_within_the_documented_bound(rate: float, delay: float) -> None:
     limit, window = 50, 1.0
     admitted, requests, burst = run_traffic(rate, delay, limit, window, seconds=4.0, seed=int(rate))
     # the documented bound: the other PoPs each admit at most what reached them within one lag
@@ -79,7 +81,7 @@ def test_over_admission_stays_within_the_documented_bound(rate, delay):
         assert limit <= admitted[window_id] <= bound, (window_id, admitted[window_id], bound)
 
 
-def test_slow_traffic_is_never_under_admitted():
+def test_slow_traffic_is_never_under_admitted() -> None:
     # requests far apart compared with the propagation delay: every PoP sees the global count
     sim = Simulation(3, 4, faults=Faults(delay=(0.005, 0.005)))
     limit, window = 10, 10.0
@@ -92,7 +94,7 @@ def test_slow_traffic_is_never_under_admitted():
     assert admitted == limit
 
 
-def test_expired_window_counters_are_dropped_without_making_peers_stale():
+def test_expired_window_counters_are_dropped_without_making_peers_stale() -> None:
     clock = FakeClock()
     store = KvStore.open("t", clock=clock)
     for _window in range(50):
@@ -104,7 +106,7 @@ def test_expired_window_counters_are_dropped_without_making_peers_stale():
     assert store._state.collected == {}  # no grace marks: no peer is ever refused for these
 
 
-def test_huge_windows_and_ttls_are_typed_errors():
+def test_huge_windows_and_ttls_are_typed_errors() -> None:
     store = KvStore.open()
     for call in (
         lambda: store.rate_limit("k", 5, 10**400),

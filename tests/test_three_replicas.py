@@ -16,7 +16,7 @@ OPS_PER_REPLICA = 10_000
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_random_mixed_workload_converges_with_exact_counters(seed):
+def test_random_mixed_workload_converges_with_exact_counters(seed: int) -> None:
     rnd = random.Random(seed)
     clocks = [FakeClock(rnd.uniform(-20, 20)) for _ in range(3)]
     stores = [

@@ -15,7 +15,7 @@ def pair(skew: float = 0.0) -> tuple[FakeClock, FakeClock, KvStore, KvStore]:
     return ca, cb, KvStore.open("t", replica_id="a", clock=ca), KvStore.open("t", replica_id="b", clock=cb)
 
 
-def test_a_value_expires_at_every_replica_without_any_message():
+def test_a_value_expires_at_every_replica_without_any_message() -> None:
     ca, cb, a, b = pair()
     a.put("session", "s", ttl=10)
     b.merge(a)
@@ -28,7 +28,7 @@ def test_a_value_expires_at_every_replica_without_any_message():
     assert list(a.keys()) == list(b.keys()) == []
 
 
-def test_expiry_is_absolute_so_it_travels_through_snapshots():
+def test_expiry_is_absolute_so_it_travels_through_snapshots() -> None:
     ca, cb, a, b = pair()
     a.put("k", "v", ttl=5)
     ca.advance(3)
@@ -38,7 +38,7 @@ def test_expiry_is_absolute_so_it_travels_through_snapshots():
     assert b.get("k") is None
 
 
-def test_a_counter_with_a_ttl_expires_and_starts_again_from_zero():
+def test_a_counter_with_a_ttl_expires_and_starts_again_from_zero() -> None:
     ca, _, a, _ = pair()
     assert a.incr("rl:window", ttl=60) == 1
     assert a.incr("rl:window", 4) == 5
@@ -49,7 +49,7 @@ def test_a_counter_with_a_ttl_expires_and_starts_again_from_zero():
     assert a.get("rl:window") == 1
 
 
-def test_concurrent_counter_expiries_resolve_to_the_longest_everywhere():
+def test_concurrent_counter_expiries_resolve_to_the_longest_everywhere() -> None:
     ca, cb, a, b = pair()
     a.incr("n", ttl=30)
     b.merge(a)
@@ -66,7 +66,7 @@ def test_concurrent_counter_expiries_resolve_to_the_longest_everywhere():
     assert a.get("n") is None and b.get("n") is None
 
 
-def test_a_reset_after_expiry_wins_over_the_old_expiry_on_every_replica():
+def test_a_reset_after_expiry_wins_over_the_old_expiry_on_every_replica() -> None:
     ca, cb, a, b = pair()
     a.incr("n", 5, ttl=10)
     b.merge(a)
@@ -80,7 +80,7 @@ def test_a_reset_after_expiry_wins_over_the_old_expiry_on_every_replica():
     assert a.get("n") == b.get("n") == 2
 
 
-def test_concurrent_register_writes_with_different_ttls_follow_the_register_rule():
+def test_concurrent_register_writes_with_different_ttls_follow_the_register_rule() -> None:
     ca, _, a, b = pair(skew=1)  # b's clock is ahead: its write is the later one
     a.put("k", "short", ttl=5)
     b.put("k", "long", ttl=500)
@@ -91,7 +91,7 @@ def test_concurrent_register_writes_with_different_ttls_follow_the_register_rule
     assert a.get("k") == "long"
 
 
-def test_ttl_is_not_rounded_to_a_minimum():
+def test_ttl_is_not_rounded_to_a_minimum() -> None:
     ca, _, a, _ = pair()
     a.put("blink", 1, ttl=0.001)
     assert a.get("blink") == 1
@@ -99,7 +99,7 @@ def test_ttl_is_not_rounded_to_a_minimum():
     assert a.get("blink") is None
 
 
-def test_ttl_through_replication_over_the_protocol():
+def test_ttl_through_replication_over_the_protocol() -> None:
     from .sim import Simulation
 
     sim = Simulation(3, 11)
@@ -116,7 +116,7 @@ def test_ttl_through_replication_over_the_protocol():
     assert newyork.get_with_metadata("session") is None
 
 
-def test_an_expired_counter_does_not_uncover_the_write_it_beat():
+def test_an_expired_counter_does_not_uncover_the_write_it_beat() -> None:
     ca, _cb, a, b = pair(skew=-1)  # b's clock is behind: a's increment is the later write
     b.put("x", "v")
     a.incr("x")  # concurrently: the counter wins
@@ -128,7 +128,7 @@ def test_an_expired_counter_does_not_uncover_the_write_it_beat():
     assert a.incr("x") == 1  # the key is missing, so incr starts a new counter
 
 
-def test_incr_on_a_live_register_raises_even_with_a_hidden_counter():
+def test_incr_on_a_live_register_raises_even_with_a_hidden_counter() -> None:
     _ca, _cb, a, b = pair(skew=1)  # b's clock is ahead: its put is the later write
     a.incr("x", 5)
     b.put("x", "v")  # concurrently: the register wins
