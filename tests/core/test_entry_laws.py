@@ -56,7 +56,7 @@ def entries(draw: st.DrawFn, with_counter: bool | None = None) -> Entry:
             totals["a"] = totals_at(1, "a")
             context["a"] = 1
         expiry = draw(st.sampled_from([None, (0, 40), (0, 60), (stamp, 45), (stamp, 70)]))
-        entry.counter = CounterState(totals, removed, context, expiry)
+        entry.counter = CounterState(totals, removed, context, expiry)  # type: ignore[arg-type]
     return entry
 
 
