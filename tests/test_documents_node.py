@@ -34,7 +34,7 @@ async def test_three_nodes_merge_concurrent_document_edits(network: Network) -> 
             peers=[nc.url],  # type: ignore[list-item]
             secret=SECRET,
             transports=transports,
-            settings=FAST,  # type: ignore[list-item, unused-ignore]
+            settings=FAST,
         ) as nb,
         Node(a, peers=[nb.url, nc.url], secret=SECRET, transports=transports, settings=FAST) as na,  # type: ignore[list-item]
     ):
