@@ -39,6 +39,7 @@ import cbor2
 
 from ..errors import DecodeError, InvalidValue, TooLarge
 from . import yrs
+from .vv import joined
 
 #: A generation: ``(stamp, origin)`` of the write that ended the previous one.
 Gen = tuple[int, str]
@@ -51,14 +52,6 @@ CLOCK_PAIRS: Final = 8
 CLOCK_BUCKET: Final = 64
 CLOCK_BUCKETS: Final = 32
 MAX_CLOCK_PAIRS: Final = CLOCK_PAIRS + CLOCK_BUCKETS
-
-
-def _join_max(mine: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
-    result = dict(mine)
-    for origin, stamp in theirs.items():
-        if result.get(origin, 0) < stamp:
-            result[origin] = stamp
-    return result
 
 
 def _join_schema(mine: dict[str, str], theirs: dict[str, str]) -> dict[str, str]:
@@ -221,7 +214,7 @@ class DocState:
         loaded = yrs.apply_edit(live.doc, update, joined_schema, live.typed)
         if loaded is None:
             return None
-        context = _join_max(self.context, {origin: stamp})
+        context = joined(self.context, {origin: stamp})
         edited = DocState(self.gen, self.update, context, self.removed, joined_schema, self.clocks)
         return edited._loaded_as(loaded, max_bytes), loaded.vector
 
@@ -233,7 +226,7 @@ class DocState:
         return DocState(
             self.gen,
             yrs.merge(self.update, update),
-            _join_max(self.context, {origin: stamp}),
+            joined(self.context, {origin: stamp}),
             self.removed,
             _join_schema(self.schema, schema),
             self.clocks,
@@ -257,7 +250,7 @@ class DocState:
 
     def removed_by(self, origin: str, stamp: int) -> DocState:
         """This document after a ``delete`` or ``put`` by ``origin`` at ``stamp``: no longer live."""
-        context = _join_max(self.context, {origin: stamp})
+        context = joined(self.context, {origin: stamp})
         return DocState(
             self.gen,
             self.update,
@@ -375,8 +368,8 @@ def join_docs(
         return _checked_remote(remote, max_bytes)
     if remote.gen < local.gen:
         return None
-    context = _join_max(local.context, remote.context)
-    removed = _join_max(local.removed, remote.removed)
+    context = joined(local.context, remote.context)
+    removed = joined(local.removed, remote.removed)
     schema = _join_schema(local.schema, remote.schema)
     clocks = _join_clocks(local.clocks, remote.clocks)
     same_meta = (
@@ -392,12 +385,12 @@ def join_docs(
         if live is not None:  # apply the remote part to a scratch document already holding ``local``
             loaded = yrs.apply_edit(live.doc, remote.update, schema, live.typed)
             if loaded is not None:
-                joined = DocState(local.gen, local.update, context, removed, schema, clocks)
-                result = joined._loaded_as(loaded, max_bytes)
+                state = DocState(local.gen, local.update, context, removed, schema, clocks)
+                result = state._loaded_as(loaded, max_bytes)
         if result is None:
             merged = yrs.merge(local.update, remote.update)
-            joined = DocState(local.gen, merged, context, removed, schema, clocks)
-            result = joined.checked(max_bytes, identity=same_meta)[0]
+            state = DocState(local.gen, merged, context, removed, schema, clocks)
+            result = state.checked(max_bytes, identity=same_meta)[0]
     return None if same_meta and result.identity() == local.identity() else result
 
 

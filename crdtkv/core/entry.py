@@ -34,15 +34,23 @@ register writes made where it was known (``context``).
 
 from __future__ import annotations
 
-from typing import Final
+from enum import IntEnum
+from typing import Final, NamedTuple
 
 from .document import DocState, max_doc_stamp
+from .vv import join_into as join_vv
 
 #: Marks a deleted register (and a key that has no register write at all).
 TOMBSTONE: Final = type("Tombstone", (), {"__repr__": lambda self: "TOMBSTONE", "__slots__": ()})()
 
-#: ``(increments, decrements, stamp of the origin's latest operation)``
-Totals = tuple[int, int, int]
+
+class Totals(NamedTuple):
+    """One origin's counter totals on a key."""
+
+    inc: int
+    dec: int
+    #: stamp of the origin's latest operation reflected in the totals
+    stamp: int
 
 
 class CounterState:
@@ -73,9 +81,7 @@ class CounterState:
     def full_context(self) -> dict[str, int]:
         """origin -> stamp of its latest operation of any kind on this key."""
         result = {origin: stamp for origin, (_, _, stamp) in self.totals.items()}
-        for origin, stamp in self.context.items():
-            if result.get(origin, 0) < stamp:
-                result[origin] = stamp
+        join_vv(result, self.context)
         return result
 
     def value(self) -> int:
@@ -185,11 +191,28 @@ class Entry:
 
 # -- reading --------------------------------------------------------------------
 
-#: What :func:`resolve` says a key holds.
-MISSING: Final = 0
-REGISTER: Final = 1
-COUNTER: Final = 2
-DOCUMENT: Final = 3
+
+class Kind(IntEnum):
+    """What :func:`resolve` says a key holds."""
+
+    MISSING = 0
+    REGISTER = 1
+    COUNTER = 2
+    DOCUMENT = 3
+
+
+# Module-level names: a global lookup is cheaper than ``Kind.X`` on the read path.
+_MISSING: Final = Kind.MISSING
+_REGISTER: Final = Kind.REGISTER
+_COUNTER: Final = Kind.COUNTER
+_DOCUMENT: Final = Kind.DOCUMENT
+
+#: The former int codes, now aliases of the :class:`Kind` members (typed ``int``, as
+#: before, while callers move to ``Kind``; they go then).
+MISSING: Final[int] = Kind.MISSING
+REGISTER: Final[int] = Kind.REGISTER
+COUNTER: Final[int] = Kind.COUNTER
+DOCUMENT: Final[int] = Kind.DOCUMENT
 
 
 def register_live(entry: Entry, now_ms: int) -> bool:
@@ -210,8 +233,8 @@ def counter_expires(entry: Entry) -> int | None:
     return expires if epoch == entry.stamp else None
 
 
-def resolve(entry: Entry, now_ms: int) -> int:
-    """Which part of the entry a read sees: MISSING, REGISTER, COUNTER or DOCUMENT.
+def resolve(entry: Entry, now_ms: int) -> Kind:
+    """Which part of the entry a read sees: a :class:`Kind`.
 
     The latest live write decides: the register value, the counter's latest
     increment, or the document's latest edit, compared by ``(stamp, origin)``.
@@ -220,20 +243,20 @@ def resolve(entry: Entry, now_ms: int) -> int:
     counter = entry.counter
     doc = entry.doc
     if counter is None and doc is None:
-        return REGISTER if register_live(entry, now_ms) else MISSING
+        return _REGISTER if register_live(entry, now_ms) else _MISSING
     live = counter.live_stamp() if counter is not None else None
-    kind = COUNTER
+    kind = _COUNTER
     if doc is not None:
         edited = doc.live_stamp()
         if edited is not None and (live is None or edited > live):
-            live, kind = edited, DOCUMENT
+            live, kind = edited, _DOCUMENT
     has_value = entry.value is not TOMBSTONE and entry.stamp > 0
     if live is None or (has_value and (entry.stamp, entry.writer) > live):
-        return REGISTER if register_live(entry, now_ms) else MISSING
-    if kind == DOCUMENT:
-        return DOCUMENT
+        return _REGISTER if register_live(entry, now_ms) else _MISSING
+    if kind is _DOCUMENT:
+        return _DOCUMENT
     expires = counter_expires(entry)
-    return MISSING if expires is not None and expires <= now_ms else COUNTER
+    return _MISSING if expires is not None and expires <= now_ms else _COUNTER
 
 
 # -- dots -----------------------------------------------------------------------
@@ -254,9 +277,7 @@ def dots(entry: Entry) -> dict[str, int]:
         return {entry.writer: stamp} if stamp else {}
     result = counter.full_context() if counter is not None else {}
     if doc is not None:
-        for origin, seen in doc.context.items():
-            if result.get(origin, 0) < seen:
-                result[origin] = seen
+        join_vv(result, doc.context)
     if stamp and result.get(entry.writer, 0) < stamp:
         result[entry.writer] = stamp
     return result
@@ -313,12 +334,7 @@ def join_into(local: Entry, remote: Entry) -> bool:
     if rc.expiry is not None and (lc.expiry is None or rc.expiry > lc.expiry):
         lc.expiry = rc.expiry
         changed = True
-    context = lc.context
-    for origin, stamp in rc.context.items():
-        if context.get(origin, 0) < stamp:
-            context[origin] = stamp
-            changed = True
-    return changed
+    return join_vv(lc.context, rc.context) or changed
 
 
 # -- garbage collection -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """Replication and client messages: frozen dataclasses and their CBOR form.
 
 Every message is a CBOR array whose first item is a type code. Decoding is
-strict (see :func:`~.codec.strict_loads`) and checks each field's type, so a
+strict (see :mod:`.cbor`) and checks each field's type, so a
 session only ever sees well-formed messages; anything else is a
 :class:`~crdtkv.errors.DecodeError`.
 """
@@ -9,14 +9,14 @@ session only ever sees well-formed messages; anything else is a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import cbor2
 
-from ..errors import DecodeError, TooLarge
-from .codec import MAX_ORIGIN_CHARS, strict_loads
+from .cbor import fail, load_bounded
 from .hlc import MAX_STAMP
 from .limits import Limits
+from .vv import VersionVector, read_rows, write_rows
 
 PROTOCOL_VERSION: Final = 1
 NONCE_BYTES: Final = 32
@@ -43,8 +43,6 @@ CLOSE_LOST: Final = 1006
 
 ROLE_PEER: Final = "peer"
 ROLE_CLIENT: Final = "client"
-
-VersionVector = dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -140,10 +138,6 @@ _CODES: Final[dict[type, int]] = {
 }
 
 
-def _vv_out(vv: VersionVector) -> list[list[object]]:
-    return [[origin, stamp] for origin, stamp in vv.items()]
-
-
 def encode_message(message: Message) -> bytes:
     """The CBOR bytes of one message."""
     code = _CODES[type(message)]
@@ -157,12 +151,12 @@ def encode_message(message: Message) -> bytes:
             message.role,
             message.nonce,
             message.proof,
-            _vv_out(message.vv),
+            write_rows(message.vv),
         ]
     elif isinstance(message, Deltas):
-        body = [message.batch, message.index, message.last, _vv_out(message.base), message.payload]
+        body = [message.batch, message.index, message.last, write_rows(message.base), message.payload]
     elif isinstance(message, Ack):
-        body = [_vv_out(message.vv)]
+        body = [write_rows(message.vv)]
     elif isinstance(message, (Ping, Pong)):
         body = [message.token]
     elif isinstance(message, Close):
@@ -177,36 +171,16 @@ def encode_message(message: Message) -> bytes:
 # -- decoding -------------------------------------------------------------------
 
 
-def _fail(what: str) -> NoReturn:
-    raise DecodeError(what)
-
-
 def _typed(item: object, kind: type, what: str) -> Any:
     if type(item) is not kind:
-        _fail(f"{what} must be {kind.__name__}, not {type(item).__name__}")
+        fail(f"{what} must be {kind.__name__}, not {type(item).__name__}")
     return item
 
 
 def _uint(item: object, what: str, top: int = MAX_STAMP) -> int:
     if type(item) is not int or not 0 <= item <= top:
-        _fail(f"{what} must be an integer in 0..{top}")
+        fail(f"{what} must be an integer in 0..{top}")
     return item
-
-
-def _vv_in(item: object) -> VersionVector:
-    rows = _typed(item, list, "a version vector")
-    vv: VersionVector = {}
-    for row in rows:
-        row = _typed(row, list, "a version vector row")
-        if len(row) != 2:
-            _fail("version vector rows must be [origin, stamp]")
-        origin = _typed(row[0], str, "an origin")
-        if not 0 < len(origin) <= MAX_ORIGIN_CHARS:
-            _fail("origins must have 1 to 256 characters")
-        if origin in vv:
-            _fail("a version vector names an origin twice")
-        vv[origin] = _uint(row[1], "a version vector stamp")
-    return vv
 
 
 _ARITY: Final = {1: 1, 2: 7, 3: 5, 4: 1, 5: 1, 6: 1, 7: 2, 8: 3, 9: 3}
@@ -214,14 +188,15 @@ _ARITY: Final = {1: 1, 2: 7, 3: 5, 4: 1, 5: 1, 6: 1, 7: 2, 8: 3, 9: 3}
 
 def decode_message(data: bytes, limits: Limits) -> Message:
     """Decode and check one message; raise :class:`DecodeError` if it is not one."""
-    if len(data) > limits.max_message_bytes:
-        raise TooLarge(f"message is {len(data)} bytes; the limit is {limits.max_message_bytes}")
-    tree = _typed(strict_loads(data, max_depth=limits.max_value_depth + 8), list, "a message")
+    tree = load_bounded(
+        data, max_bytes=limits.max_message_bytes, max_depth=limits.max_value_depth + 8, what="message"
+    )
+    tree = _typed(tree, list, "a message")
     if not tree or type(tree[0]) is not int or tree[0] not in _ARITY:
-        _fail("unknown message type")
+        fail("unknown message type")
     code, body = tree[0], tree[1:]
     if len(body) != _ARITY[code]:
-        _fail(f"message type {code} needs {_ARITY[code]} fields, got {len(body)}")
+        fail(f"message type {code} needs {_ARITY[code]} fields, got {len(body)}")
     if code == 1:
         return Challenge(_typed(body[0], bytes, "a nonce"))
     if code == 2:
@@ -233,7 +208,7 @@ def decode_message(data: bytes, limits: Limits) -> Message:
             _typed(role, str, "a role"),
             _typed(nonce, bytes, "a nonce"),
             _typed(proof, bytes, "a proof"),
-            _vv_in(vv),
+            read_rows(vv, "a version vector", zero=True),
         )
     if code == 3:
         batch, index, last, base, payload = body
@@ -241,11 +216,11 @@ def decode_message(data: bytes, limits: Limits) -> Message:
             _uint(batch, "a batch number"),
             _uint(index, "a part index"),
             _typed(last, bool, "the last-part flag"),
-            _vv_in(base),
+            read_rows(base, "the base version vector", zero=True),
             _typed(payload, bytes, "a delta payload"),
         )
     if code == 4:
-        return Ack(_vv_in(body[0]))
+        return Ack(read_rows(body[0], "a version vector", zero=True))
     if code == 5:
         return Ping(_uint(body[0], "a ping token"))
     if code == 6:

@@ -54,7 +54,6 @@ from typing import Any, Final
 import cbor2
 
 from ..errors import ClockSkewError, DecodeError, StoreMismatch
-from .codec import Delta, decode_delta, encode_delta
 from .messages import (
     CLOSE_AUTH,
     CLOSE_CLOCK,
@@ -80,11 +79,12 @@ from .messages import (
     Pong,
     Request,
     Response,
-    VersionVector,
     decode_message,
     encode_message,
 )
 from .replica import ReplicaState
+from .vv import VersionVector, dominates, join_into
+from .wire import Delta, decode_delta, encode_delta
 
 #: Unconfirmed batches a peer may lag behind before it is resynced from its acks.
 MAX_PENDING_BATCHES: Final = 64
@@ -170,16 +170,6 @@ def make_proof(secret: bytes, side: str, their_nonce: bytes, my_nonce: bytes, he
     """HMAC-SHA256 binding the sender's claims to both fresh nonces."""
     claims = cbor2.dumps([side, their_nonce, my_nonce, hello.store, hello.origin, hello.role])
     return hmac.new(secret, b"crdtkv-auth-v1" + claims, hashlib.sha256).digest()
-
-
-def _dominates(mine: VersionVector, other: VersionVector) -> bool:
-    return all(mine.get(origin, 0) >= stamp for origin, stamp in other.items())
-
-
-def _join(into: VersionVector, other: VersionVector) -> None:
-    for origin, stamp in other.items():
-        if into.get(origin, 0) < stamp:
-            into[origin] = stamp
 
 
 class _Batch:
@@ -339,10 +329,10 @@ class Session:
         if isinstance(message, Deltas) and self.replicating:
             return self._on_deltas(message)
         if isinstance(message, Ack) and self.replicating:
-            _join(self.acked, message.vv)
-            _join(self.sent, message.vv)
+            join_into(self.acked, message.vv)
+            join_into(self.sent, message.vv)
             pending = self._pending
-            while pending and _dominates(self.acked, pending[0][1]):
+            while pending and dominates(self.acked, pending[0][1]):
                 pending.popleft()
             return []
         if isinstance(message, Request) and not self.dialer and self.peer_role == ROLE_CLIENT:
@@ -421,11 +411,11 @@ class Session:
             adopt = (
                 self._rx_total is not None
                 and len(self._rx_seen) == self._rx_total
-                and _dominates(self.state.vv, part.base)
+                and dominates(self.state.vv, part.base)
             )
         changed = self.state.apply(delta if adopt else Delta(delta.name, {}, delta.entries))
         # whatever happens to the batch, the sender holds its own vv: never echo it back
-        _join(self.sent, their_vv)
+        join_into(self.sent, their_vv)
         self.stats["entries_received"] += len(delta.entries)
         if adopt:
             self._rx_seen = None  # done: later duplicates of this batch change nothing
@@ -531,7 +521,7 @@ class Session:
                 return None
             self._dirty = False
             state = self.state
-            if _dominates(self.sent, state.vv):
+            if dominates(self.sent, state.vv):
                 return None
             keys = list(state.changed_keys_since(self.sent))
             self._batch_number += 1
@@ -539,7 +529,7 @@ class Session:
         part = self._cut(batch)
         if part.last:
             self._batch = None
-            _join(self.sent, batch.vv)
+            join_into(self.sent, batch.vv)
             self._pending.append((now, dict(self.sent)))
         return part
 

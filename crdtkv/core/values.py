@@ -14,6 +14,7 @@ from typing import Any, Final
 import cbor2
 
 from ..errors import DecodeError, InvalidKey, InvalidKeyType, InvalidValue, InvalidValueType
+from .cbor import strict_loads
 from .limits import Limits
 
 SCALAR_TYPES: Final = frozenset({str, bytes, int, float, bool, type(None)})
@@ -149,8 +150,6 @@ def unpack_value(stored: object) -> Any:
 
 def packed_from_wire(data: bytes, limits: Limits) -> Packed:
     """Check a container value that arrived from elsewhere and wrap it."""
-    from .codec import strict_loads  # local import: codec imports this module
-
     if len(data) > limits.max_value_bytes:
         raise DecodeError(f"value is {len(data)} bytes; the limit is {limits.max_value_bytes}")
     tree = strict_loads(data, max_depth=limits.max_value_depth + 1)

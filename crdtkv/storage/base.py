@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -13,6 +13,10 @@ from ..core.limits import Limits
 #: ``batch``: group commit within a short window (the default); ``sync``: each
 #: write is committed durably before the call returns.
 DURABILITY_MODES: Final = ("batch", "sync")
+
+
+#: Turns a batch of stored ``(key, row)`` pairs into entries; raises DecodeError for a damaged row.
+RowDecoder = Callable[[list[tuple[str, bytes]]], list[tuple[str, Entry]]]
 
 
 def new_replica_id() -> str:
@@ -41,17 +45,26 @@ class Recovered:
 class Storage(Protocol):
     """A place for one replica's entries, version vector and clock.
 
-    Call order: :meth:`load`, :meth:`begin`, then any number of :meth:`stage`
-    and :meth:`flush`, then :meth:`close`. Rows are opaque bytes (see
-    :func:`crdtkv.core.codec.encode_row`); backends never interpret them.
+    Call order: :meth:`read` (through :func:`crdtkv.storage.recover`),
+    :meth:`begin`, then any number of :meth:`stage` and :meth:`flush`, then
+    :meth:`close`. Rows are opaque bytes (see :mod:`crdtkv.storage.rows`):
+    backends store them and hand them back, and never interpret them.
     """
 
-    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+    def read(self, name: str, replica_id: str | None, decode: RowDecoder) -> Recovered:
         """Open (creating if needed) and read everything back; raises StorageError subclasses.
 
-        With ``replica_id`` None, an existing store keeps its replica id and a
-        new one gets a random id.
+        The stored rows are handed to ``decode`` in batches as they are read,
+        and what it returns becomes :attr:`Recovered.entries`; a
+        :class:`~crdtkv.errors.DecodeError` from it is a
+        :class:`~crdtkv.errors.CorruptionError` naming the backing, raised
+        before anything is written. With ``replica_id`` None, an existing store
+        keeps its replica id and a new one gets a random id.
         """
+        ...
+
+    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+        """:meth:`read` with the standard rows; kept while callers move to :func:`crdtkv.storage.recover`."""
         ...
 
     def begin(self, origin: str) -> None:

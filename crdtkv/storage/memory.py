@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..core.codec import decode_rows
 from ..core.limits import Limits
-from ..errors import IncompatibleFile, StoreMismatch
-from .base import Recovered, new_replica_id
+from ..errors import CorruptionError, DecodeError, IncompatibleFile, StoreMismatch
+from .base import Recovered, RowDecoder, new_replica_id
 
 
 class MemoryStorage:
@@ -28,14 +27,17 @@ class MemoryStorage:
         self.commits = 0
         self.collected: dict[str, int] = {}
 
-    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+    def read(self, name: str, replica_id: str | None, decode: RowDecoder) -> Recovered:
         if self.name is not None and self.name != name:
             raise StoreMismatch(f"this storage holds store {self.name!r}, not {name!r}")
         if replica_id is not None and self.replica_id not in (None, replica_id):
             raise IncompatibleFile(f"this storage belongs to replica {self.replica_id!r}, not {replica_id!r}")
         self.name = name
         self.replica_id = self.replica_id or replica_id or new_replica_id()
-        entries = decode_rows(list(self.rows.items()), limits)
+        try:
+            entries = decode(list(self.rows.items()))
+        except DecodeError as exc:
+            raise CorruptionError(f"this memory storage holds damaged data: {exc}") from exc
         return Recovered(
             self.origin,
             self.clean,
@@ -45,6 +47,12 @@ class MemoryStorage:
             self.replica_id,
             dict(self.collected),
         )
+
+    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+        """:meth:`read` with the standard rows (use :func:`crdtkv.storage.recover`; this goes)."""
+        from .recovery import recover
+
+        return recover(self, name, replica_id, limits)
 
     def begin(self, origin: str) -> None:
         self.origin = origin

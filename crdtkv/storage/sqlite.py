@@ -50,11 +50,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-import cbor2
-
 from ..core.bulk import collector_paused
-from ..core.codec import decode_rows, strict_loads
 from ..core.limits import Limits
+from ..core.vv import read_map, write_map
 from ..errors import (
     CorruptionError,
     DecodeError,
@@ -64,7 +62,7 @@ from ..errors import (
     StorageError,
     StoreMismatch,
 )
-from .base import DURABILITY_MODES, Recovered, new_replica_id
+from .base import DURABILITY_MODES, Recovered, RowDecoder, new_replica_id
 
 log = logging.getLogger("crdtkv.storage")
 
@@ -117,7 +115,7 @@ class SqliteStorage:
 
     # -- opening ---------------------------------------------------------------------
 
-    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+    def read(self, name: str, replica_id: str | None, decode: RowDecoder) -> Recovered:
         self._lock_fd = _lock(self.path)
         try:
             try:
@@ -127,7 +125,7 @@ class SqliteStorage:
                 raise StorageError(f"cannot open {self.path}: {exc}") from exc
             self._db = db
             try:
-                return self._load(db, existed, name, replica_id, limits)
+                return self._read(db, existed, name, replica_id, decode)
             except BaseException:
                 self._db = None
                 db.close()
@@ -136,8 +134,14 @@ class SqliteStorage:
             self._unlock()
             raise
 
-    def _load(
-        self, db: sqlite3.Connection, existed: bool, name: str, replica_id: str | None, limits: Limits
+    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
+        """:meth:`read` with the standard rows (use :func:`crdtkv.storage.recover`; this goes)."""
+        from .recovery import recover
+
+        return recover(self, name, replica_id, limits)
+
+    def _read(
+        self, db: sqlite3.Connection, existed: bool, name: str, replica_id: str | None, decode: RowDecoder
     ) -> Recovered:
         try:
             application_id = db.execute("PRAGMA application_id").fetchone()[0]
@@ -181,8 +185,8 @@ class SqliteStorage:
         if replica_id is not None and stored_replica != replica_id:
             raise IncompatibleFile(f"{self.path} belongs to replica {stored_replica!r}, not {replica_id!r}")
         try:
-            vv = self._decode_vv(meta.get("vv"), limits)
-            collected = self._decode_vv(meta.get("collected"), limits)
+            vv = read_map(meta.get("vv"))
+            collected = read_map(meta.get("collected"))
             clock_last = meta.get("clock", 0)
             if type(clock_last) is not int or clock_last < 0:
                 raise DecodeError("the stored clock is not a non-negative integer")
@@ -190,7 +194,7 @@ class SqliteStorage:
             cursor = db.execute("SELECT key, row FROM entries")
             with collector_paused(LOAD_CHUNK):  # entries form no cycles: no collector walks
                 while chunk := cursor.fetchmany(LOAD_CHUNK):
-                    entries.extend(decode_rows(chunk, limits))
+                    entries.extend(decode(chunk))
         except DecodeError as exc:
             raise CorruptionError(f"{self.path} holds damaged data: {exc}") from exc
         except sqlite3.Error as exc:
@@ -218,20 +222,6 @@ class SqliteStorage:
         if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
             return CorruptionError(f"{self.path} cannot be read: {exc}")
         return StorageError(f"cannot open {self.path}: {exc}")  # locked, read-only, I/O error
-
-    @staticmethod
-    def _decode_vv(blob: object, limits: Limits) -> dict[str, int]:
-        """A stored ``origin -> stamp`` map (a version vector or GC marks)."""
-        if blob is None:
-            return {}
-        if not isinstance(blob, bytes):
-            raise DecodeError("the stored version vector is not a blob")
-        tree = strict_loads(blob, max_depth=4)
-        if not isinstance(tree, dict) or not all(
-            type(origin) is str and type(stamp) is int and stamp > 0 for origin, stamp in tree.items()
-        ):
-            raise DecodeError("the stored version vector is malformed")
-        return tree
 
     def begin(self, origin: str) -> None:
         db = self._require()
@@ -305,9 +295,9 @@ class SqliteStorage:
                 collected = self._collected
             if not rows and vv is None and not full:
                 return
-            meta: dict[str, object] = {"clock": clock_last, "collected": cbor2.dumps(collected)}
+            meta: dict[str, object] = {"clock": clock_last, "collected": write_map(collected)}
             if vv is not None:
-                meta["vv"] = cbor2.dumps(vv)
+                meta["vv"] = write_map(vv)
             try:
                 self._transaction(db, rows, meta, full=full)
             except sqlite3.Error as exc:

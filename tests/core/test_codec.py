@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtkv import KvStore, Limits
-from crdtkv.core.codec import (
+from crdtkv.core.wire import (
     FORMAT,
     SNAPSHOT_MAGIC,
     decode_delta,

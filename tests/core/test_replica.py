@@ -8,7 +8,7 @@ import pytest
 
 from crdtkv import KvStore
 from crdtkv.core.changelog import OriginLog
-from crdtkv.core.codec import Delta
+from crdtkv.core.wire import Delta
 
 from ..helpers import FakeClock, open_store
 
