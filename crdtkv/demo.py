@@ -15,10 +15,11 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import anyio
 
+from .core.feed import Cause, Stage, Subscriber
 from .errors import InvalidArgument
 from .node import Node
 from .store import KvStore
@@ -43,10 +44,10 @@ class LatencyProbe:
         for sink in sinks:
             pending: dict[str, int] = {}
             self._pending.append(pending)
-            sink._state.listeners.append(self._watcher(sink, pending))
+            sink._state.feed.subscribe(self._watcher(sink, pending), Stage.REPLICATION)
 
-    def _watcher(self, sink: KvStore, pending: dict[str, int]) -> Callable[[], None]:
-        def changed() -> None:
+    def _watcher(self, sink: KvStore, pending: dict[str, int]) -> Subscriber:
+        def changed(keys: Sequence[str], cause: Cause) -> None:
             now = time.perf_counter_ns()
             for key in [key for key in pending if key in sink]:
                 self.samples.append((now - pending.pop(key)) / 1e6)

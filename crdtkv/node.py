@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -30,6 +30,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .core.feed import Cause, Stage, Subscriber
 from .core.limits import MIB
 from .core.messages import (
     CLOSE_BUSY,
@@ -154,8 +155,8 @@ class Link:
         self.wake = anyio.Event()
         #: set each time the send loop handed a message to the transport
         self.drained = anyio.Event()
-        #: change-feed hooks this link's client registered on the store
-        self.watchers: list[Callable[[Sequence[str]], None]] = []
+        #: change-feed subscribers this link's client registered on the store
+        self.watchers: list[Subscriber] = []
         #: True while the node does not read from this link because too much waits to be sent
         self.reading_paused = False
         self.peak_unsent_bytes = 0
@@ -249,7 +250,7 @@ class Node:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
             raise
-        state.listeners.append(self._store_changed)
+        state.feed.subscribe(self._store_changed, Stage.REPLICATION)
         return self
 
     async def __aexit__(
@@ -258,8 +259,8 @@ class Node:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self.store.closed and self._store_changed in self.store._state.listeners:
-            self.store._state.listeners.remove(self._store_changed)
+        if not self.store.closed:
+            self.store._state.feed.unsubscribe(self._store_changed)
         # no new links from here on; every link says goodbye, then dialing stops
         self._closing = True
         for link in list(self._links):
@@ -308,7 +309,9 @@ class Node:
 
     # -- change notification ---------------------------------------------------------
 
-    def _store_changed(self) -> None:
+    def _store_changed(self, keys: Sequence[str], cause: Cause) -> None:
+        if cause is Cause.COLLECTION:  # collections are not replicated
+            return
         now = 0.0
         for link in self._links:
             session = link.session
@@ -425,8 +428,7 @@ class Node:
         self._snapshots.release(link)
         if not self.store.closed:
             for watcher in link.watchers:
-                if watcher in self.store._state.watchers:
-                    self.store._state.watchers.remove(watcher)
+                self.store._state.feed.unsubscribe(watcher)
         self._links.discard(link)
         self._handshaking.pop(link, None)
         self._authenticated.discard(link)
@@ -575,8 +577,10 @@ class Node:
         budget = self.settings.max_watch_backlog_bytes
         lost = False
 
-        def on_change(keys: Sequence[str]) -> None:
+        def on_change(keys: Sequence[str], cause: Cause) -> None:
             nonlocal lost
+            if cause is Cause.COLLECTION:
+                return
             for key in keys:
                 if not key.startswith(prefix) or key.startswith("\x00"):
                     continue
@@ -593,7 +597,7 @@ class Node:
             link.poke()
 
         link.watchers.append(on_change)
-        store._state.watchers.append(on_change)
+        store._state.feed.subscribe(on_change)
         session.respond(request_id, True, ["watching", prefix])
         link.poke()
 

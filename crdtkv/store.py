@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .core.bulk import collector_paused
 from .core.codec import decode_snapshot, encode_snapshot
 from .core.entry import COUNTER, DOCUMENT, MISSING, REGISTER, resolve
+from .core.feed import Cause
 from .core.hlc import HybridClock, stamp_ms
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
@@ -175,6 +176,8 @@ class KvStore:
         self._max_key = limits.max_key_bytes
         self._max_str = limits.max_value_bytes
         self._storage: Storage | None = None
+        #: stops the state's changes reaching storage (when the store closes)
+        self._detach: Callable[[], None] | None = None
         self._last_window = -1
         #: key -> the Document bound to it (one per key)
         self._documents: dict[str, Document] = {}
@@ -243,13 +246,14 @@ class KvStore:
             state = ReplicaState(name, origin, hybrid, limits)
             with collector_paused(len(recovered.entries)):
                 state.restore(recovered.entries, recovered.vv, recovered.clock_last, recovered.collected)
-            attach(state, storage)
+            detach = attach(state, storage)
             state.collect_garbage()
         except BaseException:
             storage.close()
             raise
         store = cls(state, replica_id, limits)
         store._storage = storage
+        store._detach = detach
         return store
 
     @classmethod
@@ -404,11 +408,13 @@ class KvStore:
         from .document import Document
 
         if not self._documents:
-            state.watchers.append(self._refresh_documents)
+            state.feed.subscribe(self._refresh_documents)
         document = self._documents[key] = Document(self, key)
         return document
 
-    def _refresh_documents(self, keys: Sequence[str]) -> None:
+    def _refresh_documents(self, keys: Sequence[str], cause: Cause) -> None:
+        if cause is Cause.COLLECTION:  # a collected key read as missing already
+            return
         documents = self._documents
         for key in keys:
             document = documents.get(key)
@@ -565,7 +571,8 @@ class KvStore:
             return
         for document in list(self._documents.values()):
             document.close()
-        self._state.journal = None
+        if self._detach is not None:
+            self._detach()
         self._state = _Closed()  # type: ignore[assignment]
         storage, self._storage = self._storage, None
         if storage is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .core.feed import Cause
 from .core.values import Packed, unpack_value
 from .errors import InvalidArgument, InvalidArgumentType
 
@@ -82,7 +83,9 @@ class Watch:
         queued = self._queued
         lookup = state.lookup
 
-        def on_change(keys: Sequence[str]) -> None:
+        def on_change(keys: Sequence[str], cause: Cause) -> None:
+            if cause is Cause.COLLECTION:  # expiry and collection are not operations
+                return
             for key in keys:
                 if not key.startswith(prefix) or key.startswith("\x00") or lost[0]:
                     continue  # after a loss, drop until the watcher has drained and been told
@@ -98,10 +101,10 @@ class Watch:
                 else:
                     queued[0] += size
 
-        self._watchers = state.watchers
+        self._feed = state.feed
         self._on_change = on_change
         self._send = send
-        state.watchers.append(on_change)
+        state.feed.subscribe(on_change)
 
     def __aiter__(self) -> Watch:
         return self
@@ -132,8 +135,7 @@ class Watch:
 
     def close(self) -> None:
         """Stop watching (idempotent)."""
-        if self._on_change in self._watchers:
-            self._watchers.remove(self._on_change)
+        self._feed.unsubscribe(self._on_change)
         self._send.close()
         self._receive.close()
 

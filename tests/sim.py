@@ -9,10 +9,11 @@ the same run.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from crdtkv import KvStore
+from crdtkv.core.feed import Cause, Stage, Subscriber
 from crdtkv.core.sync import Closed, Session, SyncSettings
 
 from .helpers import FakeClock
@@ -77,10 +78,12 @@ class Simulation:
         self.sequence = 0
         self.closes: list[Closed] = []
         for index, store in enumerate(self.stores):
-            store._state.listeners.append(self._changed_callback(index))
+            store._state.feed.subscribe(self._changed_callback(index), Stage.REPLICATION)
 
-    def _changed_callback(self, index: int) -> Callable[[], None]:
-        def changed() -> None:
+    def _changed_callback(self, index: int) -> Subscriber:
+        def changed(keys: Sequence[str], cause: Cause) -> None:
+            if cause is Cause.COLLECTION:
+                return
             for link in self.links:
                 if index in (link.a, link.b):
                     for session in (link.dialer, link.listener):

@@ -129,7 +129,7 @@ def test_remote_changes_reach_a_bound_document_and_its_roots(pops: Pops) -> None
 def test_watchers_see_document_edits() -> None:
     store = open_store("london")
     changes: list[str] = []
-    store._state.watchers.append(lambda keys: changes.extend(keys))
+    store._state.feed.subscribe(lambda keys, cause: changes.extend(keys))
     store.doc("c").map("items")["apple"] = 1
     assert changes == ["c"]
 

@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from crdtkv import KvStore
+from crdtkv.core.feed import Stage
 from crdtkv.errors import InvalidArgument
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +49,7 @@ async def test_local_and_merged_changes_arrive_in_order():
     ]
     assert changes[2].origin == peer.origin and changes[0].origin == store.origin
     assert not any(c.overflow for c in changes)
-    assert store._state.watchers == []  # unregistered when the loop ended
+    assert store._state.feed.subscribed(Stage.OBSERVERS) == []  # unregistered when the loop ended
 
 
 async def test_a_watcher_that_falls_behind_is_told():
@@ -99,11 +100,11 @@ async def test_a_watch_sees_changes_from_the_moment_it_is_created():
         first = await changes.__anext__()
         second = await changes.__anext__()
     assert (first.key, second.key) == ("k1", "k2")
-    assert store._state.watchers == []  # the context closed it
+    assert store._state.feed.subscribed(Stage.OBSERVERS) == []  # the context closed it
     dropped = store.watch("x")
-    assert len(store._state.watchers) == 1
+    assert len(store._state.feed.subscribed(Stage.OBSERVERS)) == 1
     del dropped  # dropped without closing: unregistered too
-    assert store._state.watchers == []
+    assert store._state.feed.subscribed(Stage.OBSERVERS) == []
 
 
 async def test_a_watch_backlog_is_bounded_in_bytes():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 
 from ..errors import InvalidValue, StoreMismatch, TooLarge, WrongType
 from .bulk import collector_paused
@@ -37,13 +37,19 @@ from .entry import (
     register_live,
     resolve,
 )
+from .feed import Cause, ChangeFeed
 from .hlc import HybridClock
 from .limits import DEFAULT_LIMITS, Limits
 from .values import Packed
+from .vv import dominates
+from .vv import join_into as join_vv
 from .yrs import client_id
 
 #: Keys starting with this are reserved for crdtkv itself (never listed).
 INTERNAL_PREFIX = "\x00"
+
+_WRITE = Cause.WRITE
+_MERGE = Cause.MERGE
 
 #: Log rows to add after a merge: origin -> [(stamp, key)].
 _Pending = dict[str, list[tuple[int, str]]]
@@ -96,8 +102,8 @@ class ReplicaState:
         self._logs: dict[str, OriginLog] = {origin: OriginLog()}
         self._own_log = self._logs[origin]
         self._digest: str | None = None
-        #: called (with no arguments) after every change, local or merged
-        self.listeners: list[Callable[[], None]] = []
+        #: every change is published here: storage, watchers, documents and the node subscribe
+        self.feed = ChangeFeed()
         #: (stamp or expiry in ms, key) of entries that may become garbage, smallest first
         self._graves: list[tuple[int, str]] = []
         self._expiring: list[tuple[int, str]] = []
@@ -110,13 +116,8 @@ class ReplicaState:
         #: sorted keys for listing, built on first use; keys added since wait in _fresh
         self._index: list[str] | None = None
         self._fresh: list[str] = []
-        #: change-feed hooks: called with the keys whose entries changed, in order
-        self.watchers: list[Callable[[Sequence[str]], None]] = []
         #: scratch Yrs documents of recently edited documents (see LiveDocs)
         self._live_docs = LiveDocs()
-        #: durable storage hook: called with the keys whose entries changed (and
-        #: after any version vector growth), before listeners run
-        self.journal: Callable[[Sequence[str]], None] | None = None
 
     # -- change tracking ---------------------------------------------------------
 
@@ -153,26 +154,16 @@ class ReplicaState:
         return None
 
     def _local_change(self, key: str, stamp: int) -> None:
-        """Bookkeeping after a local operation on ``key``: vv, digest, then every hook.
+        """Bookkeeping after a local operation on ``key``: vv, digest, then the change feed.
 
-        The change is applied even if the journal fails (a StorageError then
+        The change is applied even if storage fails (a StorageError then
         propagates): watchers and replication still hear of it.
         """
         self.vv[self.origin] = stamp
         self._digest = None
-        try:
-            if self.journal is not None:
-                self.journal((key,))
-        finally:
-            if self.watchers:
-                for watcher in self.watchers:
-                    watcher((key,))
-            if self.listeners:
-                self._notify()
-
-    def _notify(self) -> None:
-        for listener in self.listeners:
-            listener()
+        feed = self.feed
+        if feed.subscribers:
+            feed.publish((key,), _WRITE)
 
     # -- local operations -----------------------------------------------------------
 
@@ -541,34 +532,25 @@ class ReplicaState:
             documents[key] = join_docs(local_doc, remote.doc, self.limits.max_value_bytes, live)
         if stale:
             self._collect_entries(stale)
-        journaled: list[str] | None = [] if self.journal is not None or self.watchers else None
+        feed = self.feed
+        published: list[str] | None = [] if feed.subscribers else None
         with collector_paused(len(delta.entries)):
-            changed = self._join_all(delta, journaled, documents, horizon, now_ms)
+            changed = self._join_all(delta, published, documents, horizon, now_ms)
         for key, document in documents.items():
             if document is not None:
                 self._live_docs.keep(key, document)
-        vv = self.vv
-        grew = False
-        for origin, stamp in delta.vv.items():
-            if vv.get(origin, 0) < stamp:
-                vv[origin] = stamp
-                grew = True
+        grew = join_vv(self.vv, delta.vv)
         self.clock.observe(top)
         if changed:
             self._digest = None
-        if changed or grew:
-            if self.journal is not None and journaled is not None:
-                self.journal(journaled)
-            if self.watchers and journaled:
-                for watcher in self.watchers:
-                    watcher(journaled)
-            self._notify()
+        if (changed or grew) and published is not None:
+            feed.publish(published, _MERGE)
         return changed
 
     def _join_all(
         self,
         delta: Delta,
-        journaled: list[str] | None,
+        published: list[str] | None,
         documents: dict[str, DocState | None],
         horizon: int,
         now_ms: int,
@@ -578,7 +560,7 @@ class ReplicaState:
         ``documents`` holds the already joined document of each key whose
         remote entry has one (None: nothing new). A counter entry that
         outlived ``horizon`` is collected before it is joined (see
-        :meth:`apply`). Changed keys are appended to ``journaled`` when it is
+        :meth:`apply`). Changed keys are appended to ``published`` when it is
         a list.
         """
         changed = 0
@@ -597,7 +579,7 @@ class ReplicaState:
                 self._collect_entries([(key, local)])
                 local = None
                 collecting = True
-            if local is None and collecting and all(vv.get(o, 0) >= s for o, s in dots(remote).items()):
+            if local is None and collecting and dominates(vv, dots(remote)):
                 # every operation in it was seen here, yet the key is gone: it was
                 # garbage-collected, and a stale copy must not bring it back
                 continue
@@ -622,8 +604,8 @@ class ReplicaState:
                         local.doc = documents[key]
                     self._note_dots(key, {}, local, pending)
                 changed += 1
-                if journaled is not None:
-                    journaled.append(key)
+                if published is not None:
+                    published.append(key)
             elif local.counter is None is remote.counter and local.doc is None is remote.doc:
                 # (chained: both counters and both documents are None)
                 # the common case, two plain registers: no dot maps needed
@@ -633,8 +615,8 @@ class ReplicaState:
                     join_into(local, remote)
                     pending.setdefault(local.writer, []).append((local.stamp, key))
                     changed += 1
-                    if journaled is not None:
-                        journaled.append(key)
+                    if published is not None:
+                        published.append(key)
             else:
                 before = dict(dots(local))
                 joined = join_into(local, remote)
@@ -645,8 +627,8 @@ class ReplicaState:
                 if joined:
                     self._note_dots(key, before, local, pending)
                     changed += 1
-                    if journaled is not None:
-                        journaled.append(key)
+                    if published is not None:
+                        published.append(key)
         for origin, rows in pending.items():
             rows.sort()
             self._log(origin).record(rows)
@@ -731,8 +713,8 @@ class ReplicaState:
     def _dropped(self, keys: list[str]) -> None:
         if keys:
             self._digest = None
-            if self.journal is not None:
-                self.journal(keys)
+            if self.feed.subscribers:
+                self.feed.publish(keys, Cause.COLLECTION)
 
     def restore(
         self,

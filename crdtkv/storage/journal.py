@@ -8,26 +8,36 @@ its rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..core.codec import encode_row
+from ..core.feed import Cause, Stage
 from ..core.replica import ReplicaState
 from .base import Storage
 
 
-def attach(state: ReplicaState, storage: Storage) -> None:
-    """Make every change to ``state`` reach ``storage``."""
+def attach(state: ReplicaState, storage: Storage) -> Callable[[], None]:
+    """Make every change to ``state`` reach ``storage``: the first subscriber of its change feed.
+
+    Every cause is staged: a collected key's row is deleted, and a merge that
+    only grew the version vector (no keys) still stages the new vector.
+    Returns the function that detaches ``storage`` again (before it closes).
+    """
     entries = state.entries
     clock = state.clock
     vv = state.vv
     collected = state.collected
     stage = storage.stage
 
-    def journal(keys: Sequence[str]) -> None:
+    def journal(keys: Sequence[str], cause: Cause) -> None:
         # a key no longer in the state was garbage-collected: its row goes (None)
         rows = {
             key: (encode_row(key, entry) if (entry := entries.get(key)) is not None else None) for key in keys
         }
         stage(rows, dict(vv), clock.last, dict(collected))
 
-    state.journal = journal
+    def detach() -> None:
+        state.feed.unsubscribe(journal)
+
+    state.feed.subscribe(journal, Stage.STORAGE)
+    return detach
