@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..core.codec import encode_row
 from ..core.feed import Cause, Stage
 from ..core.replica import ReplicaState
 from .base import Storage
+from .rows import encode_row
 
 
 def attach(state: ReplicaState, storage: Storage) -> Callable[[], None]:
