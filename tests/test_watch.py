@@ -5,15 +5,15 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from crdtkv import KvStore
+from crdtkv import Change, KvStore
 from crdtkv.core.feed import Stage
 from crdtkv.errors import InvalidArgument
 
 pytestmark = pytest.mark.anyio
 
 
-async def collect(store: KvStore, prefix: str, count: int, *, buffer: int = 1000) -> list:
-    changes = []
+async def collect(store: KvStore, prefix: str, count: int, *, buffer: int = 1000) -> list[Change]:
+    changes: list[Change] = []
     with anyio.fail_after(5):
         async for change in store.watch(prefix, buffer=buffer):
             changes.append(change)
@@ -22,7 +22,7 @@ async def collect(store: KvStore, prefix: str, count: int, *, buffer: int = 1000
     return changes
 
 
-async def test_local_and_merged_changes_arrive_in_order():
+async def test_local_and_merged_changes_arrive_in_order() -> None:
     store = KvStore.open("t", replica_id="london")
     peer = KvStore.open("t", replica_id="sydney")
     changes = []
@@ -52,7 +52,7 @@ async def test_local_and_merged_changes_arrive_in_order():
     assert store._state.feed.subscribed(Stage.OBSERVERS) == []  # unregistered when the loop ended
 
 
-async def test_a_watcher_that_falls_behind_is_told():
+async def test_a_watcher_that_falls_behind_is_told() -> None:
     store = KvStore.open("t")
     iterator = store.watch("k", buffer=3)
     first = anyio.Event()
@@ -85,14 +85,14 @@ async def test_a_watcher_that_falls_behind_is_told():
     assert [c.key for c in received[cut + 1 :]] == ["k-after"]
 
 
-async def test_bad_arguments():
+async def test_bad_arguments() -> None:
     store = KvStore.open("t")
     with pytest.raises(InvalidArgument):
         async for _ in store.watch("", buffer=0):
             pass
 
 
-async def test_a_watch_sees_changes_from_the_moment_it_is_created():
+async def test_a_watch_sees_changes_from_the_moment_it_is_created() -> None:
     store = KvStore.open("t")
     async with store.watch("k") as changes:
         store.put("k1", 1)  # before the first iteration
@@ -107,7 +107,7 @@ async def test_a_watch_sees_changes_from_the_moment_it_is_created():
     assert store._state.feed.subscribed(Stage.OBSERVERS) == []
 
 
-async def test_a_watch_backlog_is_bounded_in_bytes():
+async def test_a_watch_backlog_is_bounded_in_bytes() -> None:
     store = KvStore.open("t")
     value = "v" * (100 * 1024)
     async with store.watch("k", buffer=1000, buffer_bytes=1024 * 1024) as changes:
@@ -130,7 +130,7 @@ async def test_a_watch_backlog_is_bounded_in_bytes():
     assert (after.key, after.value) == ("k-after", [1, 2])
 
 
-async def test_the_default_byte_budget_bounds_a_watcher_that_stops_reading():
+async def test_the_default_byte_budget_bounds_a_watcher_that_stops_reading() -> None:
     store = KvStore.open("t")
     value = b"x" * (400 * 1024)
     async with store.watch("") as changes:
@@ -145,7 +145,7 @@ async def test_the_default_byte_budget_bounds_a_watcher_that_stops_reading():
     assert 0 < kept <= 11
 
 
-async def test_one_change_larger_than_the_byte_budget_is_still_delivered():
+async def test_one_change_larger_than_the_byte_budget_is_still_delivered() -> None:
     store = KvStore.open("t")
     async with store.watch("k", buffer_bytes=1000) as changes:
         store.put("k", "v" * 5000)
@@ -156,8 +156,8 @@ async def test_one_change_larger_than_the_byte_budget_is_still_delivered():
     assert second.overflow
 
 
-async def test_a_bad_byte_budget_is_refused():
+async def test_a_bad_byte_budget_is_refused() -> None:
     store = KvStore.open("t")
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InvalidArgument):
-            store.watch("", buffer_bytes=bad)
+            store.watch("", buffer_bytes=bad)  # type: ignore[arg-type]
