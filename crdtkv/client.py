@@ -28,7 +28,10 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
 from . import errors
+from .core.hlc import HybridClock
+from .core.limits import DEFAULT_LIMITS
 from .core.messages import CLOSE_AUTH, CLOSE_LOST, CLOSE_NORMAL, CLOSE_SHUTDOWN, CLOSE_TIMEOUT, ROLE_CLIENT
+from .core.replica import ReplicaState
 from .core.sync import Closed, Opened, ResponseReceived, Session, SyncSettings
 from .errors import (
     ConnectFailed,
@@ -42,7 +45,8 @@ from .errors import (
     RequestTimeout,
 )
 from .node import secret_bytes
-from .store import KvStore, Page
+from .storage import new_replica_id
+from .store import Page, check_store_name
 from .transport import Connection, Transport, TransportSettings, find_transport
 from .watch import Change
 
@@ -88,9 +92,15 @@ class Client:
         self._ssl = ssl_context
         self.timeout = timeout
         self._secret = secret_bytes(secret)
-        local = KvStore.open(store)  # only its name, id and limits are used
-        self._state = local._state
-        self._limits = local.limits
+        # the client role of a session needs an identity (store name, a fresh
+        # origin), limits and a clock: an empty replica that never holds data
+        self._limits = DEFAULT_LIMITS
+        self._replica = ReplicaState(
+            check_store_name(store),
+            new_replica_id(),
+            HybridClock(time.time_ns, DEFAULT_LIMITS.max_clock_skew),
+            DEFAULT_LIMITS,
+        )
         self._transport = find_transport(url, transports)
         self._connection: Connection | None = None
         self._session: Session | None = None
@@ -112,7 +122,7 @@ class Client:
         except TimeoutError as exc:
             raise ConnectFailed(f"cannot connect to {self.url}: no answer within {self.timeout:g} s") from exc
         self._session = Session(
-            self._state,
+            self._replica,
             dialer=True,
             now=time.monotonic(),
             secret=self._secret,

@@ -44,7 +44,7 @@ class LatencyProbe:
         for sink in sinks:
             pending: dict[str, int] = {}
             self._pending.append(pending)
-            sink._state.feed.subscribe(self._watcher(sink, pending), Stage.REPLICATION)
+            sink.replica.feed.subscribe(self._watcher(sink, pending), Stage.REPLICATION)
 
     def _watcher(self, sink: KvStore, pending: dict[str, int]) -> Subscriber:
         def changed(keys: Sequence[str], cause: Cause) -> None:

@@ -18,11 +18,12 @@ import math
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pycrdt
 
 from .core.document import Gen
+from .core.replica import ReplicaState
 from .core.yrs import EMPTY_UPDATE, check_number, client_id, plain_content
 from .errors import (
     CrdtKvError,
@@ -33,9 +34,6 @@ from .errors import (
     StaleDocument,
     WrongType,
 )
-
-if TYPE_CHECKING:
-    from .store import KvStore
 
 logger = logging.getLogger("crdtkv.document")
 
@@ -76,9 +74,9 @@ def check_document_value(value: object) -> None:
         for item in value:
             check_document_value(item)
     elif isinstance(value, (pycrdt.Map, pycrdt.Array, pycrdt.Text)):
-        if value._integrated is None:
+        if not value.is_integrated:
             # a shared type not yet in a document carries its initial content
-            check_document_value(value._prelim)
+            check_document_value(value.prelim)
     else:
         raise InvalidValueType(
             f"document values are JSON values (str, int, float, bool, None, list, dict) or pycrdt "
@@ -100,7 +98,7 @@ _RETIRED: weakref.WeakSet[pycrdt.Doc[Any]] = weakref.WeakSet()
 
 def _edit(root: Any, *values: object) -> None:
     """Check an edit to ``root`` before it is applied: the root is current and the values fit."""
-    doc = getattr(root, "_doc", None)
+    doc = root.doc if root.is_integrated else None
     if doc is not None and doc in _RETIRED:
         raise StaleDocument(
             "this root belongs to a document that was reloaded (its key deleted, overwritten or "
@@ -256,9 +254,13 @@ class Document:
     A store keeps each Document it hands out until :meth:`close`.
     """
 
-    def __init__(self, store: KvStore, key: str) -> None:
-        """Use :meth:`KvStore.doc`; this constructor is internal."""
-        self._store = store
+    def __init__(self, replica: ReplicaState, key: str, release: Callable[[], object]) -> None:
+        """Use :meth:`KvStore.doc`; this constructor is internal.
+
+        ``release`` is called once when the document closes (the store forgets it).
+        """
+        self._replica = replica
+        self._release = release
         self._key = key
         self._gen: Gen | None = None
         self._schema: dict[str, str] = {}
@@ -274,7 +276,7 @@ class Document:
 
     def _load(self, current: Any) -> pycrdt.Doc[Any]:
         """A fresh pycrdt document holding ``current`` (a DocState), captured from now on."""
-        ydoc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id(self._store.origin))
+        ydoc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id(self._replica.origin))
         self._pristine = current is None
         if current is not None:
             self._schema = dict(current.schema)
@@ -317,7 +319,7 @@ class Document:
                 "generation, or closed): this edit to a root fetched before is not recorded; "
                 "fetch the root again"
             )
-        state = self._store._state
+        state = self._replica
         current = state.document(self._key)
         incremental = self._gen is not None and current is not None and current.gen == self._gen
         if not incremental and not self._pristine:
@@ -344,7 +346,7 @@ class Document:
         """Bring the bound pycrdt document up to date with the store (called on every change)."""
         if self._closed or self._capturing:
             return
-        current = self._store._state.document(self._key)
+        current = self._replica.document(self._key)
         if current is None:
             if self._gen is not None or force:
                 self._gen = None
@@ -478,7 +480,7 @@ class Document:
         if not self._closed:
             self._closed = True
             self._retire()
-            self._store._documents.pop(self._key, None)
+            self._release()
 
     @property
     def closed(self) -> bool:

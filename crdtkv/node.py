@@ -235,7 +235,7 @@ class Node:
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Node:
-        state = self.store._state
+        state = self.store.replica
         # unknown scheme: fail now
         self._dialer_states = [_Dialer(url, find_transport(url, self._transports)) for url in self.peers]
         self._task_group = anyio.create_task_group()
@@ -260,7 +260,7 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         if not self.store.closed:
-            self.store._state.feed.unsubscribe(self._store_changed)
+            self.store.replica.feed.unsubscribe(self._store_changed)
         # no new links from here on; every link says goodbye, then dialing stops
         self._closing = True
         for link in list(self._links):
@@ -351,7 +351,7 @@ class Node:
                     await connection.aclose()
                     return
                 session = Session(
-                    self.store._state,
+                    self.store.replica,
                     dialer=True,
                     now=time.monotonic(),
                     secret=self.secret,
@@ -386,7 +386,7 @@ class Node:
             await connection.aclose()
             return
         session = Session(
-            self.store._state,
+            self.store.replica,
             dialer=False,
             now=time.monotonic(),
             secret=self.secret,
@@ -428,7 +428,7 @@ class Node:
         self._snapshots.release(link)
         if not self.store.closed:
             for watcher in link.watchers:
-                self.store._state.feed.unsubscribe(watcher)
+                self.store.replica.feed.unsubscribe(watcher)
         self._links.discard(link)
         self._handshaking.pop(link, None)
         self._authenticated.discard(link)
@@ -574,6 +574,7 @@ class Node:
             return
         prefix = args[0]
         store = self.store
+        replica = store.replica
         budget = self.settings.max_watch_backlog_bytes
         lost = False
 
@@ -590,14 +591,12 @@ class Node:
                 if lost:
                     session.respond(request_id, True, ["overflow"])
                     lost = False
-                session.respond(
-                    request_id, True, ["change", key, store.get(key), store._state.origin_of(key)]
-                )
+                session.respond(request_id, True, ["change", key, store.get(key), replica.origin_of(key)])
             link._note()
             link.poke()
 
         link.watchers.append(on_change)
-        store._state.feed.subscribe(on_change)
+        replica.feed.subscribe(on_change)
         session.respond(request_id, True, ["watching", prefix])
         link.poke()
 

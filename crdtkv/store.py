@@ -40,7 +40,8 @@ INCARNATION_SEPARATOR = "~"
 _KIND_NAMES = {REGISTER: "register", COUNTER: "counter", DOCUMENT: "document"}
 
 
-def _check_name(name: object) -> str:
+def check_store_name(name: object) -> str:
+    """``name`` if it is a valid store name (1 to MAX_NAME_CHARS characters), else a typed error."""
     if not isinstance(name, str):
         raise InvalidArgumentType(f"store names must be str, not {type(name).__name__}")
     if not 0 < len(name) <= MAX_NAME_CHARS:
@@ -210,7 +211,7 @@ class KvStore:
         ``clock`` returns nanoseconds since the epoch (default
         :func:`time.time_ns`); tests inject their own.
         """
-        name = _check_name(name)
+        name = check_store_name(name)
         limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, Limits):
             raise InvalidArgumentType(f"limits must be a crdtkv Limits, not {type(limits).__name__}")
@@ -292,6 +293,16 @@ class KvStore:
     @property
     def limits(self) -> Limits:
         return self._limits
+
+    @property
+    def replica(self) -> ReplicaState:
+        """The sans-I/O replica behind this store, for the shells that drive it.
+
+        A :class:`~crdtkv.Node` runs its sessions on it and subscribes to its
+        change feed; applications use the store's own methods. Once the store
+        is closed, every use of it raises :class:`~crdtkv.errors.StoreClosed`.
+        """
+        return self._state
 
     # -- local operations ---------------------------------------------------------
 
@@ -409,7 +420,7 @@ class KvStore:
 
         if not self._documents:
             state.feed.subscribe(self._refresh_documents)
-        document = self._documents[key] = Document(self, key)
+        document = self._documents[key] = Document(state, key, release=lambda: self._documents.pop(key, None))
         return document
 
     def _refresh_documents(self, keys: Sequence[str], cause: Cause) -> None:
@@ -494,7 +505,9 @@ class KvStore:
         """
         from .watch import DEFAULT_WATCH_BYTES, Watch
 
-        return Watch(self, prefix, buffer, DEFAULT_WATCH_BYTES if buffer_bytes is None else buffer_bytes)
+        return Watch(
+            self._state, prefix, buffer, DEFAULT_WATCH_BYTES if buffer_bytes is None else buffer_bytes
+        )
 
     def __contains__(self, key: object) -> bool:
         missing = object()
@@ -519,7 +532,7 @@ class KvStore:
         """
         state = self._state
         if isinstance(other, KvStore):
-            delta = other._state.delta_since(state.vv)
+            delta = other.replica.delta_since(state.vv)
         elif isinstance(other, (bytes, bytearray, memoryview)):
             delta = decode_snapshot(bytes(other), self._limits)
         else:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from .core.feed import Cause
+from .core.replica import ReplicaState
 from .core.values import Packed, unpack_value
 from .errors import InvalidArgument, InvalidArgumentType
-
-if TYPE_CHECKING:
-    from .store import KvStore
 
 #: Default byte budget of one watcher's backlog (see :meth:`KvStore.watch`).
 DEFAULT_WATCH_BYTES = 4 * 1024 * 1024
@@ -67,14 +65,14 @@ class Watch:
     watching when closed, when the context ends, or when it is dropped.
     """
 
-    def __init__(self, store: KvStore, prefix: str, buffer: int, buffer_bytes: int) -> None:
+    def __init__(self, replica: ReplicaState, prefix: str, buffer: int, buffer_bytes: int) -> None:
         if not isinstance(prefix, str):
             raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
         if type(buffer) is not int or buffer < 1:
             raise InvalidArgument(f"buffer must be a positive int, not {buffer!r}")
         if type(buffer_bytes) is not int or buffer_bytes < 1:
             raise InvalidArgument(f"buffer_bytes must be a positive int, not {buffer_bytes!r}")
-        state = store._state
+        state = replica
         send, self._receive = anyio.create_memory_object_stream[tuple[Change, int]](buffer)
         self._lost = [False]
         lost = self._lost

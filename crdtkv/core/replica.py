@@ -29,6 +29,7 @@ from .entry import (
     TOMBSTONE,
     CounterState,
     Entry,
+    Totals,
     collectable,
     counter_expires,
     dots,
@@ -48,6 +49,7 @@ from .yrs import client_id
 #: Keys starting with this are reserved for crdtkv itself (never listed).
 INTERNAL_PREFIX = "\x00"
 
+_new_totals = tuple.__new__
 _WRITE = Cause.WRITE
 _MERGE = Cause.MERGE
 
@@ -275,10 +277,11 @@ class ReplicaState:
         stamp = self.clock.tick()
         totals = counter.totals
         inc, dec, _ = totals.get(origin, (0, 0, 0))
+        # tuple.__new__ makes the same Totals at half the cost of calling it (the hot path)
         if by >= 0:
-            totals[origin] = (inc + by, dec, stamp)
+            totals[origin] = _new_totals(Totals, (inc + by, dec, stamp))
         else:
-            totals[origin] = (inc, dec - by, stamp)
+            totals[origin] = _new_totals(Totals, (inc, dec - by, stamp))
         counter.context.pop(origin, None)  # the totals now carry this origin's latest dot
         if expires is not None:
             expiry = (self.entries[key].stamp, expires)
