@@ -26,14 +26,11 @@ lint: $(READY)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-# Every benchmark, full size (minutes; rate_limit starts a redis-server if one is installed).
-# BENCH_ARGS=--quick runs each as a smoke run in seconds, as CI does.
+# Every benchmark case, full size (minutes; rate-limit starts a redis-server if one is installed).
+# BENCH_ARGS=--quick runs each as a smoke run in seconds, as CI does; name cases to run only those
+# (BENCH_ARGS="--repeats 9 rate-limit"; `bench/run.py --list` lists them).
 bench: $(READY)
-	$(BIN)/python bench/local_ops.py $(BENCH_ARGS)
-	$(BIN)/python bench/replication.py $(BENCH_ARGS)
-	$(BIN)/python bench/durability.py $(BENCH_ARGS)
-	$(BIN)/python bench/rate_limit.py $(BENCH_ARGS)
-	$(BIN)/python bench/documents.py $(BENCH_ARGS)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

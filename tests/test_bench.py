@@ -1,8 +1,9 @@
-"""Every benchmark in bench/ still runs: each script's ``--quick`` smoke run, as a subprocess.
+"""Every benchmark case still runs: each case's ``--quick`` smoke run through bench/run.py, as a subprocess.
 
-This checks that a bench completes and that every measurement in it succeeds
-(a failed one makes the script exit 1), never how fast anything is, so no
-bench can silently rot between the by-hand runs whose figures the README shows.
+This checks that a case completes and that every measurement in it succeeds
+(a failed one shows ERROR or UNEXPECTED in its row and makes the runner exit
+1), never how fast anything is, so no case can silently rot between the
+by-hand runs whose figures the README shows.
 """
 
 from __future__ import annotations
@@ -18,52 +19,64 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-#: the benchmark scripts, each run by `make bench` (report.py is their shared library)
-SCRIPTS = ["local_ops", "replication", "durability", "rate_limit", "documents"]
-#: the only external program a bench needs: the Redis baseline of bench/rate_limit.py
+RUNNER = ROOT / "bench" / "run.py"
+#: every case of the runner's table, in its order
+CASES = [
+    "local-ops",
+    "local-merge",
+    "local-size",
+    "replication-throughput",
+    "replication-latency",
+    "replication-catch-up",
+    "durability-writes",
+    "durability-files",
+    "rate-limit",
+    "documents",
+]
+#: the only external program a case needs: the Redis baseline of the rate-limit case
 REDIS_SERVER = "redis-server"
 
 pytestmark = pytest.mark.slow
 
 
-def run_bench(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(BENCH / f"{name}.py"), "--quick", *args],
-        cwd=cwd,  # anything a bench leaves behind lands in the test's directory
+        [sys.executable, str(RUNNER), *args],
+        cwd=cwd,  # anything a case leaves behind lands in the test's directory
         capture_output=True,
         text=True,
         timeout=600,  # a hang guard only: a quick run takes seconds
     )
 
 
-def test_every_bench_script_is_run_here_and_by_make_bench() -> None:
-    found = sorted(path.stem for path in BENCH.glob("*.py") if path.name != "report.py")
-    assert found == sorted(SCRIPTS)
+def test_every_case_is_run_here_and_make_bench_runs_the_runner(tmp_path: Path) -> None:
+    listed = run_bench("--list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == CASES
     bench_target = (ROOT / "Makefile").read_text().split("\nbench:", 1)[1].split("\n\n", 1)[0]
-    for name in SCRIPTS:
-        assert f"bench/{name}.py" in bench_target, name
+    assert "bench/run.py $(BENCH_ARGS)" in bench_target
 
 
-@pytest.mark.parametrize("name", [s for s in SCRIPTS if s != "rate_limit"])
-def test_bench_quick_run_completes(name: str, tmp_path: Path) -> None:
-    extra = ("--dir", str(tmp_path)) if name == "durability" else ()
-    result = run_bench(name, *extra, cwd=tmp_path)
+@pytest.mark.parametrize("name", [c for c in CASES if c != "rate-limit"])
+def test_case_quick_run_completes(name: str, tmp_path: Path) -> None:
+    result = run_bench("--quick", "--dir", str(tmp_path), name, cwd=tmp_path)
     report = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == 0, report
-    assert "|---|" in result.stdout and "ERROR" not in result.stdout, report
+    assert f"### {name}:" in result.stdout and "|---|" in result.stdout, report
+    assert "ERROR" not in result.stdout and "UNEXPECTED" not in result.stdout, report
     assert "Total wall time" in result.stdout, report
+    assert list(tmp_path.iterdir()) == [], "a case left files behind"
 
 
-def test_rate_limit_bench_quick_run_completes_with_its_redis_baseline(tmp_path: Path) -> None:
-    """The Redis rows need a redis-server: CI installs one, so there (CI set) a missing one fails.
+def test_rate_limit_quick_run_completes_with_its_redis_baseline(tmp_path: Path) -> None:
+    """The Redis figures need a redis-server: CI installs one, so there (CI set) a missing one fails.
 
-    Elsewhere without one, the crdtkv rows still run and are checked, then the
-    test is reported as skipped, naming the program to install.
+    Elsewhere without one, the crdtkv figures still run and are checked, then
+    the test is reported as skipped, naming the program to install.
     """
     have_redis = shutil.which(REDIS_SERVER) is not None
     required = have_redis or bool(os.environ.get("CI"))
-    result = run_bench("rate_limit", *(["--require-redis"] if required else []), cwd=tmp_path)
+    result = run_bench("--quick", *(["--require-redis"] if required else []), "rate-limit", cwd=tmp_path)
     report = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == 0, report
     assert "|---|" in result.stdout and "ERROR" not in result.stdout, report
@@ -73,13 +86,13 @@ def test_rate_limit_bench_quick_run_completes_with_its_redis_baseline(tmp_path: 
         assert "redis-py: Lua INCR + EXPIRE" in result.stdout, report
     else:
         pytest.skip(
-            f"the crdtkv rows of bench/rate_limit.py passed; its Redis baseline rows did not run: "
+            f"the crdtkv figures of the rate-limit case passed; its Redis baseline did not run: "
             f"`{REDIS_SERVER}` is not on PATH (apt-get install redis-server; .ci/run installs it)"
         )
 
 
 def report_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
@@ -87,7 +100,7 @@ def report_module() -> ModuleType:
     return module
 
 
-def test_a_failed_measurement_makes_a_bench_exit_non_zero() -> None:
+def test_a_failed_measurement_makes_the_runner_exit_non_zero() -> None:
     report = report_module()
     fine = report.Row("1a", "get", "1.2 M/s", "dict", "2.5 M/s", "0.48")
     failed = report.Row("1b", "put", "ERROR", "dict", "ERROR", "n/a", notes="crdtkv: TypeError: ...")
@@ -95,3 +108,18 @@ def test_a_failed_measurement_makes_a_bench_exit_non_zero() -> None:
     assert report.exit_status([fine]) == 0
     assert report.exit_status([fine, failed]) == 1
     assert report.exit_status([wrong, fine]) == 1
+
+
+def test_a_case_that_raises_shows_an_error_row_and_fails_the_run(tmp_path: Path) -> None:
+    """A case whose code fails (--require-redis, no redis-server on PATH) is an ERROR row and exit 1."""
+    env = {**os.environ, "PATH": str(tmp_path)}  # no redis-server to be found
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), "--quick", "--require-redis", "rate-limit"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "| rate-limit |" in result.stdout and "ERROR" in result.stdout, result.stdout
