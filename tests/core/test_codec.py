@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtkv import KvStore, Limits
+from crdtkv.core.limits import DEFAULT_LIMITS
 from crdtkv.core.wire import (
     FORMAT,
     SNAPSHOT_MAGIC,
@@ -20,7 +21,6 @@ from crdtkv.core.wire import (
     encode_delta,
     encode_snapshot,
 )
-from crdtkv.core.limits import DEFAULT_LIMITS
 from crdtkv.errors import ClockSkewError, DecodeError, StoreMismatch, TooLarge
 
 from ..helpers import FakeClock
