@@ -151,7 +151,8 @@ class MemoryNetwork:
         self.stats = NetworkStats()
         #: Longest time (seconds) a reordered message waits for a message to follow it.
         self.reorder_window = 0.05
-        self._rng = random.Random(seed)
+        #: the seeded random source every fault decision draws from
+        self.rng = random.Random(seed)
         self._drop = 0.0
         self._duplicate = 0.0
         self._reorder = 0.0
@@ -345,7 +346,7 @@ class _Direction:
         if not net.reachable(self._src, self._dst):
             stats.blackholed += 1
             return
-        rng = net._rng
+        rng = net.rng
         if net.drop and rng.random() < net.drop:
             stats.dropped += 1
             return
@@ -492,6 +493,10 @@ class MemoryListener:
     def name(self) -> str:
         return self._name
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def _accept(self, dialer: str, settings: TransportSettings) -> MemoryConnection:
         """Make a link from ``dialer`` to this listener; returns the dialer's end."""
         if self._closed:
@@ -566,7 +571,7 @@ class MemoryTransport:
         except ValueError as exc:
             raise ConnectFailed(str(exc)) from exc
         listener = self.network._listeners.get(target)
-        if listener is None or listener._closed:
+        if listener is None or listener.closed:
             raise ConnectFailed(f"cannot connect to {url}: nothing listens on memory name {target!r}")
         if not self.network.reachable(self.name, target):
             raise ConnectFailed(f"cannot connect to {url} from {self.name!r}: network partition")

@@ -124,7 +124,7 @@ class WebSocketListener:
     def url(self) -> str:
         return self._url
 
-    async def _serve(self, websocket: ServerConnection) -> None:
+    async def serve_connection(self, websocket: ServerConnection) -> None:
         """Run the handler for one connection; its failure closes that connection only."""
         task = asyncio.current_task()
         assert task is not None
@@ -283,7 +283,7 @@ class WebSocketTransport:
         listener = WebSocketListener(url, handler, settings)
         try:
             server = await ws_serve(
-                listener._serve,
+                listener.serve_connection,
                 host or None,
                 port,
                 ssl=server_tls if scheme == "wss" else None,
