@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.limits import Limits
-from .store import Decision, KvStore, Page, Record
+from .cursor import Page
+from .ratelimit import Decision
+from .store import KvStore, Record
 
 if TYPE_CHECKING:
     from .client import Client

@@ -23,10 +23,11 @@ import anyio
 
 from . import __version__, demo
 from .client import Client, check_url
+from .cursor import MAX_PAGE
 from .display import format_value
 from .errors import CrdtKvError
 from .node import Node, NodeSettings
-from .store import MAX_PAGE, KvStore
+from .store import KvStore
 from .transport import TransportSettings
 
 log = logging.getLogger("crdtkv.cli")

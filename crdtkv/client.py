@@ -28,11 +28,13 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
 from . import errors
+from .checks import check_store_name
 from .core.hlc import HybridClock
 from .core.limits import DEFAULT_LIMITS
 from .core.messages import CLOSE_AUTH, CLOSE_LOST, CLOSE_NORMAL, CLOSE_SHUTDOWN, CLOSE_TIMEOUT, ROLE_CLIENT
 from .core.replica import ReplicaState
 from .core.sync import Closed, Opened, ResponseReceived, Session, SyncSettings
+from .cursor import Page
 from .errors import (
     ConnectFailed,
     CrdtKvError,
@@ -46,7 +48,6 @@ from .errors import (
 )
 from .node import secret_bytes
 from .storage import new_replica_id
-from .store import Page, check_store_name
 from .transport import Connection, Transport, TransportSettings, find_transport
 from .watch import Change
 

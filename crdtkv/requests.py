@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+from .cursor import MAX_PAGE
 from .errors import CrdtKvError, InvalidArgument, InvalidArgumentType
-from .store import MAX_PAGE, KvStore
+from .store import KvStore
 
 #: Most keys one ``keys`` request returns (a response must fit in one message).
 MAX_KEYS_PER_RESPONSE = 10_000

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import math
 import os
 import secrets
 import time
@@ -12,74 +10,39 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .checks import (  # noqa: F401 (moved, importable here)
+    INCARNATION_SEPARATOR,
+    MAX_NAME_CHARS,
+    MAX_REPLICA_ID_CHARS,
+    MAX_SECONDS,
+    check_replica_id,
+    check_store_name,
+    expiry_ms,
+)
 from .core.bulk import collector_paused
-from .core.codec import decode_snapshot, encode_snapshot
-from .core.entry import COUNTER, DOCUMENT, MISSING, REGISTER, resolve
+from .core.entry import Kind, resolve
 from .core.feed import Cause
 from .core.hlc import HybridClock, stamp_ms
 from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
 from .core.values import Packed, check_key, pack_value, unpack_value
+from .core.wire import decode_snapshot, encode_snapshot
+from .cursor import MAX_PAGE, Page, decode_cursor, encode_cursor
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
-    InvalidKeyType,
     InvalidValue,
     StoreClosed,
     WrongType,
 )
+from .ratelimit import RATE_LIMIT_PREFIX, Decision, RateLimiter  # noqa: F401 (the prefix moved)
 from .storage import DURABILITY_MODES, Storage, attach, new_replica_id
 
 if TYPE_CHECKING:
     from .document import Document
     from .watch import Watch
 
-MAX_REPLICA_ID_CHARS = 64
-MAX_NAME_CHARS = 256
-INCARNATION_SEPARATOR = "~"
-_KIND_NAMES = {REGISTER: "register", COUNTER: "counter", DOCUMENT: "document"}
-
-
-def check_store_name(name: object) -> str:
-    """``name`` if it is a valid store name (1 to MAX_NAME_CHARS characters), else a typed error."""
-    if not isinstance(name, str):
-        raise InvalidArgumentType(f"store names must be str, not {type(name).__name__}")
-    if not 0 < len(name) <= MAX_NAME_CHARS:
-        raise InvalidArgument(f"store names must have 1 to {MAX_NAME_CHARS} characters")
-    return name
-
-
-def _check_replica_id(replica_id: object) -> str:
-    if not isinstance(replica_id, str):
-        raise InvalidArgumentType(f"replica ids must be str, not {type(replica_id).__name__}")
-    if not 0 < len(replica_id) <= MAX_REPLICA_ID_CHARS:
-        raise InvalidArgument(f"replica ids must have 1 to {MAX_REPLICA_ID_CHARS} characters")
-    if INCARNATION_SEPARATOR in replica_id or not replica_id.isprintable() or " " in replica_id:
-        raise InvalidArgument(
-            f"replica id {replica_id!r} may not contain spaces, {INCARNATION_SEPARATOR!r} "
-            "or unprintable characters"
-        )
-    return replica_id
-
-
-#: The longest ttl or rate-limit window accepted, in seconds (about 100 years).
-MAX_SECONDS = 100 * 365 * 86_400
-
-
-def _seconds(value: object, what: str) -> float:
-    """A positive duration of at most MAX_SECONDS, or a typed error."""
-    if type(value) not in (int, float):
-        raise InvalidArgumentType(f"{what} must be a number of seconds, not {type(value).__name__}")
-    assert isinstance(value, (int, float))
-    if not 0 < value <= MAX_SECONDS:  # also refuses NaN and infinities
-        raise InvalidArgument(
-            f"{what} must be a positive number of seconds up to {MAX_SECONDS}, not {value!r}"
-        )
-    return float(value)
-
-
-def _expiry_ms(ttl: object, now_ms: int) -> int:
-    return now_ms + max(1, math.ceil(_seconds(ttl, "ttl") * 1000))
+_KIND_NAMES = {Kind.REGISTER: "register", Kind.COUNTER: "counter", Kind.DOCUMENT: "document"}
 
 
 @dataclass(frozen=True)
@@ -101,55 +64,6 @@ class Record:
     written_at: float
     #: "register" or "counter"
     kind: str
-
-
-#: Rate-limit window counters live under this reserved (never listed) prefix.
-RATE_LIMIT_PREFIX = "\x00rl\x00"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The answer of :meth:`KvStore.rate_limit`."""
-
-    #: whether this request is admitted (and counted)
-    allowed: bool
-    #: requests counted in this window, as this replica sees them (this one included if admitted)
-    count: int
-    #: how many more this replica would admit in this window
-    remaining: int
-    #: seconds until the window ends and a new one starts
-    reset_after: float
-    #: the limit asked for
-    limit: int
-    #: when the counted window started, in seconds since the epoch
-    window_start: float
-
-
-#: Most keys one page of :meth:`KvStore.list` returns.
-MAX_PAGE = 10_000
-_CURSOR_PREFIX = "c1."
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of :meth:`KvStore.list`: sorted keys, and the cursor of the next page."""
-
-    keys: list[str]
-    cursor: str | None
-
-
-def _encode_cursor(last_key: str) -> str:
-    return _CURSOR_PREFIX + base64.urlsafe_b64encode(last_key.encode("utf-8")).decode("ascii")
-
-
-def _decode_cursor(cursor: object) -> str:
-    if not isinstance(cursor, str) or not cursor.startswith(_CURSOR_PREFIX):
-        raise InvalidArgument(f"not a crdtkv listing cursor: {cursor!r}")
-    try:
-        raw = base64.b64decode(cursor[len(_CURSOR_PREFIX) :].encode("ascii"), altchars=b"-_", validate=True)
-        return raw.decode("utf-8")
-    except (ValueError, UnicodeError) as exc:
-        raise InvalidArgument(f"not a crdtkv listing cursor: {cursor!r}") from exc
 
 
 class _Closed:
@@ -179,7 +93,7 @@ class KvStore:
         self._storage: Storage | None = None
         #: stops the state's changes reaching storage (when the store closes)
         self._detach: Callable[[], None] | None = None
-        self._last_window = -1
+        self._limiter = RateLimiter(state, limits)
         #: key -> the Document bound to it (one per key)
         self._documents: dict[str, Document] = {}
 
@@ -216,7 +130,7 @@ class KvStore:
         if not isinstance(limits, Limits):
             raise InvalidArgumentType(f"limits must be a crdtkv Limits, not {type(limits).__name__}")
         if replica_id is not None:
-            replica_id = _check_replica_id(replica_id)
+            replica_id = check_replica_id(replica_id)
         if durability not in DURABILITY_MODES:
             raise InvalidArgument(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         if path is not None and storage is not None:
@@ -326,7 +240,7 @@ class KvStore:
         if ttl is None and metadata is None:
             state.write(key, stored)
             return
-        expires = None if ttl is None else _expiry_ms(ttl, state.clock.now_ms())
+        expires = None if ttl is None else expiry_ms(ttl, state.clock.now_ms())
         state.write(key, stored, expires, None if metadata is None else self._pack_metadata(metadata))
 
     def _pack_metadata(self, metadata: object) -> object:
@@ -394,7 +308,7 @@ class KvStore:
             key = check_key(key, self._limits)
         if ttl is None:
             return self._state.incr(key, by)
-        return self._state.incr(key, by, _expiry_ms(ttl, self._state.clock.now_ms()))
+        return self._state.incr(key, by, expiry_ms(ttl, self._state.clock.now_ms()))
 
     def doc(self, key: str) -> Document:
         """The collaborative document at ``key``, bound to this store.
@@ -412,9 +326,9 @@ class KvStore:
             return found
         state = self._state
         entry = state.entries.get(key)
-        kind = MISSING if entry is None else resolve(entry, state.clock.now_ms())
-        if kind in (REGISTER, COUNTER):
-            what = "a counter" if kind == COUNTER else "a register value"
+        kind = Kind.MISSING if entry is None else resolve(entry, state.clock.now_ms())
+        if kind in (Kind.REGISTER, Kind.COUNTER):
+            what = "a counter" if kind is Kind.COUNTER else "a register value"
             raise WrongType(f"key {key!r} holds {what}; doc needs a document or a missing key")
         from .document import Document
 
@@ -450,9 +364,9 @@ class KvStore:
             raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
         if type(limit) is not int or not 0 < limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be an int in 1..{MAX_PAGE}, not {limit!r}")
-        after = None if cursor is None else _decode_cursor(cursor)
+        after = None if cursor is None else decode_cursor(cursor)
         keys, more = self._state.list_page(prefix, after, limit)
-        return Page(keys, _encode_cursor(keys[-1]) if more and keys else None)
+        return Page(keys, encode_cursor(keys[-1]) if more and keys else None)
 
     def rate_limit(self, key: str, limit: int, window: float, *, cost: int = 1) -> Decision:
         """Admit or refuse one request of ``cost`` against ``limit`` per ``window`` seconds.
@@ -469,29 +383,7 @@ class KvStore:
         the limit on its own. A PoP never refuses while the count it sees is
         below the limit.
         """
-        if not isinstance(key, str):
-            raise InvalidKeyType(f"keys must be str, not {type(key).__name__}")
-        if type(limit) is not int or limit < 0:
-            raise InvalidArgument(f"limit must be a non-negative int, not {limit!r}")
-        if type(cost) is not int or cost < 1:
-            raise InvalidArgument(f"cost must be a positive int, not {cost!r}")
-        window = _seconds(window, "window")
-        state = self._state
-        now_ms = state.clock.now_ms()
-        window_ms = max(1, math.ceil(window * 1000))
-        start = now_ms - now_ms % window_ms
-        counter_key = check_key(f"{RATE_LIMIT_PREFIX}{key}\x00{start}", self._limits)
-        if start != self._last_window:  # a window ended somewhere: drop expired window counters
-            self._last_window = start
-            state.collect_expired_internal()
-        seen = state.lookup(counter_key, 0)
-        assert isinstance(seen, int)
-        allowed = seen + cost <= limit
-        if allowed:
-            # keep the window one extra window, so late increments still merge into it
-            seen = state.incr(counter_key, cost, start + 2 * window_ms)
-        reset_after = (start + window_ms - now_ms) / 1000
-        return Decision(allowed, seen, max(0, limit - seen), reset_after, limit, start / 1000)
+        return self._limiter.decide(key, limit, window, cost)
 
     def watch(self, prefix: str = "", *, buffer: int = 1000, buffer_bytes: int | None = None) -> Watch:
         """Iterate (``async for``) over changes of keys with ``prefix``, local and merged.
@@ -587,6 +479,7 @@ class KvStore:
         if self._detach is not None:
             self._detach()
         self._state = _Closed()  # type: ignore[assignment]
+        self._limiter = RateLimiter(self._state, self._limits)  # raises StoreClosed once used
         storage, self._storage = self._storage, None
         if storage is not None:
             storage.close()

@@ -1,0 +1,70 @@
+"""Argument checks shared by the store and its helpers: names, replica ids, durations.
+
+Each returns the checked value or raises a typed error from :mod:`crdtkv.errors`
+that names the problem.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import InvalidArgument, InvalidArgumentType
+
+MAX_REPLICA_ID_CHARS = 64
+MAX_NAME_CHARS = 256
+#: Separates a replica id from its incarnation in an origin id (``london~1a2b3c4d``).
+INCARNATION_SEPARATOR = "~"
+#: The longest ttl or rate-limit window accepted, in seconds (about 100 years).
+MAX_SECONDS = 100 * 365 * 86_400
+
+
+def check_store_name(name: object) -> str:
+    """``name`` if it is a valid store name (1 to MAX_NAME_CHARS characters), else a typed error."""
+    if not isinstance(name, str):
+        raise InvalidArgumentType(f"store names must be str, not {type(name).__name__}")
+    if not 0 < len(name) <= MAX_NAME_CHARS:
+        raise InvalidArgument(f"store names must have 1 to {MAX_NAME_CHARS} characters")
+    return name
+
+
+def check_replica_id(replica_id: object) -> str:
+    """``replica_id`` if it is a valid replica id (printable, no spaces or separator), else a typed error."""
+    if not isinstance(replica_id, str):
+        raise InvalidArgumentType(f"replica ids must be str, not {type(replica_id).__name__}")
+    if not 0 < len(replica_id) <= MAX_REPLICA_ID_CHARS:
+        raise InvalidArgument(f"replica ids must have 1 to {MAX_REPLICA_ID_CHARS} characters")
+    if INCARNATION_SEPARATOR in replica_id or not replica_id.isprintable() or " " in replica_id:
+        raise InvalidArgument(
+            f"replica id {replica_id!r} may not contain spaces, {INCARNATION_SEPARATOR!r} "
+            "or unprintable characters"
+        )
+    return replica_id
+
+
+def seconds(value: object, what: str) -> float:
+    """A positive duration of at most MAX_SECONDS, or a typed error."""
+    if type(value) not in (int, float):
+        raise InvalidArgumentType(f"{what} must be a number of seconds, not {type(value).__name__}")
+    assert isinstance(value, (int, float))
+    if not 0 < value <= MAX_SECONDS:  # also refuses NaN and infinities
+        raise InvalidArgument(
+            f"{what} must be a positive number of seconds up to {MAX_SECONDS}, not {value!r}"
+        )
+    return float(value)
+
+
+def expiry_ms(ttl: object, now_ms: int) -> int:
+    """When a value written at ``now_ms`` with ``ttl`` seconds expires (epoch ms, at least 1 ms later)."""
+    return now_ms + max(1, math.ceil(seconds(ttl, "ttl") * 1000))
+
+
+__all__ = [
+    "INCARNATION_SEPARATOR",
+    "MAX_NAME_CHARS",
+    "MAX_REPLICA_ID_CHARS",
+    "MAX_SECONDS",
+    "check_replica_id",
+    "check_store_name",
+    "expiry_ms",
+    "seconds",
+]
