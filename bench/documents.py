@@ -118,10 +118,9 @@ async def wire(shape: Shape, document: bool, ops: list[Op]) -> tuple[list[int], 
     recent = stale
     sizes = []
     network = MemoryNetwork()
-    async with memory_node(a, network, "a", window=0) as transport:
+    async with memory_node(a, network, "a", window=0) as (node, transport):
         async with memory_node(b, network, "b", peer="memory://a", window=0):
-            await until_all(b, {KEY: a.get(KEY)}, 60)
-            await anyio.sleep(0.05)  # the handshake's messages are out
+            await node.wait_for_peers(1)  # the handshake is over, and b lacks nothing
             link = transport.connections[-1]
             for i, op in enumerate(ops):
                 if i == len(ops) - FEW:

@@ -127,7 +127,7 @@ def node_settings(window: float | None = None) -> NodeSettings:
 @asynccontextmanager
 async def memory_node(
     store: KvStore, network: MemoryNetwork, name: str, peer: str | None = None, window: float | None = None
-) -> AsyncIterator[Recording]:
+) -> AsyncIterator[tuple[Node, Recording]]:
     """A Node for ``store`` on the memory transport: listening as ``memory://name``, or dialing ``peer``."""
     transport = Recording(MemoryTransport(network, name))
     async with Node(
@@ -137,14 +137,14 @@ async def memory_node(
         secret=SECRET,
         settings=node_settings(window),
         transports={"memory": transport},
-    ):
-        yield transport
+    ) as node:
+        yield node, transport
 
 
 async def sync_to_empty(source: KvStore, expect: dict[str, Any]) -> Recorded:
     """The link on which a Node for ``source`` brought an empty replica to hold ``expect``."""
     network = MemoryNetwork()
-    async with memory_node(source, network, "source") as transport:
+    async with memory_node(source, network, "source") as (_, transport):
         empty = KvStore.open(source.name, replica_id="empty")
         async with memory_node(empty, network, "empty", peer="memory://source"):
             await until_all(empty, expect, timeout=120)

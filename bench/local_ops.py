@@ -57,11 +57,6 @@ def raw_get(d: dict[str, Any], keys: Sequence[str]) -> None:
         d[k]
 
 
-def raw_set(d: dict[str, Any], keys: Sequence[str], values: Sequence[Any]) -> None:
-    for k, v in zip(keys, values, strict=True):
-        d[k] = v
-
-
 class Method:
     """The like-for-like baseline: a dict behind methods, called the way KvStore is."""
 

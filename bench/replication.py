@@ -96,6 +96,7 @@ async def peer(channel: Channel, params: dict[str, Any]) -> None:
                 async with store.watch("lat:") as changes:
                     await node.wait_for_peers(1, timeout=60)
                     channel.emit("ready")
+                    # arrival minus write time (the arrival read after the change came)
                     delays = [-int((await changes.__anext__()).value) + now_ns() for _ in range(cmd["n"])]
                 channel.emit("done", delays=delays)
             else:
