@@ -102,11 +102,8 @@ async def until_all(store: KvStore, expect: dict[str, Any], timeout: float) -> i
     A watch of the keys' common prefix wakes the check as soon as a change is applied.
     """
     pending = dict(expect)
-    first, last = min(expect), max(expect)  # the common prefix of all keys is theirs
-    same = next(
-        (i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), min(len(first), len(last))
-    )
-    async with store.watch(first[:same], buffer=1 << 20, buffer_bytes=1 << 30) as changes:
+    prefix = os.path.commonprefix(list(expect))  # noqa: RUF071 (of keys, not paths)
+    async with store.watch(prefix, buffer=1 << 20, buffer_bytes=1 << 30) as changes:
         with anyio.fail_after(timeout):
             while True:
                 for key in [k for k, v in pending.items() if store.get(k) == v]:

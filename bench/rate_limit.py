@@ -72,9 +72,10 @@ def redis_client(require: bool) -> Iterator[tuple[Any, str]]:
             process.wait(timeout=30)
 
 
-def window_name(key: str) -> str:
+def window_name(limiter: str, key: str) -> str:
+    """The counter of ``key`` in the current window (named per key and window, as crdtkv does)."""
     now = int(time.time())
-    return f"rl:{key}:{now - now % WINDOW}"
+    return f"rl:{limiter}:{key}:{now - now % WINDOW}"
 
 
 def pipeline_limiter(client: Any) -> Limiter:
@@ -82,7 +83,7 @@ def pipeline_limiter(client: Any) -> Limiter:
 
     def allowed(key: str, limit: int) -> bool:
         pipe = client.pipeline(transaction=False)
-        name = window_name(key)
+        name = window_name("pipe", key)
         pipe.incr(name)
         pipe.expire(name, WINDOW)
         return bool(pipe.execute()[0] <= limit)
@@ -93,7 +94,7 @@ def pipeline_limiter(client: Any) -> Limiter:
 def lua_limiter(client: Any) -> Limiter:
     """One EVALSHA of a script doing INCR and, on a new key, EXPIRE."""
     script = client.register_script(LUA)
-    return lambda key, limit: bool(script(keys=[window_name(key)], args=[WINDOW]) <= limit)
+    return lambda key, limit: bool(script(keys=[window_name("lua", key)], args=[WINDOW]) <= limit)
 
 
 def decide(fn: Limiter, keys: Sequence[str], limit: int) -> int:
@@ -111,12 +112,8 @@ def deciding(fn: Limiter, keys: Sequence[str], limit: int) -> Callable[[object],
 
 @case("rate-limit", "rate_limit decisions against a Redis fixed-window limiter (redis-py)")
 def rate_limit(o: Options) -> list[Row]:
-    local_n, redis_n, keys_n, reps = (
-        o.size(100_000, 5_000),
-        o.size(10_000, 500),
-        o.size(10_000, 1_000),
-        o.reps(5),
-    )
+    local_n, redis_n, keys_n = o.size(100_000, 5_000), o.size(10_000, 500), o.size(10_000, 1_000)
+    reps = o.reps(5)
     store = KvStore.open("bench-rate-limit")
     rows = []
     with redis_client(o.require_redis) as (client, why):
@@ -152,17 +149,6 @@ def rate_limit(o: Options) -> list[Row]:
                         Row(f"{sub}{num}", what, rate, label, f"Redis skipped: {why}", notes=failures([mine]))
                     )
                     continue
-                rows.append(
-                    rate_row(
-                        f"{sub}{num}",
-                        what,
-                        result["crdtkv"],
-                        result[name],
-                        label,
-                        ops=local_n,
-                        baseline_ops=redis_n,
-                        unit="decisions/s",
-                        goal=10.0,
-                    )
-                )
+                rows.append(rate_row(f"{sub}{num}", what, result["crdtkv"], result[name], label, ops=local_n,
+                                     baseline_ops=redis_n, unit="decisions/s", goal=10.0))  # fmt: skip
     return sorted(rows, key=lambda r: r.num)

@@ -36,17 +36,13 @@ MODULES = ("local_ops", "replication", "durability", "rate_limit", "documents")
 def revision() -> str:
     """The git commit measured, and whether crdtkv/ or transports/ have uncommitted edits."""
     try:
+        git = ["git", "-C", str(ROOT)]
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "crdtkv", "transports"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
+        dirty = subprocess.run([*git, "status", "--porcelain", "crdtkv", "transports"], capture_output=True,
+                               text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
         return "git revision unknown"
     return f"git {head.stdout.strip()}" + (" + uncommitted edits" if dirty.stdout.strip() else "")
 
@@ -72,11 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown case(s) {unknown} (see --list)" if unknown else "--repeats must be at least 1")
     chosen = [n for n in names if n in args.cases] if args.cases else names
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
-    print(
-        f"crdtkv {importlib.import_module('crdtkv').__version__} ({revision()}), "
-        f"Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; `{command}`"
-    )
+    where = f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    print(f"crdtkv {importlib.import_module('crdtkv').__version__} ({revision()}), {where}; `{command}`")
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="crdtkv-bench-", dir=args.dir) as tmp:
