@@ -25,7 +25,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectSendStream
 
 from . import errors
 from .checks import check_store_name
@@ -49,12 +48,15 @@ from .errors import (
 from .node import secret_bytes
 from .storage import new_replica_id
 from .transport import Connection, Transport, TransportSettings, find_transport
-from .watch import Change
+from .watch import OVERFLOW, Change, ChangeQueue
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: Closes that mean the link ended (the node stopped, the network failed), not a refusal.
 _LINK_ENDED = (CLOSE_NORMAL, CLOSE_LOST, CLOSE_SHUTDOWN, CLOSE_TIMEOUT)
+
+#: What a watch yields when this client fell behind (as the node's own notice).
+_OVERFLOW_ANSWER: tuple[bool, Any] = (True, ["overflow"])
 
 #: Room kept in each message for the framing around a snapshot chunk.
 _CHUNK_OVERHEAD = 4096
@@ -109,8 +111,8 @@ class Client:
         self._group: anyio.abc.TaskGroup | None = None
         self._opened = anyio.Event()
         self._answers: dict[int, tuple[bool, Any]] = {}
-        self._streams: dict[int, MemoryObjectSendStream[tuple[bool, Any]]] = {}
-        self._lost: set[int] = set()
+        #: the answers of each watch request, bounded (see crdtkv.watch)
+        self._watches: dict[int, ChangeQueue[tuple[bool, Any]]] = {}
         self._abandoned: set[int] = set()
         self._arrived = anyio.Event()
         self._closed: Closed | None = None
@@ -186,12 +188,9 @@ class Client:
                         self._opened.set()
                     elif isinstance(event, ResponseReceived):
                         answer = event.response
-                        stream = self._streams.get(answer.id)
-                        if stream is not None:
-                            try:
-                                stream.send_nowait((answer.ok, answer.value))
-                            except anyio.WouldBlock:  # the consumer fell behind: tell it
-                                self._lost.add(answer.id)
+                        watch = self._watches.get(answer.id)
+                        if watch is not None:
+                            watch.offer((answer.ok, answer.value))  # dropped and noted if full
                             continue
                         if answer.id in self._abandoned:  # its caller timed out
                             self._abandoned.discard(answer.id)
@@ -208,8 +207,8 @@ class Client:
         finally:
             # whatever ended the loop, no answer comes any more: wake every waiter
             self._closed = self._closed or Closed(CLOSE_LOST, "the link ended", by_peer=True)
-            for stream in self._streams.values():
-                stream.close()
+            for watch in self._watches.values():
+                watch.finish()
             self._opened.set()
             self._arrived.set()
 
@@ -252,7 +251,8 @@ class Client:
         """Changes under ``prefix`` at the node, as :class:`~crdtkv.watch.Change` objects.
 
         If this consumer falls more than ``buffer`` changes behind, the changes
-        that did not fit are dropped and a ``Change(overflow=True)`` follows.
+        that did not fit, and those after them until it has caught up, are
+        dropped, and a ``Change(overflow=True)`` follows (as for a local watch).
         When the link closes (the node stopped, the network failed) the
         iteration raises LinkClosed (ProtocolError if the node closed it for a
         protocol reason) after the changes that arrived before.
@@ -260,35 +260,25 @@ class Client:
         session = self._session_or_raise()
         self._next_id += 1
         request_id = self._next_id
-        send, receive = anyio.create_memory_object_stream[tuple[bool, Any]](buffer)
-        self._streams[request_id] = send
+        answers = self._watches[request_id] = ChangeQueue(_OVERFLOW_ANSWER, max_items=buffer)
         session.request(request_id, "watch", [prefix])
         await self._flush()
         try:
-            async with receive:
-                while True:
-                    try:
-                        ok, value = receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        if request_id in self._lost:  # drained after losing some: say so
-                            self._lost.discard(request_id)
-                            yield Change(None, None, None, overflow=True)
-                            continue
-                        try:
-                            ok, value = await receive.receive()
-                        except anyio.EndOfStream:  # the receive loop ended: the link is gone
-                            assert self._closed is not None
-                            raise _closed_error(self._closed) from None
-                    if not ok:
-                        raise _refusal(value)
-                    if value and value[0] == "change" and len(value) == 4:
-                        yield Change(value[1], value[2], value[3])
-                    elif value and value[0] == "overflow":
-                        yield Change(None, None, None, overflow=True)
+            while True:
+                answer = await answers.take()
+                if answer is None:  # the receive loop ended: the link is gone
+                    assert self._closed is not None
+                    raise _closed_error(self._closed)
+                ok, value = answer
+                if not ok:
+                    raise _refusal(value)
+                if value and value[0] == "change" and len(value) == 4:
+                    yield Change(value[1], value[2], value[3])
+                elif value and value[0] == "overflow":  # the node's notice, or this client's own
+                    yield OVERFLOW
         finally:
-            del self._streams[request_id]
-            self._lost.discard(request_id)
-            send.close()
+            del self._watches[request_id]
+            answers.close()
 
     async def get(self, key: str) -> tuple[bool, Any]:
         """``(found, value)`` for ``key``."""

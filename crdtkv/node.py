@@ -30,7 +30,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .core.feed import Cause, Stage, Subscriber
+from .core.feed import Cause, Stage
 from .core.limits import MIB
 from .core.messages import (
     CLOSE_BUSY,
@@ -48,6 +48,7 @@ from .errors import ConnectFailed, InvalidArgument, InvalidArgumentType, LinkClo
 from .requests import SnapshotTransfers, execute
 from .store import KvStore
 from .transport import Connection, Listener, Transport, TransportSettings, find_transport
+from .watch import OVERFLOW, ChangeQueue, Follower
 
 log = logging.getLogger("crdtkv.node")
 
@@ -155,8 +156,8 @@ class Link:
         self.wake = anyio.Event()
         #: set each time the send loop handed a message to the transport
         self.drained = anyio.Event()
-        #: change-feed subscribers this link's client registered on the store
-        self.watchers: list[Subscriber] = []
+        #: the watches this link's client asked for
+        self.watchers: list[Follower] = []
         #: True while the node does not read from this link because too much waits to be sent
         self.reading_paused = False
         self.peak_unsent_bytes = 0
@@ -426,9 +427,8 @@ class Node:
 
     def _forget(self, link: Link) -> None:
         self._snapshots.release(link)
-        if not self.store.closed:
-            for watcher in link.watchers:
-                self.store.replica.feed.unsubscribe(watcher)
+        for watcher in link.watchers:
+            watcher.close()
         self._links.discard(link)
         self._handshaking.pop(link, None)
         self._authenticated.discard(link)
@@ -564,40 +564,33 @@ class Node:
     def _watch_for(self, link: Link, request_id: int, args: list[Any]) -> None:
         """Stream changes under a prefix to a client as responses to one request.
 
-        Bounded in bytes: while more than ``max_watch_backlog_bytes`` wait to be
-        sent on the link, changes are dropped, and an ``["overflow"]`` notice goes
-        out once it has caught up.
+        Bounded in bytes (see :mod:`crdtkv.watch`): a change that would take
+        what waits to be sent on the link over ``max_watch_backlog_bytes`` is
+        dropped, with every change after it, and an ``["overflow"]`` notice goes
+        out once the link is below its budget again.
         """
         session = link.session
         if len(args) != 1 or not isinstance(args[0], str):
             session.respond(request_id, False, ["InvalidArgument", "watch takes one prefix string"])
             return
-        prefix = args[0]
-        store = self.store
-        replica = store.replica
         budget = self.settings.max_watch_backlog_bytes
-        lost = False
+        queue = ChangeQueue(OVERFLOW, max_bytes=budget, waiting=lambda: link.unsent_bytes)
 
-        def on_change(keys: Sequence[str], cause: Cause) -> None:
-            nonlocal lost
-            if cause is Cause.COLLECTION:
-                return
-            for key in keys:
-                if not key.startswith(prefix) or key.startswith("\x00"):
-                    continue
-                if link.unsent_bytes >= budget:
-                    lost = True
-                    continue
-                if lost:
+        def forward() -> None:
+            # what the queue let in goes to the link at once; a due notice once it is below budget
+            sent = False
+            while link.unsent_bytes < budget and (change := queue.take_nowait()) is not None:
+                if change.overflow:
                     session.respond(request_id, True, ["overflow"])
-                    lost = False
-                session.respond(request_id, True, ["change", key, store.get(key), replica.origin_of(key)])
-            link._note()
-            link.poke()
+                else:
+                    session.respond(request_id, True, ["change", change.key, change.value, change.origin])
+                sent = True
+            if sent:
+                link._note()
+                link.poke()
 
-        link.watchers.append(on_change)
-        replica.feed.subscribe(on_change)
-        session.respond(request_id, True, ["watching", prefix])
+        link.watchers.append(Follower(self.store.replica, args[0], queue, forward))
+        session.respond(request_id, True, ["watching", args[0]])
         link.poke()
 
     async def _send_loop(self, link: Link) -> None:
@@ -626,6 +619,9 @@ class Node:
                     return
                 link._taken -= len(data)
                 link.drained.set()
+            for watcher in link.watchers:  # the link took some: a watch may forward again
+                if watcher.forward is not None:
+                    watcher.forward()
             if session.closed:
                 return
             if session.has_more():

@@ -1,22 +1,31 @@
-"""The change feed: ``async for change in store.watch(prefix)``.
+"""The bounded change feed for watchers: ``async for change in store.watch(prefix)``.
 
-Each watcher has a buffer bounded both in changes and in bytes. Changes are
-queued in the order this replica applies them, local or merged. A watcher
-that falls behind by more than its buffer loses the changes that did not fit
-and then receives one ``Change`` with ``overflow=True`` before the next
-change: it must resync (``store.list`` and ``store.get``). Nothing is skipped
-silently.
+Three watchers use it: a local :meth:`KvStore.watch <crdtkv.KvStore.watch>`,
+a node serving a client's ``watch`` request, and :meth:`Client.watch
+<crdtkv.Client.watch>`. Each follows one rule, written once in
+:class:`ChangeQueue`: what waits for a watcher is bounded (in changes, in
+bytes, or both). A watcher that falls behind loses the changes that do not
+fit, and every change after them, until it has taken what was queued; then it
+receives one overflow notice (a ``Change`` with ``overflow=True``) before the
+next change, and must resync (``store.list`` and ``store.get``). Nothing is
+skipped silently.
+
+:class:`Follower` turns a replica's change feed into :class:`Change` objects
+for the keys under a prefix (local and merged changes, in the order this
+replica applied them; never crdtkv's reserved keys, never collections).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 
-from .core.feed import Cause
+from .core.feed import Cause, Stage
+from .core.keyindex import INTERNAL_PREFIX
 from .core.replica import ReplicaState
 from .core.values import Packed, unpack_value
 from .errors import InvalidArgument, InvalidArgumentType
@@ -26,6 +35,8 @@ DEFAULT_WATCH_BYTES = 4 * 1024 * 1024
 #: Bytes counted per queued change besides its key and value (the Change
 #: object, its origin id and the queue slot).
 CHANGE_OVERHEAD = 200
+
+T = TypeVar("T")
 
 
 def stored_size(stored: object) -> int:
@@ -58,6 +69,143 @@ class Change:
     overflow: bool = False
 
 
+#: The notice a watcher gets in place of the changes it lost.
+OVERFLOW = Change(None, None, None, overflow=True)
+
+
+class ChangeQueue(Generic[T]):
+    """What waits for one watcher: bounded, with an overflow notice (the rule above).
+
+    ``max_items`` bounds the items queued, ``max_bytes`` their sizes; one item
+    alone always fits. ``waiting`` counts bytes that already wait for the same
+    consumer elsewhere (a link's unsent messages) against ``max_bytes``. After a
+    loss every item is dropped until the queue has been drained; then
+    :meth:`take_nowait` returns ``notice`` once.
+    """
+
+    def __init__(
+        self,
+        notice: T,
+        *,
+        max_items: int | None = None,
+        max_bytes: int | None = None,
+        waiting: Callable[[], int] | None = None,
+    ) -> None:
+        self.notice = notice
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._waiting = waiting
+        self._items: deque[tuple[T, int]] = deque()
+        #: estimated bytes of the items queued and not yet taken
+        self.queued_bytes = 0
+        #: True from a loss until the notice is taken
+        self.lost = False
+        self._ended = False
+        self._arrived: anyio.Event | None = None
+
+    def admit(self, size: int) -> bool:
+        """True if an item of ``size`` bytes fits now; otherwise note the loss (it is dropped)."""
+        if self.lost or self._ended:
+            return False
+        if self.max_items is not None and len(self._items) >= self.max_items:
+            self.lost = True
+            return False
+        if self.max_bytes is not None:
+            held = self.queued_bytes + (self._waiting() if self._waiting is not None else 0)
+            if held and held + size > self.max_bytes:
+                self.lost = True
+                return False
+        return True
+
+    def put(self, item: T, size: int = 0) -> None:
+        """Queue an item :meth:`admit` let in."""
+        self._items.append((item, size))
+        self.queued_bytes += size
+        if self._arrived is not None:
+            self._arrived.set()
+
+    def offer(self, item: T, size: int = 0) -> bool:
+        """Queue ``item`` if it fits; otherwise drop it and note the loss."""
+        if not self.admit(size):
+            return False
+        self.put(item, size)
+        return True
+
+    def take_nowait(self) -> T | None:
+        """The next item, the notice once drained after a loss, or None if nothing waits."""
+        if self._items:
+            item, size = self._items.popleft()
+            self.queued_bytes -= size
+            return item
+        if self.lost:
+            self.lost = False
+            return self.notice
+        return None
+
+    async def take(self) -> T | None:
+        """The next item or notice, waiting for one; None once the queue has ended."""
+        while True:
+            item = self.take_nowait()
+            if item is not None or self._ended:
+                return item
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+
+    def finish(self) -> None:
+        """No more items come: takers get what is queued (and a due notice), then None."""
+        self._ended = True
+        if self._arrived is not None:
+            self._arrived.set()
+
+    def close(self) -> None:
+        """The consumer is gone: drop what is queued; takers get None."""
+        self._items.clear()
+        self.queued_bytes = 0
+        self.lost = False
+        self.finish()
+
+
+class Follower:
+    """Puts the changes of keys under ``prefix`` in ``replica`` into ``queue``, from now on.
+
+    ``forward`` (if given) runs after each batch of changed keys: a shell that
+    moves what was queued onward (a node's client watch) calls it also
+    whenever its consumer may take more.
+    """
+
+    def __init__(
+        self,
+        replica: ReplicaState,
+        prefix: str,
+        queue: ChangeQueue[Change],
+        forward: Callable[[], None] | None = None,
+    ) -> None:
+        self.replica = replica
+        self.prefix = prefix
+        self.queue = queue
+        self.forward = forward
+        replica.feed.subscribe(self.changed, Stage.OBSERVERS)
+
+    def changed(self, keys: Sequence[str], cause: Cause) -> None:
+        """The change-feed subscriber."""
+        if cause is Cause.COLLECTION:  # expiry and collection are not operations
+            return
+        prefix, queue, replica = self.prefix, self.queue, self.replica
+        for key in keys:
+            if not key.startswith(prefix) or key.startswith(INTERNAL_PREFIX) or queue.lost:
+                continue  # after a loss, drop until the watcher has drained and been told
+            stored = replica.lookup(key, None)
+            size = CHANGE_OVERHEAD + len(key) + stored_size(stored)
+            if queue.admit(size):
+                queue.put(Change(key, unpack_value(stored), replica.origin_of(key)), size)
+        if self.forward is not None:
+            self.forward()
+
+    def close(self) -> None:
+        """Stop following (idempotent)."""
+        self.replica.feed.unsubscribe(self.changed)
+
+
 class Watch:
     """An ``async for`` iterator over changes; registered from the moment it is created.
 
@@ -72,37 +220,8 @@ class Watch:
             raise InvalidArgument(f"buffer must be a positive int, not {buffer!r}")
         if type(buffer_bytes) is not int or buffer_bytes < 1:
             raise InvalidArgument(f"buffer_bytes must be a positive int, not {buffer_bytes!r}")
-        state = replica
-        send, self._receive = anyio.create_memory_object_stream[tuple[Change, int]](buffer)
-        self._lost = [False]
-        lost = self._lost
-        #: estimated bytes of the changes queued and not yet taken (see stored_size)
-        self._queued = [0]
-        queued = self._queued
-        lookup = state.lookup
-
-        def on_change(keys: Sequence[str], cause: Cause) -> None:
-            if cause is Cause.COLLECTION:  # expiry and collection are not operations
-                return
-            for key in keys:
-                if not key.startswith(prefix) or key.startswith("\x00") or lost[0]:
-                    continue  # after a loss, drop until the watcher has drained and been told
-                stored = lookup(key, None)
-                size = CHANGE_OVERHEAD + len(key) + stored_size(stored)
-                if queued[0] and queued[0] + size > buffer_bytes:
-                    lost[0] = True  # over the byte budget (one change alone always fits)
-                    continue
-                try:
-                    send.send_nowait((Change(key, unpack_value(stored), state.origin_of(key)), size))
-                except anyio.WouldBlock:
-                    lost[0] = True
-                else:
-                    queued[0] += size
-
-        self._feed = state.feed
-        self._on_change = on_change
-        self._send = send
-        state.feed.subscribe(on_change)
+        self._queue = ChangeQueue(OVERFLOW, max_items=buffer, max_bytes=buffer_bytes)
+        self._follower = Follower(replica, prefix, self._queue)
 
     def __aiter__(self) -> Watch:
         return self
@@ -110,32 +229,18 @@ class Watch:
     @property
     def queued_bytes(self) -> int:
         """Estimated bytes of the changes waiting to be read (bounded by ``buffer_bytes``)."""
-        return self._queued[0]
+        return self._queue.queued_bytes
 
     async def __anext__(self) -> Change:
-        try:
-            change, size = self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            if self._lost[0]:
-                self._lost[0] = False
-                return Change(None, None, None, overflow=True)
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-        else:
-            self._queued[0] -= size
-            return change
-        try:
-            change, size = await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-        self._queued[0] -= size
+        change = await self._queue.take()
+        if change is None:
+            raise StopAsyncIteration
         return change
 
     def close(self) -> None:
         """Stop watching (idempotent)."""
-        self._feed.unsubscribe(self._on_change)
-        self._send.close()
-        self._receive.close()
+        self._follower.close()
+        self._queue.close()
 
     async def aclose(self) -> None:
         self.close()
@@ -148,5 +253,8 @@ class Watch:
 
     def __del__(self) -> None:
         # dropped without closing (e.g. a loop left with break): unregister
-        if hasattr(self, "_send"):  # not if __init__ refused its arguments
+        if hasattr(self, "_follower"):  # not if __init__ refused its arguments
             self.close()
+
+
+__all__ = ["OVERFLOW", "Change", "ChangeQueue", "Follower", "Watch"]
