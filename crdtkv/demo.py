@@ -23,7 +23,7 @@ from .core.feed import Cause, Stage, Subscriber
 from .errors import InvalidArgument
 from .node import Node
 from .store import KvStore
-from .transport import Transport
+from .transport import Transport, transport_factory
 
 POPS = ("london", "sydney", "new-york")
 #: Share of the traffic each PoP serves.
@@ -91,12 +91,9 @@ async def _run(total: int, seconds: float, seed: int, wan_delay: float) -> int:
     transports: dict[str, Transport] | None = None
     urls = ["ws://127.0.0.1:0"] * len(POPS)
     if wan_delay > 0:
-        # the in-process transport delays each message on its own, like a WAN link
-        from transports.memory import MemoryNetwork, MemoryTransport
-
-        network = MemoryNetwork(seed=seed)
-        network.delay = (wan_delay, wan_delay)
-        transports = {"memory": MemoryTransport(network)}
+        # the in-process transport (a plug-in, found by its scheme) on a network of its
+        # own that delays each message on its own, like a WAN link
+        transports = {"memory": transport_factory("memory")(seed=seed, delay=wan_delay)}
         urls = [f"memory://{pop}" for pop in POPS]
     stores = [KvStore.open("demo", replica_id=pop) for pop in POPS]
     per_pop = [round(total * share) for share in SHARES]

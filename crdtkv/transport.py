@@ -132,17 +132,26 @@ def scheme_of(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
+def transport_factory(scheme: str, url: str | None = None) -> Callable[..., Transport]:
+    """What the plug-in registered for ``scheme`` makes transports with (its options are its own).
+
+    Raises ConnectFailed if no installed plug-in serves ``scheme`` (``url``
+    names the URL that needed it in the message).
+    """
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name == scheme:
+            try:
+                factory: Callable[..., Transport] = point.load()
+            except ImportError as exc:
+                raise ConnectFailed(f"the transport for {scheme!r} failed to load: {exc}") from exc
+            return factory
+    where = f" in {url!r}" if url is not None else ""
+    raise ConnectFailed(f"no transport for URL scheme {scheme!r}{where} (is it installed?)")
+
+
 def find_transport(url: str, overrides: dict[str, Transport] | None = None) -> Transport:
     """The transport registered for ``url``'s scheme (``overrides`` first)."""
     scheme = scheme_of(url)
     if overrides and scheme in overrides:
         return overrides[scheme]
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        if point.name == scheme:
-            try:
-                factory = point.load()
-            except ImportError as exc:
-                raise ConnectFailed(f"the transport for {scheme!r} failed to load: {exc}") from exc
-            transport: Transport = factory()
-            return transport
-    raise ConnectFailed(f"no transport for URL scheme {scheme!r} in {url!r} (is it installed?)")
+    return transport_factory(scheme, url)()

@@ -558,7 +558,27 @@ class MemoryListener:
 class MemoryTransport:
     """The ``memory://`` transport: dials and listens on a :class:`MemoryNetwork`."""
 
-    def __init__(self, network: MemoryNetwork | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        network: MemoryNetwork | None = None,
+        name: str | None = None,
+        *,
+        seed: int | None = None,
+        delay: float | tuple[float, float] | None = None,
+    ) -> None:
+        """Dial and listen on ``network`` (default: the process-wide :data:`DEFAULT_NETWORK`).
+
+        With ``seed`` or ``delay`` the transport gets a network of its own
+        instead: seeded faults, and every message ``delay`` seconds in flight
+        (a number, or ``(min, max)``), for callers that find it through the
+        plug-in lookup (:func:`crdtkv.transport.transport_factory`).
+        """
+        if seed is not None or delay is not None:
+            if network is not None:
+                raise InvalidArgument("give a network, or seed and delay for a network of its own, not both")
+            network = MemoryNetwork(seed=seed or 0)
+            if delay is not None:
+                network.delay = (delay, delay) if isinstance(delay, (int, float)) else delay
         self.network = network if network is not None else DEFAULT_NETWORK
         #: The name this transport dials as (partitions and the peer's ``remote`` use it).
         self.name = name if name is not None else self.network._anonymous_name()

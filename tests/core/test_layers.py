@@ -100,6 +100,14 @@ def test_no_import_cycle_in_crdtkv_and_the_transports() -> None:
     assert cycles(import_graph()) == []
 
 
+def test_crdtkv_finds_transports_only_through_the_plug_in_lookup() -> None:
+    graph = import_graph()
+    reaching = {
+        name: sorted(t for t in targets if t.split(".")[0] == "transports") for name, targets in graph.items()
+    }
+    assert {name: found for name, found in reaching.items() if name.startswith("crdtkv") and found} == {}
+
+
 def test_the_graph_sees_the_shells_and_transports() -> None:
     graph = import_graph()
     # the store loads documents and watches inside its methods (they bring pycrdt and anyio)
