@@ -36,7 +36,7 @@ from .errors import (
     WrongType,
 )
 from .ratelimit import RATE_LIMIT_PREFIX, Decision, RateLimiter  # noqa: F401 (the prefix moved)
-from .storage import DURABILITY_MODES, Storage, attach, new_replica_id
+from .storage import DURABILITY_MODES, Storage, attach, new_replica_id, recover
 
 if TYPE_CHECKING:
     from .document import Document
@@ -148,7 +148,7 @@ class KvStore:
                 origin = replica_id + INCARNATION_SEPARATOR + secrets.token_hex(4)
             hybrid = HybridClock(hybrid_clock, limits.max_clock_skew)
             return cls(ReplicaState(name, origin, hybrid, limits), replica_id, limits)
-        recovered = storage.load(name, replica_id, limits)
+        recovered = recover(storage, name, replica_id, limits)
         replica_id = recovered.replica_id
         if recovered.origin is not None and recovered.clean:
             origin = recovered.origin

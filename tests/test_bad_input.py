@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtkv import KvStore
-from crdtkv.core.codec import CHECKSUM_BYTES, SNAPSHOT_MAGIC
+from crdtkv.core.wire import CHECKSUM_BYTES, SNAPSHOT_MAGIC
 from crdtkv.errors import CrdtKvError
 
 # every code point, lone surrogates included

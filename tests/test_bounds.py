@@ -13,22 +13,21 @@ import pytest
 from pycrdt import Array, Map, Text
 
 from crdtkv import KvStore, Limits
-from crdtkv.core.codec import (
-    CHECKSUM_BYTES,
-    SNAPSHOT_MAGIC,
-    Delta,
-    decode_delta,
-    decode_rows,
-    encode_delta,
-    encode_row,
-    encode_snapshot,
-)
 from crdtkv.core.entry import TOMBSTONE, CounterState, Entry
 from crdtkv.core.limits import DEFAULT_LIMITS, ENTRY_OVERHEAD, FRAME_RESERVE, KIB, MIB
 from crdtkv.core.messages import Deltas, decode_message, encode_message
 from crdtkv.core.sync import SyncSettings
+from crdtkv.core.wire import (
+    CHECKSUM_BYTES,
+    SNAPSHOT_MAGIC,
+    Delta,
+    decode_delta,
+    encode_delta,
+    encode_snapshot,
+)
 from crdtkv.errors import DecodeError, InvalidArgument, InvalidValue
 from crdtkv.node import Node, NodeSettings
+from crdtkv.storage.rows import decode_rows, encode_row
 
 STAMP = 116_000_000_000_000_000
 FAST = NodeSettings(

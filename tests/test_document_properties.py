@@ -19,9 +19,9 @@ from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 from crdtkv import KvStore, Limits
-from crdtkv.core.codec import Delta, encode_snapshot
 from crdtkv.core.document import DocState
 from crdtkv.core.entry import TOMBSTONE, Entry
+from crdtkv.core.wire import Delta, encode_snapshot
 from crdtkv.core.yrs import client_id
 from crdtkv.document import Document
 from crdtkv.errors import DecodeError, WrongType
@@ -415,8 +415,8 @@ def test_any_wire_form_of_a_document_decodes_or_raises_decode_error(
     fields: list[Any], position: int, replacement: Any
 ) -> None:
     """A document field of any shape from a peer: a DecodeError, or a document that merges cleanly."""
-    from crdtkv.core.codec import decode_delta, encode_delta
     from crdtkv.core.limits import DEFAULT_LIMITS
+    from crdtkv.core.wire import decode_delta, encode_delta
 
     stamp = FakeClock().ns // 1_000_000 << 16
     valid = [stamp, 0, VALID_UPDATE, [[0, stamp]], [], [["m", "map"], ["t", "text"]], [[0, stamp, 3]]]

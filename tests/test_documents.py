@@ -10,9 +10,9 @@ import pycrdt
 import pytest
 
 from crdtkv import Document, KvStore, Limits
-from crdtkv.core.codec import Delta, encode_delta, encode_snapshot
 from crdtkv.core.document import DocState
 from crdtkv.core.entry import TOMBSTONE, Entry
+from crdtkv.core.wire import Delta, encode_delta, encode_snapshot
 from crdtkv.core.yrs import MAX_SAFE_INTEGER, client_id
 from crdtkv.errors import (
     DecodeError,

@@ -10,11 +10,11 @@ from cbor2 import dumps
 from websockets.asyncio.client import connect as ws_connect
 
 from crdtkv import KvStore
-from crdtkv.core.codec import Delta, encode_delta
 from crdtkv.core.document import DocState
 from crdtkv.core.entry import TOMBSTONE, Entry
 from crdtkv.core.limits import DEFAULT_LIMITS
 from crdtkv.core.messages import Close, decode_message, encode_message
+from crdtkv.core.wire import Delta, encode_delta
 from crdtkv.node import Node
 
 from .test_hostile import Cluster, cluster, drain, signed_hello, still_serving  # noqa: F401 (cluster is a fixture)

@@ -207,13 +207,6 @@ _REGISTER: Final = Kind.REGISTER
 _COUNTER: Final = Kind.COUNTER
 _DOCUMENT: Final = Kind.DOCUMENT
 
-#: The former int codes, now aliases of the :class:`Kind` members (typed ``int``, as
-#: before, while callers move to ``Kind``; they go then).
-MISSING: Final[int] = Kind.MISSING
-REGISTER: Final[int] = Kind.REGISTER
-COUNTER: Final[int] = Kind.COUNTER
-DOCUMENT: Final[int] = Kind.DOCUMENT
-
 
 def register_live(entry: Entry, now_ms: int) -> bool:
     """True if the register half holds a value that has not expired."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from ..core.entry import Entry
-from ..core.limits import Limits
 
 #: ``batch``: group commit within a short window (the default); ``sync``: each
 #: write is committed durably before the call returns.
@@ -61,10 +60,6 @@ class Storage(Protocol):
         before anything is written. With ``replica_id`` None, an existing store
         keeps its replica id and a new one gets a random id.
         """
-        ...
-
-    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
-        """:meth:`read` with the standard rows; kept while callers move to :func:`crdtkv.storage.recover`."""
         ...
 
     def begin(self, origin: str) -> None:

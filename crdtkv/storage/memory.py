@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..core.limits import Limits
 from ..errors import CorruptionError, DecodeError, IncompatibleFile, StoreMismatch
 from .base import Recovered, RowDecoder, new_replica_id
 
@@ -47,12 +46,6 @@ class MemoryStorage:
             self.replica_id,
             dict(self.collected),
         )
-
-    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
-        """:meth:`read` with the standard rows (use :func:`crdtkv.storage.recover`; this goes)."""
-        from .recovery import recover
-
-        return recover(self, name, replica_id, limits)
 
     def begin(self, origin: str) -> None:
         self.origin = origin

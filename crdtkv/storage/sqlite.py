@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Final
 
 from ..core.bulk import collector_paused
-from ..core.limits import Limits
 from ..core.vv import read_map, write_map
 from ..errors import (
     CorruptionError,
@@ -133,12 +132,6 @@ class SqliteStorage:
         except BaseException:
             self._unlock()
             raise
-
-    def load(self, name: str, replica_id: str | None, limits: Limits) -> Recovered:
-        """:meth:`read` with the standard rows (use :func:`crdtkv.storage.recover`; this goes)."""
-        from .recovery import recover
-
-        return recover(self, name, replica_id, limits)
 
     def _read(
         self, db: sqlite3.Connection, existed: bool, name: str, replica_id: str | None, decode: RowDecoder

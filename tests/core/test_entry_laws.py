@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtkv.core.entry import (
-    MISSING,
     TOMBSTONE,
     CounterState,
     Entry,
+    Kind,
     dots,
     join_into,
     resolve,
@@ -123,5 +123,5 @@ def test_counter_join_takes_per_origin_latest_totals(x: Entry, y: Entry) -> None
 
 def test_expired_register_reads_missing() -> None:
     entry = Entry(5, "a", "v", expires=NOW_MS)
-    assert resolve(entry, NOW_MS - 1) != MISSING
-    assert resolve(entry, NOW_MS) == MISSING
+    assert resolve(entry, NOW_MS - 1) != Kind.MISSING
+    assert resolve(entry, NOW_MS) == Kind.MISSING

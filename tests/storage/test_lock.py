@@ -11,6 +11,7 @@ import pytest
 from crdtkv import KvStore
 from crdtkv.client import Client
 from crdtkv.errors import FileLocked, StoreMismatch
+from crdtkv.storage import recover
 from crdtkv.storage.sqlite import SqliteStorage, lock_path
 
 from .serve import SECRET, Serve
@@ -25,7 +26,7 @@ def test_a_second_open_in_the_same_process_is_refused_until_the_first_closes(tmp
     assert refused.value.path == str(path) and refused.value.pid == os.getpid()
     assert str(path) in str(refused.value) and str(os.getpid()) in str(refused.value)
     with pytest.raises(FileLocked):  # through another backend object too, and without a replica id
-        SqliteStorage(path).load("s", None, first.limits)
+        recover(SqliteStorage(path), "s", None, first.limits)
     assert first.get("k") == 1  # the refused opens touched nothing
     first.put("k", 2)
     first.close()
