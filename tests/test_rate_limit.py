@@ -83,8 +83,11 @@ def test_over_admission_stays_within_the_documented_bound(rate: float, delay: fl
 
 def test_slow_traffic_is_never_under_admitted() -> None:
     # requests far apart compared with the propagation delay: every PoP sees the global count
-    sim = Simulation(3, 4, faults=Faults(delay=(0.005, 0.005)))
     limit, window = 10, 10.0
+    # the 0.75 s of traffic must fall inside one window: start the fake clocks on a window boundary
+    window_ns = int(window * 1e9)
+    FakeClock.epoch_ns -= FakeClock.epoch_ns % window_ns
+    sim = Simulation(3, 4, faults=Faults(delay=(0.005, 0.005)))
     admitted = 0
     for index in range(15):
         store = sim.stores[index % 3]
