@@ -29,6 +29,7 @@ from harness import (
     Recorded,
     Recording,
     Remote,
+    memory_node,
     node_settings,
     now_ns,
     spawn,
@@ -42,6 +43,7 @@ from websockets.asyncio.server import serve as ws_serve
 
 from crdtkv import KvStore, Node
 from crdtkv.transport import TransportSettings
+from transports.memory import MemoryNetwork
 from transports.websocket import WebSocketTransport
 
 STORE = "bench-replication"
@@ -175,10 +177,17 @@ async def stop(b: Remote, node: Node) -> str:
 
 
 async def one_entry_message() -> int:
-    """Bytes of the Deltas message that carries one new register, as a Node sends it."""
-    store = KvStore.open(STORE, replica_id="a")
-    store.put(key_of(0), "v123456")
-    return (await sync_to_empty(store, {key_of(0): "v123456"})).bytes_sent()
+    """Bytes of the Deltas message a Node sends a peer in step with it for one new register."""
+    a, b = KvStore.open(STORE, replica_id="a"), KvStore.open(STORE, replica_id="b")
+    network = MemoryNetwork()
+    async with memory_node(a, network, "a") as (node, transport), memory_node(b, network, "b", "memory://a"):
+        await node.wait_for_peers(1)
+        link = transport.connections[-1]
+        for i in range(2):  # the second message is the steady state: its base vector names A
+            mark = len(link.sent)
+            a.put(key_of(i), "v123456")
+            await until_all(b, {key_of(i): "v123456"}, 60)
+    return link.bytes_sent(since=mark)
 
 
 async def throughput(o: Options) -> list[Row]:
