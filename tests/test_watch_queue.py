@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import os
-import time
 
 import anyio
 import pytest
 
 from crdtkv import KvStore
 from crdtkv.client import Client
-from crdtkv.core.messages import ROLE_CLIENT, Request, Response, decode_message, encode_message
-from crdtkv.core.sync import Session
+from crdtkv.core.messages import Request, Response, decode_message, encode_message
 from crdtkv.node import Node, NodeSettings
-from crdtkv.transport import Transport, TransportSettings, find_transport
+from crdtkv.transport import Transport
 from crdtkv.watch import ChangeQueue
 from transports.memory import MemoryNetwork, MemoryTransport
 
 from .test_node import SECRET
-from .test_node_budgets import PATIENT
+from .test_node_budgets import PATIENT, raw_client
 
 pytestmark = pytest.mark.anyio
 
@@ -79,34 +77,23 @@ async def test_a_node_tells_a_watching_client_it_lost_changes_once_it_reads_agai
     budget = 256 * 1024
     settings = NodeSettings(sync=PATIENT, max_watch_backlog_bytes=budget)
     store = KvStore.open("t", replica_id="server")
-    async with Node(store, listen="memory://queue", secret=SECRET, settings=settings, transports=transports):
-        connection = await find_transport("memory://queue", transports).connect(
-            "memory://queue", TransportSettings(max_queue=1, close_timeout=0.5)
-        )
-        session = Session(
-            KvStore.open("t").replica, dialer=True, now=time.monotonic(), secret=SECRET, role=ROLE_CLIENT
-        )
-        try:
-            with anyio.fail_after(GUARD):
-                while not session.opened:
-                    session.receive(await connection.receive(), time.monotonic())
-                    for data in session.outgoing(time.monotonic()):
-                        await connection.send(data)
-            await connection.send(encode_message(Request(1, "watch", ["w:"])))
-            value = os.urandom(50 * 1024)
-            for i in range(40):  # 2 MB of changes while the client reads nothing
-                store.put(f"w:{i}", value)
-                await anyio.sleep(0)
-            seen: list[object] = []
-            with anyio.fail_after(GUARD):
-                while "overflow" not in seen:  # no put from here on
-                    reply = decode_message(await connection.receive(), store.limits)
-                    if isinstance(reply, Response):
-                        seen.append(reply.value[0])
-            assert seen[0] == "watching"
-            assert 0 < seen.count("change") < 40
-        finally:
-            await connection.aclose()
+    async with (
+        Node(store, listen="memory://queue", secret=SECRET, settings=settings, transports=transports),
+        raw_client("memory://queue", transports) as connection,
+    ):
+        await connection.send(encode_message(Request(1, "watch", ["w:"])))
+        value = os.urandom(50 * 1024)
+        for i in range(40):  # 2 MB of changes while the client reads nothing
+            store.put(f"w:{i}", value)
+            await anyio.sleep(0)
+        seen: list[object] = []
+        with anyio.fail_after(GUARD):
+            while "overflow" not in seen:  # no put from here on
+                reply = decode_message(await connection.receive(), store.limits)
+                if isinstance(reply, Response):
+                    seen.append(reply.value[0])
+        assert seen[0] == "watching"
+        assert 0 < seen.count("change") < 40
 
 
 async def test_a_client_opens_no_store_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
