@@ -8,8 +8,9 @@ Usage::
     python bench/run.py --repeats 9 rate-limit # one case, best of 9
     python bench/run.py --list
 
-Each case prints a Markdown table; the figures in the README come from these
-tables. A failed measurement shows ERROR in its row and makes the exit status 1.
+Each case prints a Markdown table; the figures in docs/performance.md (and the
+README's summary of it) come from these tables. A failed measurement shows
+ERROR in its row and makes the exit status 1.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 This checks that a case completes and that every measurement in it succeeds
 (a failed one shows ERROR or UNEXPECTED in its row and makes the runner exit
 1), never how fast anything is, so no case can silently rot between the
-by-hand runs whose figures the README shows.
+by-hand runs whose figures docs/performance.md shows.
 """
 
 from __future__ import annotations
