@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 from .entry import TOMBSTONE, Entry, collectable
 from .keyindex import INTERNAL_PREFIX
+from .vv import join_into
 
 #: Drops one collectable entry from the replica (what it returns is not used).
 Forget = Callable[[str, Entry], object]
@@ -87,10 +88,7 @@ class Collector:
 
     def remember(self, dots: dict[str, int]) -> None:
         """Mark the operations ``dots`` of a collected entry as collected (the grace rule's marks)."""
-        collected = self.collected
-        for origin, stamp in dots.items():
-            if collected.get(origin, 0) < stamp:
-                collected[origin] = stamp
+        join_into(self.collected, dots)
 
     def missed(self, vv: dict[str, int]) -> bool:
         """True if a replica with version vector ``vv`` may hold data whose deletion was collected here."""

@@ -42,7 +42,7 @@ from .entry import TOMBSTONE, CounterState, Entry, Totals
 from .hlc import MAX_STAMP
 from .limits import Limits
 from .values import SCALAR_TYPES, Packed, check_key, packed_from_wire
-from .vv import read_rows, write_rows
+from .vv import dominates, read_rows, write_rows
 from .yrs import ROOT_KINDS
 
 FORMAT: Final = 1
@@ -357,9 +357,8 @@ class EntryReader:
         removed = read_rows(item[4], "document removed", self.origin)
         if not context:
             fail("a document needs a context")
-        for origin, stamp in removed.items():
-            if context.get(origin, 0) < stamp:
-                fail("document removed baseline exceeds its context")
+        if not dominates(context, removed):
+            fail("document removed baseline exceeds its context")
         schema: dict[str, str] = {}
         for row in as_array(item[5], "document schema"):
             row = as_array(row, "document schema")
