@@ -71,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     where = f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
     print(f"crdtkv {importlib.import_module('crdtkv').__version__} ({revision()}), {where}; `{command}`")
+    if args.dir is not None:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="crdtkv-bench-", dir=args.dir) as tmp:
