@@ -41,6 +41,17 @@ def check_replica_id(replica_id: object) -> str:
     return replica_id
 
 
+def count(value: object, what: str, *, zero: bool = False) -> int:
+    """``value`` as a positive int (or zero too, with ``zero``); bools refused.
+
+    Raises InvalidArgument naming ``what``.
+    """
+    if type(value) is not int or value < (0 if zero else 1):
+        kind = "non-negative" if zero else "positive"
+        raise InvalidArgument(f"{what} must be a {kind} int, not {value!r}")
+    return value
+
+
 def seconds(value: object, what: str) -> float:
     """A positive duration of at most MAX_SECONDS, or a typed error."""
     if type(value) not in (int, float):

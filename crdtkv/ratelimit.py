@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .checks import seconds
+from .checks import count, seconds
 from .core.keyindex import INTERNAL_PREFIX
 from .core.limits import Limits
 from .core.replica import ReplicaState
 from .core.values import check_key
-from .errors import InvalidArgument, InvalidKeyType
+from .errors import InvalidKeyType
 
 #: Rate-limit window counters live under this reserved (never listed) prefix.
 RATE_LIMIT_PREFIX = INTERNAL_PREFIX + "rl\x00"
@@ -54,10 +54,8 @@ class RateLimiter:
         """Admit (and count) or refuse one request of ``cost``; typed errors for bad arguments."""
         if not isinstance(key, str):
             raise InvalidKeyType(f"keys must be str, not {type(key).__name__}")
-        if type(limit) is not int or limit < 0:
-            raise InvalidArgument(f"limit must be a non-negative int, not {limit!r}")
-        if type(cost) is not int or cost < 1:
-            raise InvalidArgument(f"cost must be a positive int, not {cost!r}")
+        limit = count(limit, "limit", zero=True)
+        cost = count(cost, "cost")
         window = seconds(window, "window")
         replica = self._replica
         now_ms = replica.clock.now_ms()

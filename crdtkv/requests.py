@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+from .checks import count
 from .cursor import MAX_PAGE
 from .errors import CrdtKvError, InvalidArgument, InvalidArgumentType
 from .store import KvStore
@@ -159,10 +160,8 @@ class SnapshotTransfers:
         size = len(transfer.data)
         if type(offset) is not int or not 0 <= offset < size:
             raise InvalidArgument(f"offset must be an int in 0..{size - 1}, not {offset!r}")
-        if type(max_bytes) is not int or max_bytes <= 0:
-            raise InvalidArgument(f"max_bytes must be a positive int, not {max_bytes!r}")
-        count = min(max_bytes, store.limits.max_message_bytes - _CHUNK_OVERHEAD)
-        chunk = transfer.data[offset : offset + count]
+        wanted = min(count(max_bytes, "max_bytes"), store.limits.max_message_bytes - _CHUNK_OVERHEAD)
+        chunk = transfer.data[offset : offset + wanted]
         if offset + len(chunk) >= size:
             del self._transfers[token]  # all read: free it now
         else:

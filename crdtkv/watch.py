@@ -24,11 +24,12 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
+from .checks import count
 from .core.feed import Cause, Stage
 from .core.keyindex import INTERNAL_PREFIX
 from .core.replica import ReplicaState
 from .core.values import Packed, unpack_value
-from .errors import InvalidArgument, InvalidArgumentType
+from .errors import InvalidArgumentType
 
 #: Default byte budget of one watcher's backlog (see :meth:`KvStore.watch`).
 DEFAULT_WATCH_BYTES = 4 * 1024 * 1024
@@ -216,10 +217,8 @@ class Watch:
     def __init__(self, replica: ReplicaState, prefix: str, buffer: int, buffer_bytes: int) -> None:
         if not isinstance(prefix, str):
             raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
-        if type(buffer) is not int or buffer < 1:
-            raise InvalidArgument(f"buffer must be a positive int, not {buffer!r}")
-        if type(buffer_bytes) is not int or buffer_bytes < 1:
-            raise InvalidArgument(f"buffer_bytes must be a positive int, not {buffer_bytes!r}")
+        buffer = count(buffer, "buffer")
+        buffer_bytes = count(buffer_bytes, "buffer_bytes")
         self._queue = ChangeQueue(OVERFLOW, max_items=buffer, max_bytes=buffer_bytes)
         self._follower = Follower(replica, prefix, self._queue)
 
