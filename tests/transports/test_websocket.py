@@ -199,11 +199,19 @@ async def test_listen_errors_are_transport_errors() -> None:
         await TRANSPORT.listen("memory://london", echo, SETTINGS)
 
 
-async def test_wss_round_trip_with_a_self_signed_certificate(certificate: tuple[Path, Path]) -> None:
+@pytest.fixture
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server TLS context holding the self-signed test certificate."""
     cert, key = certificate
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    client_tls = ssl.create_default_context(cafile=str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_wss_round_trip_with_a_self_signed_certificate(
+    certificate: tuple[Path, Path], server_tls: ssl.SSLContext
+) -> None:
+    client_tls = ssl.create_default_context(cafile=str(certificate[0]))
 
     with anyio.fail_after(GUARD):
         async with serving(echo, TransportSettings(ssl_context=server_tls), "wss://127.0.0.1:0") as listener:
@@ -216,11 +224,8 @@ async def test_wss_round_trip_with_a_self_signed_certificate(certificate: tuple[
                 await client.aclose()
 
 
-async def test_wss_refuses_an_untrusted_certificate(certificate: tuple[Path, Path]) -> None:
+async def test_wss_refuses_an_untrusted_certificate(server_tls: ssl.SSLContext) -> None:
     # (Under PYTHONASYNCIODEBUG asyncio also reports the server's failed handshake as an error.)
-    cert, key = certificate
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
     with anyio.fail_after(GUARD):
         async with serving(echo, TransportSettings(ssl_context=server_tls), "wss://127.0.0.1:0") as listener:
             with pytest.raises(ConnectFailed) as info:
@@ -229,10 +234,7 @@ async def test_wss_refuses_an_untrusted_certificate(certificate: tuple[Path, Pat
     assert listener.url in str(info.value)
 
 
-async def test_ws_dialing_a_tls_node_says_to_use_wss(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
+async def test_ws_dialing_a_tls_node_says_to_use_wss(server_tls: ssl.SSLContext) -> None:
     with anyio.fail_after(GUARD):
         async with serving(echo, TransportSettings(ssl_context=server_tls), "wss://127.0.0.1:0") as listener:
             plain = listener.url.replace("wss://", "ws://")
@@ -252,10 +254,7 @@ async def test_wss_dialing_a_plain_node_says_to_use_ws() -> None:
     assert tls in message and "does not speak TLS" in message and "use " + listener.url in message
 
 
-async def test_an_untrusted_certificate_points_at_tls_ca(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
+async def test_an_untrusted_certificate_points_at_tls_ca(server_tls: ssl.SSLContext) -> None:
     with anyio.fail_after(GUARD):
         async with serving(echo, TransportSettings(ssl_context=server_tls), "wss://127.0.0.1:0") as listener:
             with pytest.raises(ConnectFailed, match="--tls-ca"):
