@@ -182,6 +182,8 @@ class _Batch:
         self.vv = vv
         self.position = 0
         self.index = 0
+        #: bytes around a part's payload (measured once: the base vector is the batch's)
+        self.frame = 0
 
 
 _AWAIT_CHALLENGE: Final = "await-challenge"
@@ -541,10 +543,13 @@ class Session:
         every redial, and no later change would get through.
         """
         entries = self.state.entries
-        # the frame around the payload, measured: the base vector grows with the origins,
-        # and a payload's CBOR length header takes at most 9 bytes
-        frame = len(encode_message(Deltas(batch.number, batch.index, True, batch.base, b""))) + 9
-        budget = self.max_message_bytes - frame
+        if not batch.frame:
+            # the frame around the payload, measured once per batch (the base vector grows
+            # with the origins); 16 bytes more cover the payload's CBOR length header (at
+            # most 9) and a part index that grows to several bytes
+            empty = Deltas(batch.number, batch.index, True, batch.base, b"")
+            batch.frame = len(encode_message(empty)) + 16
+        budget = self.max_message_bytes - batch.frame
         count = self.settings.keys_per_part
         while True:
             keys = batch.keys[batch.position : batch.position + count]
