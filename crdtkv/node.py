@@ -45,7 +45,7 @@ from .core.messages import (
 )
 from .core.sync import Closed, EntryTooLarge, Event, Opened, RequestReceived, Session, SyncSettings
 from .errors import ConnectFailed, InvalidArgument, InvalidArgumentType, LinkClosed
-from .requests import SnapshotTransfers, execute
+from .requests import MAX_SNAPSHOT_TRANSFER_BYTES, SnapshotTransfers, execute
 from .store import KvStore
 from .transport import Connection, Listener, Transport, TransportSettings, find_transport
 from .watch import OVERFLOW, ChangeQueue, Follower
@@ -79,7 +79,7 @@ class NodeSettings:
     max_watch_backlog_bytes: int = 4 * MIB
     #: Bytes of encoded snapshots held for clients reading them (``crdtkv snapshot``),
     #: all links together; a snapshot that does not fit is refused.
-    max_snapshot_transfer_bytes: int = 256 * MIB
+    max_snapshot_transfer_bytes: int = MAX_SNAPSHOT_TRANSFER_BYTES
     #: How often (seconds) the node garbage-collects old tombstones and expired values.
     gc_interval: float = 60.0
 

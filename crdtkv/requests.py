@@ -182,9 +182,6 @@ class SnapshotTransfers:
         return len(tokens)
 
 
-#: The transfers of this process (one budget for all the stores it serves).
-TRANSFERS = SnapshotTransfers()
-
 _Call = Callable[..., Any]
 
 OPERATIONS: dict[str, _Call] = {
@@ -225,14 +222,14 @@ def execute(
     store: KvStore,
     op: str,
     args: list[Any],
-    owner: object = None,
-    transfers: SnapshotTransfers | None = None,
+    owner: object,
+    transfers: SnapshotTransfers,
 ) -> tuple[bool, Any]:
     """Run one request; return ``(True, result)`` or ``(False, [error type, message])``.
 
     ``owner`` identifies the link the request came on and ``transfers`` holds
-    the snapshots being read (a node passes its own and releases ``owner`` in
-    it when the link closes; without one, the process-wide :data:`TRANSFERS`).
+    the snapshots being read (a node passes its own, and releases ``owner`` in
+    it when the link closes).
     """
     call = OPERATIONS.get(op)
     owned = _TRANSFER_OPERATIONS.get(op)
@@ -243,7 +240,7 @@ def execute(
         return False, ["InvalidArgument", f"{op} takes {low} to {high} arguments, got {len(args)}"]
     try:
         if owned is not None:
-            return True, owned(TRANSFERS if transfers is None else transfers, store, owner, *args)
+            return True, owned(transfers, store, owner, *args)
         assert call is not None
         return True, call(store, *args)
     except CrdtKvError as exc:

@@ -234,10 +234,11 @@ def test_a_snapshot_chunk_always_fits_in_one_message() -> None:
     store = KvStore.open("t")
     for i in range(200):
         store.put(f"blob:{i}", b"z" * 10_000)
-    ok, (token, size) = execute(store, "snapshot_begin", [], owner="link")
+    transfers = SnapshotTransfers()
+    ok, (token, size) = execute(store, "snapshot_begin", [], "link", transfers)
     assert ok and size > store.limits.max_message_bytes
-    ok, chunk = execute(store, "snapshot_read", [token, 0, 10 * size], owner="link")
+    ok, chunk = execute(store, "snapshot_read", [token, 0, 10 * size], "link", transfers)
     assert ok and 0 < len(chunk) < store.limits.max_message_bytes
-    ok, error = execute(store, "snapshot_read", [token, size, 10], owner="link")
+    ok, error = execute(store, "snapshot_read", [token, size, 10], "link", transfers)
     assert not ok and error[0] == "InvalidArgument"
-    assert execute(store, "snapshot_end", [token]) == (True, True)
+    assert execute(store, "snapshot_end", [token], "link", transfers) == (True, True)
