@@ -424,14 +424,33 @@ class ReplicaState:
 
     def delta_since(self, vv: dict[str, int]) -> Delta:
         """Every entry that has changes ``vv`` lacks, as independent copies."""
+        return Delta(self.name, dict(self.vv), self.entries_for(self.changed_keys_since(vv), vv))
+
+    def entries_for(
+        self, keys: Iterable[str], vv: dict[str, int], *, copy: bool = True
+    ) -> list[tuple[str, Entry]]:
+        """The entries of ``keys`` as a replica holding ``vv`` needs them.
+
+        Documents are trimmed to the Yrs structs ``vv`` may lack (the same
+        trimming for :meth:`delta_since` and for a session's batches, so what
+        a bench measures is what a node sends). Keys without an entry are
+        skipped. With ``copy=False`` entries without a document are shared
+        with this replica: only for immediate, synchronous encoding.
+        """
         entries = self.entries
         items: list[tuple[str, Entry]] = []
-        for key in self.changed_keys_since(vv):
-            entry = entries[key].copy()
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                continue
             if entry.doc is not None:
-                entry.doc = entry.doc.trimmed(vv)  # only the Yrs structs ``vv`` may lack
+                entry = entry.copy()
+                assert entry.doc is not None
+                entry.doc = entry.doc.trimmed(vv)
+            elif copy:
+                entry = entry.copy()
             items.append((key, entry))
-        return Delta(self.name, dict(self.vv), items)
+        return items
 
     def full_state(self, *, copy: bool = True) -> Delta:
         """The whole state (a snapshot's content).
