@@ -32,6 +32,7 @@ CASES = [
     "durability-files",
     "rate-limit",
     "documents",
+    "scale",
 ]
 #: the only external program a case needs: the Redis baseline of the rate-limit case
 REDIS_SERVER = "redis-server"
