@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import resource
 import signal
 import ssl
 import sys
@@ -186,8 +187,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ENV_SECRET_FILE,
         )
 
+    settings = NodeSettings(transport=tls)
+    _raise_open_file_limit(settings.max_connections + settings.max_handshaking + len(args.peer) + 64)
+
     async def serve() -> None:
-        settings = NodeSettings(transport=tls)
         # handle the stop signals before saying "serving": one sent right after that line stops cleanly
         with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with Node(
@@ -204,6 +207,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         store.close()  # a durable store flushes here
     return 0
+
+
+def _raise_open_file_limit(wanted: int) -> None:
+    """Raise the soft limit on open files toward ``wanted`` (a hub serves ~1,000 links).
+
+    Many systems start processes at a soft limit of 1,024, which a hub at
+    ``max_connections`` would exceed; the hard limit is the ceiling, and a
+    shortfall is logged rather than failing the start.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning(
+            "open-file limit is %d (hard limit %d): fewer links than max_connections can be served",
+            target,
+            hard,
+        )
 
 
 def _client_command(

@@ -18,6 +18,7 @@ Every close of a link is logged once, with its code and reason.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import random
 import time
@@ -31,6 +32,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from .core.feed import Cause, Stage
+from .core.forwarding import Holds
 from .core.limits import MIB
 from .core.messages import (
     CLOSE_BUSY,
@@ -43,7 +45,16 @@ from .core.messages import (
     CLOSE_TIMEOUT,
     ROLE_CLIENT,
 )
-from .core.sync import Closed, EntryTooLarge, Event, Opened, RequestReceived, Session, SyncSettings
+from .core.sync import (
+    Applied,
+    Closed,
+    EntryTooLarge,
+    Event,
+    Opened,
+    RequestReceived,
+    Session,
+    SyncSettings,
+)
 from .errors import ConnectFailed, InvalidArgument, InvalidArgumentType, LinkClosed
 from .requests import MAX_SNAPSHOT_TRANSFER_BYTES, SnapshotTransfers, execute
 from .store import KvStore
@@ -51,6 +62,9 @@ from .transport import Connection, Listener, Transport, TransportSettings, find_
 from .watch import OVERFLOW, ChangeQueue, Follower
 
 log = logging.getLogger("crdtkv.node")
+
+#: Entries merged from peers after which the garbage collector freezes what it tracks.
+FREEZE_AFTER_ENTRIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,9 @@ class NodeSettings:
     reconnect_factor: float = 1.618
     reconnect_max: float = 5.0
     #: Authenticated inbound links (peers and clients) served at once; more are closed (code 4010).
-    max_connections: int = 256
+    #: A regional hub serves 1,000 PoPs at the default (``crdtkv serve`` raises the process's
+    #: open-file limit to fit).
+    max_connections: int = 1024
     #: Inbound links still authenticating at once; one more closes the oldest of them.
     max_handshaking: int = 64
     #: How long (seconds) an inbound link may take to authenticate (dialed links:
@@ -228,6 +244,10 @@ class Node:
         self._listener: Listener | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._rng = random.Random()
+        #: changes merged from peers, held back from forwarding (shared by every session)
+        self._holds = Holds(self.settings.sync.forward_delay)
+        #: entries merged since the collector last froze what it tracks
+        self._merged_since_freeze = 0
         #: links that completed a handshake, by peer origin
         self.connected: dict[str, str] = {}
         self._dialers = anyio.CancelScope()
@@ -313,11 +333,16 @@ class Node:
     def _store_changed(self, keys: Sequence[str], cause: Cause) -> None:
         if cause is Cause.COLLECTION:  # collections are not replicated
             return
-        now = 0.0
+        now = time.monotonic()
+        if cause is Cause.MERGE:
+            # every peer hears that this node holds it; the others get it once the hold ends
+            for link in self._links:
+                link.session.local_changed(now, forwarded=True)
+                link.poke()
+            return
         for link in self._links:
             session = link.session
             if not session.dirty:  # already scheduled: its send loop has the deadline
-                now = now or time.monotonic()
                 session.local_changed(now)
                 link.poke()
 
@@ -358,6 +383,7 @@ class Node:
                     secret=self.secret,
                     settings=settings.sync,
                     max_message_bytes=settings.transport.max_message_bytes,
+                    holds=self._holds,
                 )
                 await self._run(Link(session, connection, dialer.url, dialer))
                 if dialer.stopped or self._closing:
@@ -394,6 +420,7 @@ class Node:
             settings=self._inbound_sync,
             max_message_bytes=self.settings.transport.max_message_bytes,
             admit=self._admit,
+            holds=self._holds,
         )
         link = Link(session, connection, connection.remote, None)
         limit = self.settings.max_handshaking
@@ -455,8 +482,9 @@ class Node:
                 link.reading_paused = False
                 data = await link.connection.receive()
                 self._handle(link, session.receive(data, time.monotonic()))
-                link._note()
-                link.poke()
+                if session.wants_send:  # a reply or an ack to send: not for an ack received
+                    link._note()
+                    link.poke()
         except LinkClosed as exc:
             self._handle(link, session.connection_lost(exc.reason))
             scope.cancel()
@@ -476,6 +504,13 @@ class Node:
             else:
                 ok, value = execute(self.store, request.op, request.args, link, self._snapshots)
                 session.respond(request.id, ok, value)
+        elif isinstance(event, Applied):
+            self._merged_since_freeze += event.entries
+            if self._merged_since_freeze >= FREEZE_AFTER_ENTRIES:
+                # a large catch-up leaves many long-lived objects: stop the collector
+                # from walking them again and again (its pauses are event-loop lag)
+                self._merged_since_freeze = 0
+                gc.freeze()
         elif isinstance(event, Closed):
             self._log_close(link, event)
         elif isinstance(event, EntryTooLarge):
@@ -512,6 +547,9 @@ class Node:
             self._close(drop, CLOSE_DUPLICATE, f"duplicate link: the one from {keep.label} is kept")
             if drop is link:
                 return
+        # the rank of this link among the replication links: a sender holds forwarded
+        # changes longer for a link ranked later (see crdtkv.core.forwarding)
+        link.session.prefer(len(self._peer_links))
         self._peer_links[origin] = link
         self.connected[origin] = link.label
         self._peers_moved()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from crdtkv import KvStore
 from crdtkv.core.feed import Cause, Stage, Subscriber
+from crdtkv.core.forwarding import Holds
 from crdtkv.core.sync import Closed, Session, SyncSettings
 
 from .helpers import FakeClock
@@ -25,6 +26,7 @@ SETTINGS = SyncSettings(
     handshake_timeout=1.0,
     resync_after=0.3,
     keys_per_part=64,
+    forward_delay=0.02,
 )
 
 
@@ -68,6 +70,8 @@ class Simulation:
             KvStore.open("sim", replica_id=f"pop{i}", clock=clock) for i, clock in enumerate(self.clocks)
         ]
         self.secret = secret
+        #: each replica's forwarding holds, shared by its sessions as a Node shares them
+        self.holds = [Holds(SETTINGS.forward_delay) for _ in self.stores]
         pairs = [(a, b) for a in range(replicas) for b in range(a + 1, replicas)]
         if topology == "chain":
             pairs = [(i, i + 1) for i in range(replicas - 1)]
@@ -88,7 +92,7 @@ class Simulation:
                 if index in (link.a, link.b):
                     for session in (link.dialer, link.listener):
                         if session is not None:
-                            session.local_changed(self.now)
+                            session.local_changed(self.now, forwarded=cause is Cause.MERGE)
 
         return changed
 
@@ -106,6 +110,7 @@ class Simulation:
             secret=self.secret,
             settings=SETTINGS,
             random_bytes=rnd_bytes,
+            holds=self.holds[link.a],
         )
         link.listener = Session(
             self.stores[link.b]._state,
@@ -114,6 +119,7 @@ class Simulation:
             secret=self.secret,
             settings=SETTINGS,
             random_bytes=rnd_bytes,
+            holds=self.holds[link.b],
         )
         link.flight = []
         link.opened += 1

@@ -140,7 +140,7 @@ def test_the_largest_entry_a_replica_can_write_fits_one_message_a_peer_accepts()
     entry = store._state.entries[key]
     assert entry.doc is not None and entry.counter is not None and entry.meta is not None
     payload = encode_delta(store._state.delta_since({}))
-    message = encode_message(Deltas(1, 0, True, {}, payload))
+    message = encode_message(Deltas(1, 0, 0, True, payload))
     assert len(message) <= limits.max_message_bytes
     assert len(payload) - value_bytes - len(entry.doc.update) < ENTRY_OVERHEAD + 1024  # key + meta + rows
     peer = KvStore.open("t", replica_id="b", limits=limits)

@@ -8,7 +8,8 @@ session only ever sees well-formed messages; anything else is a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 import cbor2
@@ -18,7 +19,7 @@ from .hlc import MAX_STAMP
 from .limits import Limits
 from .vv import VersionVector, read_rows, write_rows
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 NONCE_BYTES: Final = 32
 MAX_REASON_CHARS: Final = 200
 
@@ -67,26 +68,52 @@ class Hello:
 
 @dataclass(frozen=True)
 class Deltas:
-    """One part of a batch of entries.
+    """One part of a batch of entries, numbered per link.
 
-    ``base`` is the version vector the batch was computed against; the
-    payload (an encoded delta) carries the sender's version vector. The
-    receiver adopts it once it holds ``base`` and has every part of the batch
-    (``last`` marks the final part, which gives the count), in any order.
+    ``base`` names the earlier batch of this link whose version vector the
+    batch builds on (0: the receiver's hello). The last part's payload (an
+    encoded delta) carries, as its version vector, only the origins that
+    moved since ``base``; the receiver joins them into the sender's vector as
+    it last adopted it. It adopts the result once it has every part
+    (``last`` marks the final one, which gives the count) and holds
+    ``base``: so drops, duplicates and reordering never make it claim what
+    it lacks, and a one-key message costs the same at 3 PoPs and at 300.
     """
 
     batch: int
+    base: int
     index: int
     last: bool
-    base: VersionVector
     payload: bytes
 
 
 @dataclass(frozen=True)
 class Ack:
-    """The receiver's version vector after applying a batch."""
+    """Batches adopted, and what the sender newly holds.
 
-    vv: VersionVector
+    ``batch`` is the number of the last batch of this link the sender
+    adopted; ``missing`` says a later batch arrived that it could not adopt
+    (a gap: the peer should resend from ``batch``). ``have`` lists only the
+    origins of the sender's version vector that moved since it last told the
+    peer, so the peer never forwards what it already holds.
+    """
+
+    batch: int
+    missing: bool
+    have: VersionVector
+
+
+@dataclass(frozen=True)
+class Prefer:
+    """The sender's rank for this link among its replication links (0: preferred).
+
+    A node forwards changes it merged from others to a peer after
+    ``forward_delay`` times one plus the rank that peer gave it, so a PoP
+    with two hubs hears each change from its first hub and tells the
+    second in time (see :mod:`.sync`).
+    """
+
+    rank: int
 
 
 @dataclass(frozen=True)
@@ -123,28 +150,13 @@ class Response:
     value: Any
 
 
-Message = Challenge | Hello | Deltas | Ack | Ping | Pong | Close | Request | Response
-
-_CODES: Final[dict[type, int]] = {
-    Challenge: 1,
-    Hello: 2,
-    Deltas: 3,
-    Ack: 4,
-    Ping: 5,
-    Pong: 6,
-    Close: 7,
-    Request: 8,
-    Response: 9,
-}
+Message = Challenge | Hello | Deltas | Ack | Prefer | Ping | Pong | Close | Request | Response
 
 
-def encode_message(message: Message) -> bytes:
-    """The CBOR bytes of one message."""
-    code = _CODES[type(message)]
-    if isinstance(message, Challenge):
-        body: list[Any] = [message.nonce]
-    elif isinstance(message, Hello):
-        body = [
+def _message_fields(message: Message) -> list[Any]:
+    """The fields of a message in wire order (version vectors as rows)."""
+    if isinstance(message, Hello):
+        return [
             message.version,
             message.store,
             message.origin,
@@ -153,19 +165,16 @@ def encode_message(message: Message) -> bytes:
             message.proof,
             write_rows(message.vv),
         ]
-    elif isinstance(message, Deltas):
-        body = [message.batch, message.index, message.last, write_rows(message.base), message.payload]
-    elif isinstance(message, Ack):
-        body = [write_rows(message.vv)]
-    elif isinstance(message, (Ping, Pong)):
-        body = [message.token]
-    elif isinstance(message, Close):
-        body = [message.code, message.reason[:MAX_REASON_CHARS]]
-    elif isinstance(message, Request):
-        body = [message.id, message.op, message.args]
-    else:
-        body = [message.id, message.ok, message.value]
-    return cbor2.dumps([code, *body])
+    if isinstance(message, Ack):
+        return [message.batch, message.missing, write_rows(message.have)]
+    if isinstance(message, Close):
+        return [message.code, message.reason[:MAX_REASON_CHARS]]
+    return [getattr(message, name.name) for name in fields(message)]
+
+
+def encode_message(message: Message) -> bytes:
+    """The CBOR bytes of one message."""
+    return cbor2.dumps([_REGISTRY_BY_TYPE[type(message)].code, *_message_fields(message)])
 
 
 # -- decoding -------------------------------------------------------------------
@@ -183,7 +192,86 @@ def _uint(item: object, what: str, top: int = MAX_STAMP) -> int:
     return item
 
 
-_ARITY: Final = {1: 1, 2: 7, 3: 5, 4: 1, 5: 1, 6: 1, 7: 2, 8: 3, 9: 3}
+def _challenge(body: list[Any]) -> Challenge:
+    return Challenge(_typed(body[0], bytes, "a nonce"))
+
+
+def _hello(body: list[Any]) -> Hello:
+    version, store, origin, role, nonce, proof, vv = body
+    return Hello(
+        _uint(version, "a protocol version", 2**16),
+        _typed(store, str, "a store name"),
+        _typed(origin, str, "an origin"),
+        _typed(role, str, "a role"),
+        _typed(nonce, bytes, "a nonce"),
+        _typed(proof, bytes, "a proof"),
+        read_rows(vv, "a version vector", zero=True),
+    )
+
+
+def _deltas(body: list[Any]) -> Deltas:
+    batch, base, index, last, payload = body
+    batch = _uint(batch, "a batch number")
+    base = _uint(base, "a base batch number")
+    if base >= batch:
+        fail("a batch must build on an earlier one")
+    return Deltas(
+        batch,
+        base,
+        _uint(index, "a part index"),
+        _typed(last, bool, "the last-part flag"),
+        _typed(payload, bytes, "a delta payload"),
+    )
+
+
+def _ack(body: list[Any]) -> Ack:
+    return Ack(
+        _uint(body[0], "a batch number"),
+        _typed(body[1], bool, "the missing flag"),
+        read_rows(body[2], "a version vector", zero=True),
+    )
+
+
+def _close(body: list[Any]) -> Close:
+    reason = _typed(body[1], str, "a close reason")
+    return Close(_uint(body[0], "a close code", 9999), reason[:MAX_REASON_CHARS])
+
+
+def _request(body: list[Any]) -> Request:
+    return Request(
+        _uint(body[0], "a request id"), _typed(body[1], str, "an op"), _typed(body[2], list, "args")
+    )
+
+
+def _response(body: list[Any]) -> Response:
+    return Response(_uint(body[0], "a request id"), _typed(body[1], bool, "the ok flag"), body[2])
+
+
+@dataclass(frozen=True)
+class MessageType:
+    """One row of the registry: a message's type code, class, field count and decoder."""
+
+    code: int
+    cls: type
+    arity: int
+    decode: Callable[[list[Any]], Message]
+
+
+#: Every message of the protocol, one row each: the only place codes are assigned.
+REGISTRY: Final = (
+    MessageType(1, Challenge, 1, _challenge),
+    MessageType(2, Hello, 7, _hello),
+    MessageType(3, Deltas, 5, _deltas),
+    MessageType(4, Ack, 3, _ack),
+    MessageType(5, Ping, 1, lambda body: Ping(_uint(body[0], "a ping token"))),
+    MessageType(6, Pong, 1, lambda body: Pong(_uint(body[0], "a pong token"))),
+    MessageType(7, Close, 2, _close),
+    MessageType(8, Request, 3, _request),
+    MessageType(9, Response, 3, _response),
+    MessageType(10, Prefer, 1, lambda body: Prefer(_uint(body[0], "a rank", 2**16))),
+)
+_REGISTRY_BY_CODE: Final = {row.code: row for row in REGISTRY}
+_REGISTRY_BY_TYPE: Final = {row.cls: row for row in REGISTRY}
 
 
 def decode_message(data: bytes, limits: Limits) -> Message:
@@ -192,44 +280,10 @@ def decode_message(data: bytes, limits: Limits) -> Message:
         data, max_bytes=limits.max_message_bytes, max_depth=limits.max_value_depth + 8, what="message"
     )
     tree = _typed(tree, list, "a message")
-    if not tree or type(tree[0]) is not int or tree[0] not in _ARITY:
+    row = _REGISTRY_BY_CODE.get(tree[0]) if tree and type(tree[0]) is int else None
+    if row is None:
         fail("unknown message type")
-    code, body = tree[0], tree[1:]
-    if len(body) != _ARITY[code]:
-        fail(f"message type {code} needs {_ARITY[code]} fields, got {len(body)}")
-    if code == 1:
-        return Challenge(_typed(body[0], bytes, "a nonce"))
-    if code == 2:
-        version, store, origin, role, nonce, proof, vv = body
-        return Hello(
-            _uint(version, "a protocol version", 2**16),
-            _typed(store, str, "a store name"),
-            _typed(origin, str, "an origin"),
-            _typed(role, str, "a role"),
-            _typed(nonce, bytes, "a nonce"),
-            _typed(proof, bytes, "a proof"),
-            read_rows(vv, "a version vector", zero=True),
-        )
-    if code == 3:
-        batch, index, last, base, payload = body
-        return Deltas(
-            _uint(batch, "a batch number"),
-            _uint(index, "a part index"),
-            _typed(last, bool, "the last-part flag"),
-            read_rows(base, "the base version vector", zero=True),
-            _typed(payload, bytes, "a delta payload"),
-        )
-    if code == 4:
-        return Ack(read_rows(body[0], "a version vector", zero=True))
-    if code == 5:
-        return Ping(_uint(body[0], "a ping token"))
-    if code == 6:
-        return Pong(_uint(body[0], "a pong token"))
-    if code == 7:
-        reason = _typed(body[1], str, "a close reason")
-        return Close(_uint(body[0], "a close code", 9999), reason[:MAX_REASON_CHARS])
-    if code == 8:
-        return Request(
-            _uint(body[0], "a request id"), _typed(body[1], str, "an op"), _typed(body[2], list, "args")
-        )
-    return Response(_uint(body[0], "a request id"), _typed(body[1], bool, "the ok flag"), body[2])
+    body = tree[1:]
+    if len(body) != row.arity:
+        fail(f"message type {row.code} needs {row.arity} fields, got {len(body)}")
+    return row.decode(body)

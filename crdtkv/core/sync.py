@@ -1,39 +1,60 @@
-"""The replication protocol as a sans-I/O state machine (one per link).
+"""The replication protocol (version 2) as a sans-I/O state machine, one per link.
 
 A :class:`Session` is fed the messages that arrive on a link
 (:meth:`Session.receive`) and asked for the messages to send
 (:meth:`Session.outgoing`); time is passed in. It never raises on remote
 garbage: a malformed message, a failed challenge, a stamp from a clock too far
 ahead or a message out of turn closes the session with a reason code, and the
-shell closes the link.
+shell closes the link. What each message does in each phase is one table,
+:data:`TRANSITIONS`, in the style of h11.
 
 Handshake (the listener never reveals anything before the dialer has proved
 the shared secret)::
 
     listener -> dialer    Challenge(nonce_l)
-    dialer   -> listener  Hello(store, origin, role, nonce_d, proof_d, vv_d)
-    listener -> dialer    Hello(store, origin, peer, nonce_l, proof_l, vv_l)
+    dialer   -> listener  Hello(version, store, origin, role, nonce_d, proof_d, vv_d)
+    listener -> dialer    Hello(version, store, origin, peer, nonce_l, proof_l, vv_l)
 
 ``proof_d = HMAC(secret, "dial" | nonce_l | nonce_d | store | origin | role)`` and
 ``proof_l`` likewise with "listen", each bound to the other side's fresh nonce,
 so a recorded proof is useless on a new connection and cannot be reflected.
 Without a secret the proofs are empty; a side with a secret refuses a peer
-whose proof is empty or wrong.
+whose proof is empty or wrong. A peer of another protocol version is refused
+with a close that names both versions.
 
-Replication is state-based: a session keeps ``sent`` (what the peer is known
-or assumed to hold) and sends ``delta_since(sent)`` whenever the store has
-changed and the batching window has passed, split into parts that fit a
-message. Nothing is queued per change, so a slow peer costs no memory: it just
-receives a larger batch later. A receiver adopts the sender's version vector
-only when it holds the batch's ``base`` and has every part (in any order), so drops,
-duplicates and reordering never make it claim what it lacks. Acks carry the
-receiver's version vector; if none comes for ``resync_after`` while batches
-are unacknowledged, ``sent`` rewinds to the last ack and the gap is resent.
+Replication: version vectors cross a link once, in the hellos. Afterwards
+each side keeps, per link, what the other holds (``sent``) and what the
+other knows it holds (``told``), and sends only what changed:
+
+* **Batches** are numbered per link. A batch carries the entries with
+  changes the peer lacks, cut into parts that fit a message, and (in its
+  last part) only the origins of its version vector that moved since the
+  batch it builds on (``base``). The receiver rebuilds the vector from the
+  one it last adopted and adopts it once it has every part and holds
+  ``base``; drops, duplicates and reordering never make it claim what it
+  lacks. A one-key batch costs the same at 3 PoPs and at 300.
+* **Acks** name the last batch adopted, flag a gap (a batch that could not
+  be adopted: the peer demonstrably lacks something, and the sender resends
+  from the acknowledged batch), and list the origins of the receiver's own
+  vector that moved since it last told the sender ("have"). A node sends a
+  have-only ack to every peer after it merged a change, so no peer forwards
+  it what it holds.
+* **Forwarding** of changes merged from other peers is held back (see
+  :mod:`.forwarding`), so in a mesh, or with two hubs per PoP, each change
+  crosses each link once; a peer still lacking a change when the hold ends
+  gets it through any surviving path.
+* **Resends** happen on a gap flag at once, or when no ack has come for
+  ``resync_after`` while batches are outstanding, with that wait doubling on
+  every resend that brings no ack (up to 16 times). At most
+  ``max_unacked_batches`` batches are outstanding: a busy peer makes the next
+  batch larger, never a storm of resends. Nothing is queued per change, so a
+  slow peer costs no memory.
 
 Every message the session emits fits in ``max_message_bytes``: a reply too
 large becomes a ``TooLarge`` error reply, and an entry too large for a message
 on its own is left out of the batch and reported (:class:`EntryTooLarge`)
-rather than sent to make the peer close the link.
+rather than sent to make the peer close the link. Documents are trimmed to
+what the peer may lack, by the function :meth:`~.replica.ReplicaState.delta_since` uses.
 
 Every close, whatever its cause, is one :class:`Closed` event: returned by
 :meth:`Session.receive` when a message caused it, by
@@ -43,6 +64,7 @@ for :meth:`Session.events` when a timer or :meth:`Session.close` caused it.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import os
@@ -54,6 +76,8 @@ from typing import Any, Final
 import cbor2
 
 from ..errors import ClockSkewError, DecodeError, StoreMismatch
+from .entry import dots
+from .forwarding import Holds
 from .messages import (
     CLOSE_AUTH,
     CLOSE_CLOCK,
@@ -77,6 +101,7 @@ from .messages import (
     Message,
     Ping,
     Pong,
+    Prefer,
     Request,
     Response,
     decode_message,
@@ -86,15 +111,15 @@ from .replica import ReplicaState
 from .vv import VersionVector, dominates, join_into
 from .wire import Delta, decode_delta, encode_delta
 
-#: Unconfirmed batches a peer may lag behind before it is resynced from its acks.
-MAX_PENDING_BATCHES: Final = 64
+#: A resend that brings no ack doubles the wait for the next, up to this many times ``resync_after``.
+MAX_RESEND_BACKOFF: Final = 16
 
 
 @dataclass(frozen=True)
 class SyncSettings:
-    """Protocol timing; every value in seconds."""
+    """Protocol timing and pacing; times in seconds."""
 
-    #: Wait this long after a change before sending, to batch changes.
+    #: Wait this long after a local write before sending, to batch changes (0: at once).
     batch_window: float = 0.002
     #: Send a ping after this long without sending anything.
     keepalive_interval: float = 5.0
@@ -102,10 +127,17 @@ class SyncSettings:
     keepalive_timeout: float = 15.0
     #: Close the link if the handshake is not done within this.
     handshake_timeout: float = 10.0
-    #: Resend from the last acknowledged state after this long without an ack.
+    #: Resend from the last acknowledged batch after this long without any ack while
+    #: batches are outstanding (doubling on each resend that brings none).
     resync_after: float = 5.0
     #: Keys per delta part before size-based splitting.
     keys_per_part: int = 4096
+    #: Hold changes merged from a peer this long (times one plus the rank the receiving
+    #: peer gave the link) before forwarding them, so peers that already hold them can
+    #: say so: longer than one hop's latency plus ``batch_window`` (see :mod:`.forwarding`).
+    forward_delay: float = 0.05
+    #: Batches sent and not yet acknowledged at most; a busy peer gets larger batches.
+    max_unacked_batches: int = 8
 
 
 # -- events for the shell ------------------------------------------------------------
@@ -172,24 +204,60 @@ def make_proof(secret: bytes, side: str, their_nonce: bytes, my_nonce: bytes, he
     return hmac.new(secret, b"crdtkv-auth-v1" + claims, hashlib.sha256).digest()
 
 
+class Phase(enum.Enum):
+    """Where a session is in its life."""
+
+    AWAIT_CHALLENGE = "await-challenge"
+    AWAIT_HELLO = "await-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
 class _Batch:
     """A batch being sent: its keys, cut into parts as it goes out."""
 
-    def __init__(self, number: int, keys: list[str], base: VersionVector, vv: VersionVector) -> None:
+    __slots__ = ("base", "frame", "holds", "index", "keys", "moves", "number", "position", "vv")
+
+    def __init__(
+        self,
+        number: int,
+        base: int,
+        keys: list[str],
+        holds: VersionVector,
+        vv: VersionVector,
+        moves: VersionVector,
+    ) -> None:
         self.number = number
-        self.keys = keys
+        #: the batch this one builds on (0: the peer's hello)
         self.base = base
+        self.keys = keys
+        #: what the peer holds (documents are trimmed to it)
+        self.holds = holds
+        #: what the peer holds once it adopts this batch (this side holds it too)
         self.vv = vv
+        #: the origins of ``vv`` that moved since ``base``: all the last part carries
+        self.moves = moves
         self.position = 0
         self.index = 0
-        #: bytes around a part's payload (measured once: the base vector is the batch's)
+        #: bytes around a part's payload (measured once per batch)
         self.frame = 0
 
 
-_AWAIT_CHALLENGE: Final = "await-challenge"
-_AWAIT_HELLO: Final = "await-hello"
-_OPEN: Final = "open"
-_CLOSED: Final = "closed"
+class _Incoming:
+    """The parts of the batch being received."""
+
+    __slots__ = ("base", "moves", "number", "seen", "total")
+
+    def __init__(self, number: int, base: int) -> None:
+        self.number = number
+        self.base = base
+        self.seen: set[int] = set()
+        self.total: int | None = None
+        self.moves: VersionVector | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.total is not None and len(self.seen) == self.total
 
 
 class Session:
@@ -207,6 +275,7 @@ class Session:
         random_bytes: Callable[[int], bytes] = os.urandom,
         max_message_bytes: int | None = None,
         admit: Callable[[str, str], tuple[int, str] | None] | None = None,
+        holds: Holds | None = None,
     ) -> None:
         self.state = state
         #: asked ``(origin, role)`` once an inbound peer has authenticated and before anything is
@@ -222,32 +291,55 @@ class Session:
             state.limits.max_message_bytes,
             max_message_bytes if max_message_bytes is not None else state.limits.max_message_bytes,
         )
+        #: the replica's forwarding holds, shared by its sessions (None: forward at once)
+        self.holds = holds
         self._nonce = random_bytes(NONCE_BYTES)
         self._peer_nonce = b""
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         #: events not caused by a received message (timers, close()), for :meth:`events`
         self._events: list[Event] = []
-        self._phase = _AWAIT_CHALLENGE if dialer else _AWAIT_HELLO
+        self.phase = Phase.AWAIT_CHALLENGE if dialer else Phase.AWAIT_HELLO
         #: the peer proved the secret (or none is needed): it may hear why we close
         self._peer_verified = False
         self.peer_origin: str | None = None
         self.peer_role: str | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        # replication bookkeeping
+        # -- what goes out
+        #: what the peer holds, or will once the batches in flight arrive
         self.sent: VersionVector = {}
-        self.acked: VersionVector = {}
+        #: what the peer demonstrably holds (its hello, acks and haves): where resends start
+        self.known: VersionVector = {}
+        #: what the peer knows this side holds
+        self.told: VersionVector = {}
         self._dirty = True
         self._dirty_since = now
+        #: when held changes are released for this link, if any are held
+        self._release_at: float | None = None
+        self._have_since: float | None = None
         self._batch: _Batch | None = None
         self._batch_number = 0
-        #: (sent at, vv) of batches sent but not yet covered by an ack, oldest first
-        self._pending: deque[tuple[float, VersionVector]] = deque()
-        self._rx_batch: int | None = None
-        self._rx_seen: set[int] | None = None
-        self._rx_total: int | None = None
-        # timers
+        #: the base of the next batch and its vector (the last one sent, or this side's hello):
+        #: the peer rebuilds the next batch's vector from it, so it never shrinks
+        self._chain: tuple[int, VersionVector] = (0, {})
+        #: the vector of the last batch the peer acknowledged (or this side's hello)
+        self._acked_vv: VersionVector = {}
+        #: (number, vv) of batches sent and not yet acknowledged, oldest first
+        self._unacked: deque[tuple[int, VersionVector]] = deque()
+        self._progress_at = now
+        self._backoff = 1
+        self._rewound_to = -1
+        #: the rank the peer gave this link (see :mod:`.forwarding`)
+        self.peer_rank = 0
+        self._reopened = False
+        # -- what comes in
+        #: the number and vector of the last batch adopted from the peer
+        self._adopted = 0
+        self._peer_vv: VersionVector = {}
+        self._incoming: _Incoming | None = None
+        self._gap_reported = -1
+        # -- timers
         self._started = now
         self._last_sent = now
         self._last_received = now
@@ -256,9 +348,12 @@ class Session:
         self.stats = {
             "parts_sent": 0,
             "bytes_sent": 0,
+            "messages_sent": 0,
             "entries_sent": 0,
             "entries_received": 0,
             "entries_too_large": 0,
+            "acks_sent": 0,
+            "haves_sent": 0,
             "resyncs": 0,
         }
         if not dialer:
@@ -268,11 +363,11 @@ class Session:
 
     @property
     def closed(self) -> bool:
-        return self._phase == _CLOSED
+        return self.phase is Phase.CLOSED
 
     @property
     def replicating(self) -> bool:
-        return self._phase == _OPEN and self.role == ROLE_PEER and self.peer_role == ROLE_PEER
+        return self.phase is Phase.OPEN and self.role == ROLE_PEER and self.peer_role == ROLE_PEER
 
     @property
     def authenticated(self) -> bool:
@@ -289,16 +384,31 @@ class Session:
         """Bytes queued for the peer and not yet taken by :meth:`outgoing`."""
         return self._outbox_bytes
 
+    @property
+    def wants_send(self) -> bool:
+        """True if :meth:`outgoing` has something for the peer now: a reply, an ack, a batch let go.
+
+        The shell wakes its sender only then, not for every message received.
+        """
+        return bool(self._outbox) or self._reopened or self.phase is Phase.CLOSED
+
     # -- input -----------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> list[Event]:
         """Handle one message from the peer; return what the shell should know."""
-        if self._phase == _CLOSED:
+        if self.phase is Phase.CLOSED:
             return []
         self._last_received = now
         try:
             message = decode_message(data, self.limits)
-            return self._handle(message, now)
+            if isinstance(message, Close):
+                self.phase = Phase.CLOSED
+                self.close_code, self.close_reason = message.code, message.reason
+                return [Closed(message.code, message.reason, by_peer=True)]
+            handler = TRANSITIONS.get((self.phase, type(message)))
+            if handler is None:
+                return [self._fail(CLOSE_PROTOCOL, f"unexpected {type(message).__name__} message")]
+            return handler(self, message, now)
         except DecodeError as exc:
             return [self._fail(CLOSE_PROTOCOL, f"{type(exc).__name__}: {exc}")]
         except ClockSkewError as exc:
@@ -306,45 +416,20 @@ class Session:
         except StoreMismatch as exc:
             return [self._fail(CLOSE_STORE, f"StoreMismatch: {exc}")]
 
-    def _handle(self, message: Message, now: float) -> list[Event]:
-        if isinstance(message, Close):
-            self._phase = _CLOSED
-            self.close_code, self.close_reason = message.code, message.reason
-            return [Closed(message.code, message.reason, by_peer=True)]
-        if self._phase == _AWAIT_CHALLENGE:
-            if not isinstance(message, Challenge) or len(message.nonce) != NONCE_BYTES:
-                return [self._fail(CLOSE_PROTOCOL, "expected a challenge")]
-            self._peer_nonce = message.nonce
-            self._send(self._hello(ROLE_CLIENT if self.role == ROLE_CLIENT else ROLE_PEER))
-            self._phase = _AWAIT_HELLO
-            return []
-        if self._phase == _AWAIT_HELLO:
-            if not isinstance(message, Hello):
-                return [self._fail(CLOSE_PROTOCOL, "expected a hello")]
-            return self._on_hello(message, now)
-        # open
-        if isinstance(message, Ping):
-            self._send(Pong(message.token))
-            return []
-        if isinstance(message, Pong):
-            return []
-        if isinstance(message, Deltas) and self.replicating:
-            return self._on_deltas(message)
-        if isinstance(message, Ack) and self.replicating:
-            join_into(self.acked, message.vv)
-            join_into(self.sent, message.vv)
-            pending = self._pending
-            while pending and dominates(self.acked, pending[0][1]):
-                pending.popleft()
-            return []
-        if isinstance(message, Request) and not self.dialer and self.peer_role == ROLE_CLIENT:
-            return [RequestReceived(message)]
-        if isinstance(message, Response) and self.role == ROLE_CLIENT:
-            return [ResponseReceived(message)]
-        return [self._fail(CLOSE_PROTOCOL, f"unexpected {type(message).__name__} message")]
+    def _on_challenge(self, message: Challenge, now: float) -> list[Event]:
+        if len(message.nonce) != NONCE_BYTES:
+            return [self._fail(CLOSE_PROTOCOL, "expected a challenge")]
+        self._peer_nonce = message.nonce
+        self._send(self._hello(ROLE_CLIENT if self.role == ROLE_CLIENT else ROLE_PEER))
+        self.phase = Phase.AWAIT_HELLO
+        return []
 
     def _hello(self, role: str) -> Hello:
         vv = dict(self.state.vv) if role == ROLE_PEER else {}
+        self.told = dict(vv)
+        # the first batch's moves are taken from this vector, which the peer rebuilds from
+        self._chain = (0, vv)
+        self._acked_vv = vv
         unsigned = Hello(PROTOCOL_VERSION, self.state.name, self.state.origin, role, self._nonce, b"", vv)
         if self.secret is None:
             return unsigned
@@ -360,7 +445,13 @@ class Session:
                 return [self._fail(CLOSE_AUTH, "authentication failed")]
         self._peer_verified = True
         if hello.version != PROTOCOL_VERSION:
-            return [self._fail(CLOSE_VERSION, f"protocol version {hello.version} is not {PROTOCOL_VERSION}")]
+            return [
+                self._fail(
+                    CLOSE_VERSION,
+                    f"protocol version {hello.version} is not this node's version {PROTOCOL_VERSION}: "
+                    "upgrade both ends to the same crdtkv protocol",
+                )
+            ]
         if hello.store != self.state.name:
             return [self._fail(CLOSE_STORE, f"store {hello.store!r} is not {self.state.name!r}")]
         if hello.role not in (ROLE_PEER, ROLE_CLIENT) or (self.dialer and hello.role != ROLE_PEER):
@@ -376,11 +467,7 @@ class Session:
                 )
             ]
         if hello.vv:
-            top = max(hello.vv.values())
-            try:
-                self.state.clock.check(top)
-            except ClockSkewError as exc:
-                return [self._fail(CLOSE_CLOCK, f"ClockSkewError: {exc}")]
+            self.state.clock.check(max(hello.vv.values()))
         if self.dialer and hello.nonce != self._peer_nonce:
             return [self._fail(CLOSE_AUTH, "the peer's hello does not answer our challenge")]
         if not self.dialer and self.admit is not None:
@@ -392,38 +479,133 @@ class Session:
         self.peer_role = hello.role
         if not self.dialer:
             self._send(self._hello(ROLE_PEER))
-        self._phase = _OPEN
+        self.phase = Phase.OPEN
         self.sent = dict(hello.vv)
-        self.acked = dict(hello.vv)
+        self.known = dict(hello.vv)
+        self._peer_vv = dict(hello.vv)
         self._dirty = True
         self._dirty_since = now - self.settings.batch_window  # catch up at once
+        self._progress_at = now
         return [Opened(hello.origin, hello.role)]
 
-    def _on_deltas(self, part: Deltas) -> list[Event]:
-        """Merge a part; adopt the sender's vv once the whole batch is here."""
+    def _on_ping(self, message: Ping, now: float) -> list[Event]:
+        self._send(Pong(message.token))
+        return []
+
+    def _on_pong(self, message: Pong, now: float) -> list[Event]:
+        return []
+
+    def _on_prefer(self, message: Prefer, now: float) -> list[Event]:
+        if not self.replicating:
+            return [self._fail(CLOSE_PROTOCOL, "unexpected Prefer message")]
+        self.peer_rank = message.rank
+        return []
+
+    def _on_request(self, message: Request, now: float) -> list[Event]:
+        if self.dialer or self.peer_role != ROLE_CLIENT:
+            return [self._fail(CLOSE_PROTOCOL, "unexpected Request message")]
+        return [RequestReceived(message)]
+
+    def _on_response(self, message: Response, now: float) -> list[Event]:
+        if self.role != ROLE_CLIENT:
+            return [self._fail(CLOSE_PROTOCOL, "unexpected Response message")]
+        return [ResponseReceived(message)]
+
+    def _on_ack(self, ack: Ack, now: float) -> list[Event]:
+        """The peer adopted batches up to ``ack.batch`` (and holds ``ack.have``)."""
+        if not self.replicating or ack.batch > self._batch_number:
+            return [self._fail(CLOSE_PROTOCOL, "an ack for a batch never sent")]
+        if ack.have:
+            self.state.clock.check(max(ack.have.values()))
+            join_into(self.sent, ack.have)
+            join_into(self.known, ack.have)
+        unacked = self._unacked
+        full = len(unacked) >= self.settings.max_unacked_batches
+        progressed = False
+        while unacked and unacked[0][0] <= ack.batch:
+            _, vv = unacked.popleft()
+            join_into(self.known, vv)
+            self._acked_vv = vv
+            progressed = True
+        if progressed:
+            self._progress_at = now
+            self._backoff = 1
+            if full and self._dirty:
+                self._reopened = True  # the window opened with a batch waiting: wake the sender
+        if ack.missing and unacked and self._rewound_to != ack.batch:
+            self._rewind(now, ack.batch)
+            self._reopened = True
+        return []
+
+    def _on_deltas(self, part: Deltas, now: float) -> list[Event]:
+        """Merge a part; adopt the sender's vector once its whole batch is here and builds on ours."""
+        if not self.replicating:
+            return [self._fail(CLOSE_PROTOCOL, "unexpected Deltas message")]
         delta = decode_delta(part.payload, self.limits)
-        their_vv = delta.vv
-        if self._rx_batch is None or part.batch > self._rx_batch:
-            self._rx_batch, self._rx_seen, self._rx_total = part.batch, set(), None
-        adopt = False
-        if part.batch == self._rx_batch and self._rx_seen is not None:
-            self._rx_seen.add(part.index)
+        incoming = self._incoming
+        if part.batch > self._adopted and (incoming is None or part.batch > incoming.number):
+            incoming = self._incoming = _Incoming(part.batch, part.base)
+        adopt: VersionVector | None = None
+        gap = False
+        if incoming is not None and part.batch == incoming.number and part.index not in incoming.seen:
+            incoming.seen.add(part.index)
             if part.last:
-                self._rx_total = part.index + 1
-            adopt = (
-                self._rx_total is not None
-                and len(self._rx_seen) == self._rx_total
-                and dominates(self.state.vv, part.base)
-            )
-        changed = self.state.apply(delta if adopt else Delta(delta.name, {}, delta.entries))
-        # whatever happens to the batch, the sender holds its own vv: never echo it back
-        join_into(self.sent, their_vv)
+                incoming.total = part.index + 1
+                incoming.moves = delta.vv
+            if incoming.complete:
+                self._incoming = None
+                if incoming.base <= self._adopted:
+                    assert incoming.moves is not None
+                    adopt = dict(self._peer_vv)
+                    join_into(adopt, incoming.moves)
+                else:
+                    gap = True  # it builds on a batch never adopted here
+        state = self.state
+        if self.holds is not None and delta.entries:
+            self.holds.merged(now, self._moved_by(delta))
+        changed = state.apply(Delta(delta.name, adopt or {}, delta.entries))
         self.stats["entries_received"] += len(delta.entries)
-        if adopt:
-            self._rx_seen = None  # done: later duplicates of this batch change nothing
-        if adopt or part.last:
-            self._send(Ack(dict(self.state.vv)))
+        if adopt is not None:
+            assert incoming is not None
+            self._adopted = incoming.number
+            self._peer_vv = adopt
+            join_into(self.sent, adopt)  # the sender holds it: never echo it back
+            join_into(self.known, adopt)
+            join_into(self.told, adopt)  # and it knows this side holds it now
+            self._send_ack(False)
+        elif gap and self._gap_reported != self._adopted:
+            # ask for a resend from the last batch adopted, once per gap
+            self._gap_reported = self._adopted
+            self._send_ack(True)
         return [Applied(changed, len(delta.entries))]
+
+    def _moved_by(self, delta: Delta) -> dict[str, int]:
+        """Origin -> stamp held here, for each origin with operations in ``delta`` newer than that."""
+        vv = self.state.vv
+        before: dict[str, int] = {}
+        for _, entry in delta.entries:
+            if entry.counter is None and entry.doc is None:
+                origin_stamps: dict[str, int] = {entry.writer: entry.stamp}
+            else:
+                origin_stamps = dots(entry)
+            for origin, stamp in origin_stamps.items():
+                held = vv.get(origin, 0)
+                if stamp > held and origin not in before:
+                    before[origin] = held
+        return before
+
+    def _send_ack(self, missing: bool) -> None:
+        have = self._have()
+        self._send(Ack(self._adopted, missing, have))
+        self.stats["acks_sent"] += 1
+        self._have_since = None
+
+    def _have(self) -> VersionVector:
+        """The origins of this replica's vector that moved since the peer was last told."""
+        told = self.told
+        have = {origin: stamp for origin, stamp in self.state.vv.items() if told.get(origin, 0) < stamp}
+        told.update(have)
+        return have
 
     # -- output ----------------------------------------------------------------------
 
@@ -432,21 +614,46 @@ class Session:
         """True while a batch for the peer is already scheduled."""
         return self._dirty
 
-    def local_changed(self, now: float) -> None:
-        """The store changed: schedule a batch for the peer."""
-        if not self._dirty:
+    def local_changed(self, now: float, forwarded: bool = False) -> None:
+        """The store changed: schedule a batch for the peer.
+
+        ``forwarded`` changes were merged from a peer: this side tells the
+        peer it holds them (after ``batch_window``) and forwards what the peer
+        still lacks once the forwarding hold ends.
+        """
+        if forwarded and self.holds is not None:
+            if self._have_since is None:
+                self._have_since = now
+            release = now + self.holds.hold_for(self.peer_rank)
+            if self._release_at is None or release < self._release_at:
+                self._release_at = release
+        elif not self._dirty:
             self._dirty = True
             self._dirty_since = now
 
+    def prefer(self, rank: int) -> None:
+        """Tell the peer the rank this side gives the link among its replication links."""
+        if self.replicating:
+            self._send(Prefer(max(0, rank)))
+
     def outgoing(self, now: float) -> list[bytes]:
         """Messages to send now: control messages first, then at most one delta part."""
-        if self._phase != _CLOSED:
+        self._reopened = False
+        if self.phase is not Phase.CLOSED:
             self._check_timers(now)
-        if self.replicating and not self._outbox:  # control messages (a hello, acks) go first
-            self._maybe_resync(now)
-            part = self._next_part(now)
-            if part is not None:
-                self._send(part)
+        if self.replicating:
+            window = self.settings.batch_window
+            if self._have_since is not None and now - self._have_since >= window:
+                self._have_since = None
+                have = self._have()
+                if have:
+                    self._send(Ack(self._adopted, False, have))
+                    self.stats["haves_sent"] += 1
+            if not self._outbox:  # control messages (a hello, acks) go first
+                self._maybe_resend(now)
+                part = self._next_part(now)
+                if part is not None:
+                    self._send(part)
         out = self._outbox
         self._outbox = []
         self._outbox_bytes = 0
@@ -476,21 +683,26 @@ class Session:
         """The latest time at which :meth:`outgoing` must be called again."""
         settings = self.settings
         deadlines = []
-        if self._phase in (_AWAIT_CHALLENGE, _AWAIT_HELLO):
+        if self.phase in (Phase.AWAIT_CHALLENGE, Phase.AWAIT_HELLO):
             deadlines.append(self._started + settings.handshake_timeout)
-        elif self._phase == _OPEN:
+        elif self.phase is Phase.OPEN:
             deadlines.append(self._last_sent + settings.keepalive_interval)
             deadlines.append(self._last_received + settings.keepalive_timeout)
             if self.replicating:
-                if self._dirty:
+                window_open = len(self._unacked) < settings.max_unacked_batches
+                if self._dirty and window_open:
                     deadlines.append(self._dirty_since + settings.batch_window)
-                if self._pending:
-                    deadlines.append(self._pending[0][0] + settings.resync_after)
+                if self._release_at is not None and window_open:
+                    deadlines.append(self._release_at)
+                if self._have_since is not None:
+                    deadlines.append(self._have_since + settings.batch_window)
+                if self._unacked:
+                    deadlines.append(self._progress_at + settings.resync_after * self._backoff)
         return min(deadlines, default=now + settings.keepalive_interval)
 
     def _check_timers(self, now: float) -> None:
         settings = self.settings
-        if self._phase in (_AWAIT_CHALLENGE, _AWAIT_HELLO):
+        if self.phase in (Phase.AWAIT_CHALLENGE, Phase.AWAIT_HELLO):
             if now - self._started >= settings.handshake_timeout:
                 self._events.append(
                     self._fail(CLOSE_TIMEOUT, f"handshake timed out after {settings.handshake_timeout:g} s")
@@ -504,36 +716,82 @@ class Session:
             self._ping_token += 1
             self._send(Ping(self._ping_token))
 
-    def _maybe_resync(self, now: float) -> None:
-        """Resend from the last ack when a batch went unconfirmed too long or too many are pending."""
-        pending = self._pending
-        if self._batch is not None or not pending:
+    def _maybe_resend(self, now: float) -> None:
+        """Resend from the last ack when no ack came for ``resync_after`` (times the backoff)."""
+        if self._batch is not None or not self._unacked:
             return
-        if now - pending[0][0] >= self.settings.resync_after or len(pending) > MAX_PENDING_BATCHES:
-            self.sent = dict(self.acked)
-            pending.clear()
-            self._dirty = True
-            self._dirty_since = now - self.settings.batch_window
-            self.stats["resyncs"] += 1
+        if now - self._progress_at >= self.settings.resync_after * self._backoff:
+            self._rewind(now, self._unacked[0][0] - 1)
+            self._backoff = min(self._backoff * 2, MAX_RESEND_BACKOFF)
+            self._progress_at = now
+
+    def _rewind(self, now: float, acked: int) -> None:
+        """Resend everything after batch ``acked``, which the peer adopted (its vector is ``known``)."""
+        self._rewound_to = acked
+        self._batch = None
+        self.sent = dict(self.known)
+        # the next batch builds on the acknowledged one: the peer rebuilds its vector from
+        # the last it adopted, which is at least that one's, so the moves are taken from
+        # the acknowledged vector (here: what the peer holds, which includes it)
+        self._chain = (acked, self._acked_vv)
+        self._unacked.clear()
+        self._dirty = True
+        self._dirty_since = now - self.settings.batch_window
+        self.stats["resyncs"] += 1
 
     def _next_part(self, now: float) -> Deltas | None:
         batch = self._batch
         if batch is None:
-            if not self._dirty or now - self._dirty_since < self.settings.batch_window:
+            batch = self._next_batch(now)
+            if batch is None:
                 return None
-            self._dirty = False
-            state = self.state
-            if dominates(self.sent, state.vv):
-                return None
-            keys = list(state.changed_keys_since(self.sent))
-            self._batch_number += 1
-            batch = self._batch = _Batch(self._batch_number, keys, dict(self.sent), dict(state.vv))
         part = self._cut(batch)
         if part.last:
             self._batch = None
             join_into(self.sent, batch.vv)
-            self._pending.append((now, dict(self.sent)))
+            join_into(self.told, batch.vv)
+            self._chain = (batch.number, batch.vv)
+            self._unacked.append((batch.number, batch.vv))
+            if len(self._unacked) == 1:
+                self._progress_at = now
         return part
+
+    def _next_batch(self, now: float) -> _Batch | None:
+        """Start the next batch if one is due: the keys with changes the peer lacks and may get now."""
+        settings = self.settings
+        released = self._release_at is not None and now >= self._release_at
+        due = self._dirty and now - self._dirty_since >= settings.batch_window
+        if not (due or released) or len(self._unacked) >= settings.max_unacked_batches:
+            return None
+        self._dirty = False
+        state = self.state
+        sent = self.sent
+        held: dict[str, int] = {}
+        self._release_at = None
+        if self.holds is not None:
+            hold = self.holds.hold_for(self.peer_rank)
+            held = self.holds.limits(now, hold)
+            if held:
+                self._release_at = self.holds.release(now, hold)
+        # what this side holds and the peer will once it adopts the batch: held origins
+        # only up to their floor, and never below the vector the batch builds on
+        base, chain = self._chain
+        for origin, floor in held.items():
+            held[origin] = max(floor, chain.get(origin, 0))
+        vv = dict(state.vv)
+        for origin, limit in held.items():
+            if vv.get(origin, 0) > limit:
+                vv[origin] = limit
+        if dominates(sent, vv):
+            return None
+        keys = list(state.changed_keys_since(sent))
+        if held:
+            entries = state.entries
+            keys = [key for key in keys if key in entries and _sendable(dots(entries[key]), sent, held)]
+        moves = {origin: stamp for origin, stamp in vv.items() if chain.get(origin, 0) < stamp}
+        self._batch_number += 1
+        batch = self._batch = _Batch(self._batch_number, base, keys, dict(sent), vv, moves)
+        return batch
 
     def _cut(self, batch: _Batch) -> Deltas:
         """Encode the next part of ``batch``: as many keys as fit in one message.
@@ -542,34 +800,32 @@ class Session:
         event names it): sent, it would make the peer close the link, again after
         every redial, and no later change would get through.
         """
-        entries = self.state.entries
+        state = self.state
         if not batch.frame:
-            # the frame around the payload, measured once per batch (the base vector grows
-            # with the origins); 16 bytes more cover the payload's CBOR length header (at
-            # most 9) and a part index that grows to several bytes
-            empty = Deltas(batch.number, batch.index, True, batch.base, b"")
+            # 16 bytes more cover the payload's CBOR length header (at most 9) and numbers
+            # that grow to several bytes
+            empty = Deltas(batch.number, batch.base, batch.index, True, b"")
             batch.frame = len(encode_message(empty)) + 16
         budget = self.max_message_bytes - batch.frame
         count = self.settings.keys_per_part
         while True:
             keys = batch.keys[batch.position : batch.position + count]
             last = batch.position + len(keys) >= len(batch.keys)
-            items = [(key, entries[key]) for key in keys if key in entries]
-            payload = encode_delta(Delta(self.state.name, batch.vv, items))
+            items = state.entries_for(keys, batch.holds, copy=False)
+            payload = encode_delta(Delta(state.name, batch.moves if last else {}, items))
             if len(payload) <= budget:
                 break
             if count == 1:
                 self._events.append(EntryTooLarge(keys[0], len(payload), budget))
                 self.stats["entries_too_large"] += 1
                 items = []
-                payload = encode_delta(Delta(self.state.name, batch.vv, items))
+                payload = encode_delta(Delta(state.name, batch.moves if last else {}, items))
                 break
             count = max(1, count // 2)
         batch.position += len(keys)
-        part = Deltas(batch.number, batch.index, last, batch.base, payload)
+        part = Deltas(batch.number, batch.base, batch.index, last, payload)
         batch.index += 1
         self.stats["parts_sent"] += 1
-        self.stats["bytes_sent"] += len(payload)
         self.stats["entries_sent"] += len(items)
         return part
 
@@ -595,7 +851,7 @@ class Session:
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "closing") -> None:
         """Close the session; a Close message is queued for the peer, a Closed event for :meth:`events`."""
-        if self._phase != _CLOSED:
+        if self.phase is not Phase.CLOSED:
             self._events.append(self._fail(code, reason))
 
     def connection_lost(self, reason: str) -> list[Event]:
@@ -603,16 +859,16 @@ class Session:
 
         Returns the Closed event, or nothing if the session had already closed.
         """
-        if self._phase == _CLOSED:
+        if self.phase is Phase.CLOSED:
             return []
-        self._phase = _CLOSED
+        self.phase = Phase.CLOSED
         self.close_code, self.close_reason = CLOSE_LOST, reason
         self._batch = None
         return [Closed(CLOSE_LOST, reason, by_peer=True)]
 
     def _fail(self, code: int, reason: str) -> Closed:
         authenticated = self._peer_verified
-        self._phase = _CLOSED
+        self.phase = Phase.CLOSED
         self.close_code, self.close_reason = code, reason
         self._batch = None
         if authenticated or code == CLOSE_AUTH or self.dialer:
@@ -625,3 +881,31 @@ class Session:
     def _queue(self, data: bytes) -> None:
         self._outbox.append(data)
         self._outbox_bytes += len(data)
+        self.stats["messages_sent"] += 1
+        self.stats["bytes_sent"] += len(data)
+
+
+def _sendable(entry_dots: dict[str, int], sent: VersionVector, held: dict[str, int]) -> bool:
+    """True if an entry has a change the peer lacks from an origin not held (or below its hold)."""
+    for origin, stamp in entry_dots.items():
+        if stamp > sent.get(origin, 0):
+            floor = held.get(origin)
+            if floor is None or stamp <= floor:
+                return True
+    return False
+
+
+_Handler = Callable[[Session, Any, float], list[Event]]
+
+#: What each message does in each phase; anything else closes the session (code 4000).
+TRANSITIONS: Final[dict[tuple[Phase, type], _Handler]] = {
+    (Phase.AWAIT_CHALLENGE, Challenge): Session._on_challenge,
+    (Phase.AWAIT_HELLO, Hello): Session._on_hello,
+    (Phase.OPEN, Ping): Session._on_ping,
+    (Phase.OPEN, Pong): Session._on_pong,
+    (Phase.OPEN, Deltas): Session._on_deltas,
+    (Phase.OPEN, Ack): Session._on_ack,
+    (Phase.OPEN, Prefer): Session._on_prefer,
+    (Phase.OPEN, Request): Session._on_request,
+    (Phase.OPEN, Response): Session._on_response,
+}
