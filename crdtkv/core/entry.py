@@ -26,6 +26,9 @@ see each other), the part whose latest live write has the largest
 ``(stamp, origin)`` wins. Tombstones never compete: a delete only hides what it
 observed.
 
+Pruning (see :mod:`.prune`): the totals of retired origins are folded into
+the counter's :class:`Base`, so a retired origin leaves no row behind.
+
 Change tracking: each entry knows its *dots*, the latest stamp per origin of the
 operations reflected in it. For a plain register that is just its writer's
 stamp; a key that ever held a counter or document also keeps the dots of
@@ -34,11 +37,17 @@ register writes made where it was known (``context``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 from typing import Final, NamedTuple
 
 from .document import DocState, max_doc_stamp
 from .vv import join_into as join_vv
+
+#: The name standing for every retired origin: in a counter's live stamp when a
+#: folded increment is the latest, and for the change log of retired origins'
+#: keys (a replica id never starts with ``~``, so no replica writes as it).
+RETIRED: Final = "~retired"
 
 #: Marks a deleted register (and a key that has no register write at all).
 TOMBSTONE: Final = type("Tombstone", (), {"__repr__": lambda self: "TOMBSTONE", "__slots__": ()})()
@@ -53,10 +62,31 @@ class Totals(NamedTuple):
     stamp: int
 
 
+class Base(NamedTuple):
+    """The folded totals of a counter's retired origins (see :meth:`CounterState.fold`).
+
+    Every origin whose last operation (anywhere) is below ``cut`` and that had a
+    row here is folded: its totals minus what deletes removed of them. A
+    register write (a delete or a put over the counter) stamped ``zero_at`` or
+    later observed every folded operation, so it removes the whole base
+    (:func:`settle_base`); earlier ones are already reflected in it.
+    """
+
+    #: one above the largest last stamp of the folded origins
+    cut: int
+    #: register writes from this stamp on remove the base
+    zero_at: int
+    #: net increments and decrements of the folded origins
+    inc: int
+    dec: int
+    #: stamp of the latest folded increment a delete has not removed (0: none)
+    top: int
+
+
 class CounterState:
     """The counter half of an entry (a PN-counter with observed-remove)."""
 
-    __slots__ = ("context", "expiry", "removed", "totals")
+    __slots__ = ("base", "context", "expiry", "removed", "totals")
 
     def __init__(
         self,
@@ -64,6 +94,7 @@ class CounterState:
         removed: dict[str, Totals] | None = None,
         context: dict[str, int] | None = None,
         expiry: tuple[int, int] | None = None,
+        base: Base | None = None,
     ) -> None:
         #: origin -> its cumulative totals on this key
         self.totals: dict[str, Totals] = totals if totals is not None else {}
@@ -77,6 +108,8 @@ class CounterState:
         #: register stamp (the last delete or reset) the expiry was set under, so an
         #: expiry never outlives a reset; joined by maximum (the longest wins)
         self.expiry = expiry
+        #: the folded totals of retired origins, or None
+        self.base = base
 
     def full_context(self) -> dict[str, int]:
         """origin -> stamp of its latest operation of any kind on this key."""
@@ -91,6 +124,9 @@ class CounterState:
             total += inc - dec
         for inc, dec, _ in self.removed.values():
             total -= inc - dec
+        base = self.base
+        if base is not None:
+            total += base.inc - base.dec
         return total
 
     def live_stamp(self) -> tuple[int, str] | None:
@@ -101,14 +137,43 @@ class CounterState:
             gone = removed.get(origin)
             if (gone is None or stamp > gone[2]) and (best is None or (stamp, origin) > best):
                 best = (stamp, origin)
+        base = self.base
+        if base is not None and base.top and (best is None or (base.top, RETIRED) > best):
+            best = (base.top, RETIRED)
         return best
 
     def remove_observed(self) -> None:
         """Record a delete: everything currently counted is removed."""
         self.removed = dict(self.totals)
 
+    def fold(self, last: Mapping[str, int], zero_after: int) -> bool:
+        """Fold the rows of retired origins into the base; True if any was folded.
+
+        ``last`` maps each retired origin to its last stamp; ``zero_after``
+        is the grace period in stamp units (``zero_at = cut + zero_after``).
+        """
+        gone = [origin for origin in (*self.totals, *self.context) if origin in last]
+        if not gone:
+            return False
+        cut, _, inc, dec, top = self.base or (0, 0, 0, 0, 0)
+        totals, removed, context = self.totals, self.removed, self.context
+        for origin in gone:
+            cut = max(cut, last[origin] + 1)
+            context.pop(origin, None)
+            row = totals.pop(origin, None)
+            if row is None:
+                continue
+            seen = removed.pop(origin, None)
+            gone_inc, gone_dec, gone_stamp = seen if seen is not None else (0, 0, 0)
+            inc += row[0] - gone_inc
+            dec += row[1] - gone_dec
+            if row[2] > gone_stamp:
+                top = max(top, row[2])
+        self.base = Base(cut, cut + zero_after, inc, dec, top)
+        return True
+
     def copy(self) -> CounterState:
-        return CounterState(dict(self.totals), dict(self.removed), dict(self.context), self.expiry)
+        return CounterState(dict(self.totals), dict(self.removed), dict(self.context), self.expiry, self.base)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -117,6 +182,7 @@ class CounterState:
             and self.removed == other.removed
             and self.full_context() == other.full_context()
             and self.expiry == other.expiry
+            and self.base == other.base
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -124,7 +190,7 @@ class CounterState:
     def __repr__(self) -> str:
         return (
             f"CounterState(totals={self.totals!r}, removed={self.removed!r}, "
-            f"context={self.context!r}, expiry={self.expiry!r})"
+            f"context={self.context!r}, expiry={self.expiry!r}, base={self.base!r})"
         )
 
 
@@ -282,6 +348,8 @@ def max_stamp(entry: Entry) -> int:
     top = entry.stamp
     if counter is not None:
         top = max(top, max(counter.full_context().values(), default=0))
+        if counter.base is not None:
+            top = max(top, counter.base.top)
     if entry.doc is not None:
         top = max(top, max_doc_stamp(entry.doc))
     return top
@@ -322,12 +390,67 @@ def join_into(local: Entry, remote: Entry) -> bool:
     if lc is None:
         lc = local.counter = CounterState()
         changed = True
-    changed = _join_totals(lc.totals, rc.totals) or changed
-    changed = _join_totals(lc.removed, rc.removed) or changed
+    totals, removed, context = rc.totals, rc.removed, rc.context
+    if lc.base is not None or rc.base is not None:
+        totals, removed, context, moved = _join_bases(lc, rc)
+        changed = moved or changed
+    changed = _join_totals(lc.totals, totals) or changed
+    changed = _join_totals(lc.removed, removed) or changed
     if rc.expiry is not None and (lc.expiry is None or rc.expiry > lc.expiry):
         lc.expiry = rc.expiry
         changed = True
-    return join_vv(lc.context, rc.context) or changed
+    changed = join_vv(lc.context, context) or changed
+    return settle_base(local) or changed
+
+
+def _join_bases(
+    lc: CounterState, rc: CounterState
+) -> tuple[dict[str, Totals], dict[str, Totals], dict[str, int], bool]:
+    """Join the bases; return the remote rows still to join, and whether ``lc`` changed.
+
+    The base with the larger cut wins. The other side's rows it folded are
+    dropped: a row below the cut of an origin the winning side has no row of
+    at all (a replica following the grace rule held every operation below the
+    cut when it folded, so an origin missing there was folded, not unseen).
+    """
+    lcut = lc.base.cut if lc.base is not None else 0
+    rcut = rc.base.cut if rc.base is not None else 0
+    if rcut > lcut:
+        theirs = rc.full_context()
+        for origin in [o for o, s in lc.full_context().items() if s < rcut and o not in theirs]:
+            lc.totals.pop(origin, None)
+            lc.removed.pop(origin, None)
+            lc.context.pop(origin, None)
+        lc.base = rc.base
+        return rc.totals, rc.removed, rc.context, True
+    if lcut > rcut:
+        mine = lc.full_context()
+        keep = {o for o, s in rc.full_context().items() if s >= lcut or o in mine}
+        return (
+            {o: row for o, row in rc.totals.items() if o in keep},
+            {o: row for o, row in rc.removed.items() if o in keep},
+            {o: s for o, s in rc.context.items() if o in keep},
+            False,
+        )
+    if rc.base is not None and lc.base is not None and rc.base > lc.base:
+        lc.base = rc.base
+        return rc.totals, rc.removed, rc.context, True
+    return rc.totals, rc.removed, rc.context, False
+
+
+def settle_base(entry: Entry) -> bool:
+    """Clear the counter's base if a register write stamped at or after its ``zero_at`` removed it.
+
+    Return True if it did.
+    """
+    counter = entry.counter
+    if counter is None:
+        return False
+    base = counter.base
+    if base is not None and entry.stamp >= base.zero_at and (base.inc or base.dec or base.top):
+        counter.base = Base(base.cut, base.zero_at, 0, 0, 0)
+        return True
+    return False
 
 
 # -- garbage collection -----------------------------------------------------------

@@ -26,6 +26,9 @@ MAX_COUNTER_BYTES: Final = 64
 #: hybrid-clock stamp can name (48 bits, until the year 10889).
 MAX_EXPIRY_MS: Final = (1 << 48) - 1
 
+#: The default of ``Limits.prune_after``: seven days of silence retire an origin.
+DEFAULT_PRUNE_AFTER: Final = 7 * 86_400.0
+
 _SIZES: Final = (
     "max_key_bytes",
     "max_value_bytes",
@@ -71,6 +74,14 @@ class Limits:
     #: this often; data held only by a replica offline for longer is deleted
     #: again when it returns, never resurrected.
     gc_grace: float = 86_400.0
+    #: How long (seconds) an origin may stay silent before every replica treats
+    #: it as retired and prunes it from version vectors, change logs and
+    #: counters (see :mod:`.prune`). At least twice ``gc_grace``: a live
+    #: replica writes a heartbeat long before, and its writes reach everyone
+    #: within the grace period, so no replica prunes an origin that still writes.
+    #: 0 (the default) means :data:`DEFAULT_PRUNE_AFTER` (7 days), or twice
+    #: ``gc_grace`` if that is longer; the field then holds the value used.
+    prune_after: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _SIZES:
@@ -79,7 +90,7 @@ class Limits:
                 raise InvalidArgumentType(f"Limits.{name} must be an int, not {type(value).__name__}")
             if value <= 0:
                 raise InvalidArgument(f"Limits.{name} must be positive")
-        for name in ("max_clock_skew", "gc_grace"):
+        for name in ("max_clock_skew", "gc_grace", "prune_after"):
             value = getattr(self, name)
             if type(value) not in (int, float):
                 raise InvalidArgumentType(f"Limits.{name} must be a number, not {type(value).__name__}")
@@ -89,6 +100,12 @@ class Limits:
             raise InvalidArgument("Limits.max_clock_skew must not be negative")
         if self.gc_grace <= 0:
             raise InvalidArgument("Limits.gc_grace must be positive")
+        if self.prune_after == 0:
+            object.__setattr__(self, "prune_after", max(DEFAULT_PRUNE_AFTER, 2 * self.gc_grace))
+        if self.prune_after < 2 * self.gc_grace:
+            raise InvalidArgument(
+                f"Limits.prune_after ({self.prune_after}) must be at least twice gc_grace ({self.gc_grace})"
+            )
         if self.max_counter_bytes > MAX_COUNTER_BYTES:
             raise InvalidArgument(f"Limits.max_counter_bytes must be at most {MAX_COUNTER_BYTES}")
         if self.max_entry_bytes + FRAME_RESERVE > self.max_message_bytes:

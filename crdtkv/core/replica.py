@@ -21,6 +21,7 @@ from .changelog import OriginLog
 from .digest import digest_entries
 from .document import DocState, Gen, LiveDocs, join_docs
 from .entry import (
+    RETIRED,
     TOMBSTONE,
     CounterState,
     Entry,
@@ -31,14 +32,15 @@ from .entry import (
     max_stamp,
     register_live,
     resolve,
+    settle_base,
 )
 from .feed import Cause, ChangeFeed
 from .gc import Collector, outlived
 from .hlc import HybridClock
 from .keyindex import KeyIndex
 from .limits import DEFAULT_LIMITS, Limits
+from .prune import HEARTBEAT_PREFIX, marks, next_incarnation, retired, split_marks, window_ms
 from .values import Packed
-from .vv import dominates
 from .vv import join_into as join_vv
 from .wire import Delta
 from .yrs import client_id
@@ -50,6 +52,25 @@ _MERGE = Cause.MERGE
 
 #: Log rows to add after a merge: origin -> [(stamp, key)].
 _Pending = dict[str, list[tuple[int, str]]]
+
+
+def _without_pruned(entry: Entry, pruned: dict[str, int]) -> Entry:
+    """``entry`` without the counter rows of origins pruned here (a copy, if it had any).
+
+    This replica held every operation of a pruned origin and folded them into
+    its counters' bases (see :mod:`.prune`): such rows are stale copies.
+    """
+    counter = entry.counter
+    assert counter is not None
+    if not any(origin in pruned for origin in (*counter.totals, *counter.context)):
+        return entry
+    entry = entry.copy()
+    counter = entry.counter
+    assert counter is not None
+    for table in (counter.totals, counter.removed, counter.context):
+        for origin in [origin for origin in table if origin in pruned]:
+            del table[origin]
+    return entry
 
 
 def entry_generation(entry: Entry | None) -> Gen:
@@ -105,6 +126,13 @@ class ReplicaState:
         self._gc = Collector()
         #: origin -> largest stamp of its operations garbage-collected here
         self.collected: dict[str, int] = self._gc.collected
+        #: origin -> its last stamp, for every origin pruned here (see :mod:`.prune`)
+        self.pruned: dict[str, int] = {}
+        window = window_ms(limits.gc_grace, limits.prune_after)
+        #: a replica whose own latest stamp is this old writes a heartbeat (see :mod:`.prune`)
+        self._heartbeat_after = (window // 4) << 16
+        #: and one whose own latest stamp is this old writes as a new incarnation
+        self._rotate_after = (window // 2) << 16
         #: sorted keys for listing (see :mod:`.keyindex`)
         self._keys = KeyIndex()
         #: scratch Yrs documents of recently edited documents (see LiveDocs)
@@ -113,10 +141,35 @@ class ReplicaState:
     # -- change tracking ---------------------------------------------------------
 
     def _log(self, origin: str) -> OriginLog:
+        """The change log of ``origin`` (the retired one's if it was pruned here)."""
+        if origin in self.pruned:
+            origin = RETIRED
         log = self._logs.get(origin)
         if log is None:
             log = self._logs[origin] = OriginLog()
         return log
+
+    def _rotate(self, stamp: int) -> None:
+        """Write as a new incarnation from now on: the current origin may look retired (see :mod:`.prune`)."""
+        origin = next_incarnation(self.origin, stamp)
+        while origin in self.vv or origin in self.pruned:  # not expected: a hash collision
+            stamp += 1
+            origin = next_incarnation(self.origin, stamp)
+        self.origin = origin
+        self._own_log = self._log(origin)
+
+    def _forget_dot(self, origin: str, key: str) -> None:
+        """Note that ``key`` no longer carries a dot of ``origin``."""
+        log = self._logs.get(RETIRED if origin in self.pruned else origin)
+        if log is not None:
+            log.forget(key)
+
+    def _covered(self, entry_dots: dict[str, int]) -> bool:
+        """True if every dot was seen here (a pruned origin's, up to its last stamp)."""
+        vv, pruned = self.vv, self.pruned
+        return all(
+            vv.get(origin, 0) >= seen or pruned.get(origin, 0) >= seen for origin, seen in entry_dots.items()
+        )
 
     def _note_dots(self, key: str, before: dict[str, int], entry: Entry, pending: _Pending) -> None:
         """Queue log rows for the dots ``entry`` gained since it had ``before``."""
@@ -126,7 +179,7 @@ class ReplicaState:
                 pending.setdefault(origin, []).append((stamp, key))
         for origin in before:
             if origin not in after:
-                self._logs[origin].forget(key)
+                self._forget_dot(origin, key)
 
     def _current_entry(self, key: str) -> Entry | None:
         """The entry a local operation on ``key`` builds on.
@@ -164,6 +217,8 @@ class ReplicaState:
         Overwriting a counter removes every increment this replica has seen.
         """
         stamp = self.clock.tick()
+        if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
+            self._rotate(stamp)
         if value is TOMBSTONE:
             self._gc.tombstone(stamp, key)
         elif expires is not None:
@@ -179,7 +234,7 @@ class ReplicaState:
             if counter is None:
                 if entry.writer != origin and entry.stamp and entry.doc is None:
                     # the old write is superseded and never touched a counter or document
-                    self._logs[entry.writer].forget(key)
+                    self._forget_dot(entry.writer, key)
             else:
                 counter.remove_observed()
                 counter.context[origin] = stamp
@@ -190,6 +245,8 @@ class ReplicaState:
             entry.value = value
             entry.expires = expires
             entry.meta = meta
+            if counter is not None and counter.base is not None:
+                settle_base(entry)
             own.pop(key, None)
         own[key] = stamp
         self._local_change(key, stamp)
@@ -242,6 +299,9 @@ class ReplicaState:
                 # expired, or hidden behind a value that expired: start afresh, without
                 # the old increments or expiry (a delete that removes what it counted)
                 self.write(key, TOMBSTONE)
+        stamp = self.clock.tick()
+        if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
+            self._rotate(stamp)
         origin = self.origin
         own = self._own_log.latest
         if entry is None:
@@ -261,7 +321,6 @@ class ReplicaState:
             else:
                 counter = counter_or_none
             own.pop(key, None)
-        stamp = self.clock.tick()
         totals = counter.totals
         inc, dec, _ = totals.get(origin, (0, 0, 0))
         # A plain tuple with the fields of Totals, in their order: building and unpacking a
@@ -298,6 +357,8 @@ class ReplicaState:
         exceeds ``max_value_bytes``.
         """
         stamp = self.clock.tick()
+        if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
+            self._rotate(stamp)
         origin = self.origin
         entry = self._current_entry(key)
         current = self.document(key)
@@ -331,7 +392,7 @@ class ReplicaState:
             after = dots(entry)
             for other in before:
                 if other not in after:
-                    self._logs[other].forget(key)
+                    self._forget_dot(other, key)
         own = self._own_log.latest
         own.pop(key, None)
         own[key] = stamp
@@ -512,7 +573,11 @@ class ReplicaState:
         for key, document in documents.items():
             if document is not None:
                 self._live_docs.keep(key, document)
-        grew = join_vv(self.vv, delta.vv)
+        remote_vv = delta.vv
+        if self.pruned:  # a pruned origin never comes back (see :mod:`.prune`)
+            pruned = self.pruned
+            remote_vv = {origin: seen for origin, seen in remote_vv.items() if origin not in pruned}
+        grew = join_vv(self.vv, remote_vv)
         self.clock.observe(top)
         if changed:
             self._digest = None
@@ -540,10 +605,12 @@ class ReplicaState:
         entries = self.entries
         pending: _Pending = {}
         collecting = bool(self.collected)
-        vv = self.vv
         fresh = self._keys.pending()
         gc = self._gc
+        pruned = self.pruned
         for key, remote in delta.entries:
+            if pruned and remote.counter is not None:
+                remote = _without_pruned(remote, pruned)
             local = entries.get(key)
             if (
                 local is not None
@@ -553,7 +620,7 @@ class ReplicaState:
                 self._collect_entries([(key, local)])
                 local = None
                 collecting = True
-            if local is None and collecting and dominates(vv, dots(remote)):
+            if local is None and collecting and self._covered(dots(remote)):
                 # every operation in it was seen here, yet the key is gone: it was
                 # garbage-collected, and a stale copy must not bring it back
                 continue
@@ -580,7 +647,7 @@ class ReplicaState:
                 # the common case, two plain registers: no dot maps needed
                 if (remote.stamp, remote.writer) > (local.stamp, local.writer):
                     if local.stamp:
-                        self._logs[local.writer].forget(key)
+                        self._forget_dot(local.writer, key)
                     join_into(local, remote)
                     pending.setdefault(local.writer, []).append((local.stamp, key))
                     changed += 1
@@ -610,8 +677,16 @@ class ReplicaState:
         ones collected here: deltas cannot bring it up to date (the tombstones
         it needs are gone), so it must be rebuilt from a peer (the grace rule).
         A new or rebuilt replica, which saw none of them, holds nothing stale.
+        Likewise a replica that names an origin pruned here at another stamp
+        than its last one: it lacks some of that origin's operations, or holds
+        some written after it retired (see :mod:`.prune`).
         """
-        return self._gc.missed(vv)
+        if self._gc.missed(vv):
+            return True
+        pruned = self.pruned
+        return bool(pruned) and any(
+            0 < seen != pruned[origin] for origin, seen in vv.items() if origin in pruned
+        )
 
     def collect_garbage(self) -> int:
         """Drop tombstones and expired values older than ``gc_grace``; return how many.
@@ -621,9 +696,63 @@ class ReplicaState:
         """
         removed = self.collect_expired_internal()
         grace_ms = int(self.limits.gc_grace * 1000)
-        keys = self._gc.collect(self.entries, self.clock.now_ms(), grace_ms, self._forget_collected)
+        now_ms = self.clock.now_ms()
+        keys = self._gc.collect(self.entries, now_ms, grace_ms, self._forget_collected)
         self._dropped(keys)
+        self.prune(now_ms)
+        last = self.vv.get(self.origin, 0)
+        if last and self._heartbeat_after <= (now_ms << 16) - last < self._rotate_after:
+            self.write(HEARTBEAT_PREFIX + self.origin, TOMBSTONE)
         return removed + len(keys)
+
+    def prune(self, now_ms: int | None = None) -> int:
+        """Prune the origins retired at ``now_ms`` (default: now); return how many (see :mod:`.prune`).
+
+        :meth:`collect_garbage` runs it. Each retired origin leaves the
+        version vector and the change logs, and its counter rows are folded
+        into each counter's base, so it costs nothing in any message afterwards.
+        """
+        if now_ms is None:
+            now_ms = self.clock.now_ms()
+        own = self.vv.get(self.origin, 0)
+        if own and own < (now_ms - int(self.limits.prune_after * 1000)) << 16:
+            # silent as long as a retired origin: the base's cut must cover it too, so this
+            # origin retires like any other and the replica writes as a new incarnation
+            self._rotate(self.clock.tick())
+        gone = retired(self.vv, self.origin, now_ms, self.limits.prune_after)
+        if not gone:
+            return 0
+        self.pruned.update(gone)
+        vv = self.vv
+        logs = self._logs
+        moved: list[tuple[int, str]] = []
+        for origin in gone:
+            del vv[origin]
+            log = logs.pop(origin, None)
+            if log is not None:
+                moved.extend((stamp, key) for key, stamp in log.latest.items())
+        cut = max(gone.values()) + 1
+        if vv.get(RETIRED, 0) < cut:
+            vv[RETIRED] = cut
+        keys: list[str] = []
+        if moved:
+            pseudo = self._log(RETIRED)
+            have = pseudo.latest
+            moved.sort()
+            pseudo.record([(stamp, key) for stamp, key in moved if have.get(key, 0) < stamp])
+            grace = int(self.limits.gc_grace * 1000) << 16
+            entries = self.entries
+            pruned = self.pruned
+            for key in dict.fromkeys(key for _, key in moved):
+                entry = entries.get(key)
+                if entry is not None and entry.counter is not None and entry.counter.fold(pruned, grace):
+                    settle_base(entry)
+                    keys.append(key)
+        if keys:
+            self._digest = None
+        if self.feed.subscribers:  # storage stages the new vector and marks even without keys
+            self.feed.publish(keys, Cause.COLLECTION)
+        return len(gone)
 
     def collect_expired_internal(self) -> int:
         """Drop crdtkv's own expired entries (rate-limit windows) at once, without a grace period.
@@ -646,7 +775,7 @@ class ReplicaState:
         self._live_docs.forget(key)
         entry_dots = dots(entry)
         for origin in entry_dots:
-            self._logs[origin].forget(key)
+            self._forget_dot(origin, key)
         return entry_dots
 
     def _collect_entries(self, items: list[tuple[str, Entry]]) -> None:
@@ -667,8 +796,13 @@ class ReplicaState:
         clock_last: int,
         collected: dict[str, int] | None = None,
     ) -> None:
-        """Load state read back from storage into this (empty) replica."""
-        self.collected.update(collected or {})
+        """Load state read back from storage into this (empty) replica.
+
+        ``collected`` is what :meth:`marks` returned: collection and pruning marks.
+        """
+        collected, pruned = split_marks(collected or {})
+        self.collected.update(collected)
+        self.pruned.update(pruned)
         pending: _Pending = {}
         table = self.entries
         for key, entry in entries:
@@ -682,6 +816,17 @@ class ReplicaState:
         self.vv.update(vv)
         self.clock.observe(max(clock_last, max(vv.values(), default=0)))
         self._digest = None
+        if self.origin in self.pruned:  # an incarnation that retired while another one wrote
+            old = self.origin
+            self._rotate(self.clock.tick())
+            if not self._logs.get(old, True):
+                del self._logs[old]
+
+    def marks(self) -> dict[str, int]:
+        """The collection and pruning marks, in one map: what storage keeps for :meth:`restore`."""
+        if not self.pruned:
+            return dict(self.collected)
+        return marks(self.collected, self.pruned)
 
     def digest(self) -> str:
         """Hash of the replicated entries; equal exactly when the entries are equal."""

@@ -18,6 +18,8 @@ Schema (CBOR arrays throughout; ``w`` indexes the message's origin table)::
     value    = str / bytes / int / float / bool / null / [bytes] (canonical CBOR list or map)
     counter  = [[[w, inc, dec, stamp]...] totals, [[w, inc, dec, stamp]...] removed,
                 [[w, stamp]...] context (, [epoch, expires_ms] expiry)]
+             / [totals, removed, context, [epoch, expires_ms] / null, base]
+    base     = [cut, zero_at, inc, dec, top] (the folded totals of retired origins; see entry.Base)
     doc      = [gen_stamp, gen_w / null, update bytes, [[w, stamp]...] context, [[w, stamp]...] removed,
                 [[root name, kind]...] schema, [[w, stamp, yrs clock]...] clocks]
 
@@ -38,7 +40,7 @@ from ..errors import DecodeError, InvalidKey, TooLarge
 from .bulk import collector_paused
 from .cbor import as_array, as_count, as_expiry, as_origin, as_stamp, fail, load_bounded, origin_rows
 from .document import MAX_CLOCK_PAIRS, DocState
-from .entry import TOMBSTONE, CounterState, Entry, Totals
+from .entry import TOMBSTONE, Base, CounterState, Entry, Totals
 from .hlc import MAX_STAMP
 from .limits import Limits
 from .values import SCALAR_TYPES, Packed, check_key, packed_from_wire
@@ -55,6 +57,8 @@ MAX_ROOTS: Final = 64
 MAX_YRS_CLOCK: Final = (1 << 32) - 1
 
 _TOTALS_ROW: Final = ("origin", "inc", "dec", "stamp")
+#: A counter base sums the totals of up to 2**BASE_SUM_BITS retired origins.
+BASE_SUM_BITS: Final = 32
 
 
 @dataclass
@@ -127,7 +131,10 @@ def entry_to_wire(
         _totals_to_wire(counter.removed, ref),
         write_rows(counter.full_context(), ref, sort=True),
     ]
-    if counter.expiry is not None:
+    if counter.base is not None:
+        wire_counter.append(list(counter.expiry) if counter.expiry is not None else None)
+        wire_counter.append(list(counter.base))
+    elif counter.expiry is not None:
         wire_counter.append(list(counter.expiry))
     if doc is None:
         return [key, register, wire_counter]
@@ -239,6 +246,24 @@ class EntryReader:
             for origin, row in origin_rows(item, what, _TOTALS_ROW, self.origin)
         }
 
+    def base(self, item: object) -> Base:
+        """Check and convert a counter base ``[cut, zero_at, inc, dec, top]``.
+
+        Its sums may exceed one origin's limit: they add up many origins' totals.
+        """
+        row = as_array(item, "a counter base")
+        if len(row) != 5:
+            fail("a counter base must be [cut, zero_at, inc, dec, top]")
+        cut = as_stamp(row[0], "a counter base cut")
+        zero_at = as_stamp(row[1], "a counter base zero_at")
+        top = as_count(row[4], "a counter base top", MAX_STAMP)
+        sums = self.max_total << BASE_SUM_BITS
+        inc = as_count(row[2], "a counter base sum", sums)
+        dec = as_count(row[3], "a counter base sum", sums)
+        if zero_at < cut or top >= cut:
+            fail("a counter base must have cut <= zero_at and top < cut")
+        return Base(cut, zero_at, inc, dec, top)
+
     def registers(self, block: object) -> list[tuple[str, Entry]]:
         """Check and convert the column block of plain registers.
 
@@ -312,10 +337,13 @@ class EntryReader:
             entry.doc = self.doc(item[3])
         if len(item) >= 3 and (item[2] is not None or len(item) == 3):
             counter = as_array(item[2], "a counter")
-            if len(counter) not in (3, 4):
-                fail("a counter must be [totals, removed, context] or [totals, removed, context, expiry]")
+            if len(counter) not in (3, 4, 5):
+                fail(
+                    "a counter must be [totals, removed, context], [totals, removed, context, expiry] "
+                    "or [totals, removed, context, expiry / null, base]"
+                )
             expiry: tuple[int, int] | None = None
-            if len(counter) == 4:
+            if len(counter) == 4 or (len(counter) == 5 and counter[3] is not None):
                 pair = as_array(counter[3], "a counter expiry")
                 if len(pair) != 2:
                     fail("a counter expiry must be [epoch, expires_ms]")
@@ -332,7 +360,8 @@ class EntryReader:
                 have = totals.get(origin)
                 if have is None or have[2] < stamp or have[0] < inc or have[1] < dec:
                     fail("counter removed baseline exceeds its totals")
-            entry.counter = CounterState(totals, removed, context, expiry)
+            base = self.base(counter[4]) if len(counter) == 5 else None
+            entry.counter = CounterState(totals, removed, context, expiry, base)
         elif not entry.stamp and entry.doc is None:
             fail("an entry needs a register write, a counter or a document")
         return key, entry

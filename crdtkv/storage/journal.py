@@ -26,7 +26,7 @@ def attach(state: ReplicaState, storage: Storage) -> Callable[[], None]:
     entries = state.entries
     clock = state.clock
     vv = state.vv
-    collected = state.collected
+    marks = state.marks
     stage = storage.stage
 
     def journal(keys: Sequence[str], cause: Cause) -> None:
@@ -34,7 +34,7 @@ def attach(state: ReplicaState, storage: Storage) -> Callable[[], None]:
         rows = {
             key: (encode_row(key, entry) if (entry := entries.get(key)) is not None else None) for key in keys
         }
-        stage(rows, dict(vv), clock.last, dict(collected))
+        stage(rows, dict(vv), clock.last, marks())
 
     def detach() -> None:
         state.feed.unsubscribe(journal)
