@@ -28,11 +28,12 @@ other knows it holds (``told``), and sends only what changed:
 
 * **Batches** are numbered per link. A batch carries the entries with
   changes the peer lacks, cut into parts that fit a message, and (in its
-  last part) only the origins of its version vector that moved since the
-  batch it builds on (``base``). The receiver rebuilds the vector from the
-  one it last adopted and adopts it once it has every part and holds
-  ``base``; drops, duplicates and reordering never make it claim what it
-  lacks. A one-key batch costs the same at 3 PoPs and at 300.
+  last part) only the origins the batch brings the peer further in, with
+  their stamps ("moves"). The receiver joins them into the vector it last
+  adopted from this link and adopts the result once it has every part and
+  holds the batch it builds on (``base``); drops, duplicates and
+  reordering never make it claim what it lacks. A one-key batch costs the
+  same at 3 PoPs and at 300.
 * **Acks** name the last batch adopted, flag a gap (a batch that could not
   be adopted: the peer demonstrably lacks something, and the sender resends
   from the acknowledged batch), and list the origins of the receiver's own
@@ -749,7 +750,7 @@ class Session:
         if part.last:
             self._batch = None
             join_into(self.sent, batch.vv)
-            join_into(self.told, batch.vv)
+            join_into(self.told, batch.moves)  # what the peer learns this side holds
             self._chain = (batch.number, batch.vv)
             self._unacked.append((batch.number, batch.vv))
             if len(self._unacked) == 1:
@@ -788,7 +789,9 @@ class Session:
         if held:
             entries = state.entries
             keys = [key for key in keys if key in entries and _sendable(dots(entries[key]), sent, held)]
-        moves = {origin: stamp for origin, stamp in vv.items() if chain.get(origin, 0) < stamp}
+        # only the origins this batch brings the peer further in: a link that carried nothing
+        # for a while still sends a one-key batch with one origin, however many moved elsewhere
+        moves = {origin: stamp for origin, stamp in vv.items() if sent.get(origin, 0) < stamp}
         self._batch_number += 1
         batch = self._batch = _Batch(self._batch_number, base, keys, dict(sent), vv, moves)
         return batch
