@@ -41,6 +41,15 @@ def origins_held(state: ReplicaState) -> set[str]:
     return found
 
 
+def witness(clock: FakeClock, *stores: KvStore) -> KvStore:
+    """A live replica that writes now and reaches ``stores``: they are not cut off, so they may prune."""
+    live = KvStore.open("t", replica_id="witness", clock=clock, limits=LIMITS)
+    live.put("beat", 1)
+    for store in stores:
+        store.merge(live)
+    return live
+
+
 def one_counter_message(a: KvStore, b: KvStore) -> int:
     """Bytes of the delta ``a`` sends ``b`` (in step with it) after one incr."""
     a.incr("hits")
@@ -136,6 +145,7 @@ def test_a_replica_that_pruned_and_one_that_has_not_merge_exactly_both_ways() ->
         a.incr("hits", 1)
         sync([a, b])
         clock.advance(PRUNE + 1)
+        witness(clock, a, b)
         first, second = (a, b) if pruned_first else (b, a)
         first.collect_garbage()  # collects the deleted counter and prunes
         # every origin was silent for prune_after: old's, the other's and its own (it moves on)
@@ -165,6 +175,7 @@ def test_a_delete_after_the_fold_removes_the_folded_increments_on_both_sides() -
     a.incr("hits", 1)
     sync([old, a, b])
     clock.advance(PRUNE + 1)
+    witness(clock, a, b)
     a.replica.prune()
     b.delete("hits")  # b has not pruned: its delete removes old's row itself
     a.incr("hits", 2)  # concurrent with the delete: survives it
@@ -185,8 +196,9 @@ def test_a_new_replica_still_receives_keys_written_by_retired_origins() -> None:
     old.incr("hits", 4)
     a.merge(old)
     clock.advance(PRUNE + 1)
+    live = witness(clock, a)
     a.collect_garbage()
-    assert a.replica.pruned and set(a.replica.vv) <= {a.origin, RETIRED}
+    assert a.replica.pruned and set(a.replica.vv) <= {a.origin, live.origin, RETIRED}
     new = KvStore.open("t", replica_id="new", clock=clock, limits=LIMITS)
     new.merge(a)
     assert new.get("config") == "v1" and new.get("hits") == 4
@@ -201,6 +213,7 @@ def test_stale_copies_of_a_pruned_origin_are_dropped_and_it_never_comes_back() -
     a.merge(old)
     stale = old.snapshot()
     clock.advance(PRUNE + 1)
+    witness(clock, a)
     a.collect_garbage()
     a.merge(stale)
     a.merge(old)
@@ -211,6 +224,19 @@ def test_stale_copies_of_a_pruned_origin_are_dropped_and_it_never_comes_back() -
     assert not a.replica.missed_collection({old.origin: last})
     assert a.replica.missed_collection({old.origin: last - 1})
     assert a.replica.missed_collection({old.origin: last + 1})
+
+
+def test_a_replica_that_heard_from_no_live_origin_does_not_prune() -> None:
+    clock = FakeClock()
+    old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
+    a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
+    old.incr("hits", 4)
+    a.merge(old)
+    clock.advance(PRUNE + 1)
+    assert a.replica.prune() == 0  # cut off, as far as it can tell: it keeps everything
+    assert old.origin in a.replica.vv
+    witness(clock, a)
+    assert a.replica.prune() == 1 and old.origin not in a.replica.vv
 
 
 def test_a_live_replica_writes_heartbeats_and_is_never_pruned() -> None:
@@ -245,6 +271,7 @@ def test_pruning_is_persisted(tmp_path: Path) -> None:
     a.incr("hits", 1)
     a.merge(old)
     clock.advance(PRUNE + 1)
+    witness(clock, a)
     a.collect_garbage()
     pruned = dict(a.replica.pruned)
     digest = a.digest()
@@ -264,10 +291,12 @@ def test_a_counter_base_survives_the_wire_and_is_checked() -> None:
     old.incr("hits", 4)
     a.merge(old)
     clock.advance(PRUNE + 1)
+    witness(clock, a)
     a.replica.prune()
     delta = a.replica.full_state()
     back = decode_delta(encode_delta(delta), LIMITS)
-    assert back.entries == delta.entries
+    assert sorted(back.entries, key=lambda item: item[0]) == sorted(delta.entries, key=lambda item: item[0])
+    assert dict(back.entries)["hits"].counter.base is not None  # type: ignore[union-attr]
     assert KvStore.from_snapshot(a.snapshot(), limits=LIMITS).get("hits") == 4
 
 

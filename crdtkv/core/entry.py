@@ -158,11 +158,12 @@ class CounterState:
         cut, _, inc, dec, top = self.base or (0, 0, 0, 0, 0)
         totals, removed, context = self.totals, self.removed, self.context
         for origin in gone:
-            cut = max(cut, last[origin] + 1)
-            context.pop(origin, None)
+            # (a replica may hold an operation above its vector's entry: the cut covers it too)
+            cut = max(cut, last[origin] + 1, context.pop(origin, 0) + 1)
             row = totals.pop(origin, None)
             if row is None:
                 continue
+            cut = max(cut, row[2] + 1)
             seen = removed.pop(origin, None)
             gone_inc, gone_dec, gone_stamp = seen if seen is not None else (0, 0, 0)
             inc += row[0] - gone_inc

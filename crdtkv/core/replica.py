@@ -476,11 +476,23 @@ class ReplicaState:
 
     # -- replication -----------------------------------------------------------
 
-    def changed_keys_since(self, vv: dict[str, int]) -> set[str]:
-        """Keys carrying an operation that ``vv`` does not cover."""
+    def changed_keys_since(self, vv: dict[str, int], origins: Iterable[str] | None = None) -> set[str]:
+        """Keys carrying an operation that ``vv`` does not cover.
+
+        With ``origins``, only operations of those origins are looked for (a
+        session names the origins that moved: its cost then follows them, not
+        the number of origins the replica ever saw).
+        """
         changed: set[str] = set()
-        for origin, log in self._logs.items():
-            changed.update(key for key, _ in log.after(vv.get(origin, 0)))
+        logs = self._logs
+        if origins is None:
+            for origin, log in logs.items():
+                changed.update(key for key, _ in log.after(vv.get(origin, 0)))
+            return changed
+        for origin in origins:
+            found = logs.get(origin)
+            if found is not None:
+                changed.update(key for key, _ in found.after(vv.get(origin, 0)))
         return changed
 
     def delta_since(self, vv: dict[str, int]) -> Delta:
@@ -721,6 +733,19 @@ class ReplicaState:
             self._rotate(self.clock.tick())
         gone = retired(self.vv, self.origin, now_ms, self.limits.prune_after)
         if not gone:
+            return 0
+        own = self.origin
+        heard = max(
+            (
+                seen
+                for origin, seen in self.vv.items()
+                if origin not in gone and origin != own and origin[0] != "~"
+            ),
+            default=0,
+        )
+        if heard < (now_ms << 16) - self._rotate_after:
+            # no other live origin has reached this replica for longer than one may stay
+            # silent: this replica is cut off (stale), rather than everyone else retired
             return 0
         self.pruned.update(gone)
         vv = self.vv
