@@ -726,8 +726,8 @@ class ReplicaState:
         """
         if now_ms is None:
             now_ms = self.clock.now_ms()
-        own = self.vv.get(self.origin, 0)
-        if own and own < (now_ms - int(self.limits.prune_after * 1000)) << 16:
+        last = self.vv.get(self.origin, 0)
+        if last and last < (now_ms - int(self.limits.prune_after * 1000)) << 16:
             # silent as long as a retired origin: the base's cut must cover it too, so this
             # origin retires like any other and the replica writes as a new incarnation
             self._rotate(self.clock.tick())
