@@ -1,165 +1,218 @@
 """``crdtkv demo``: three PoPs replicate over WebSockets and count page views two ways.
 
-Three replica nodes (London, Sydney, New York) run in this process, each with
-its own store and a WebSocket listener on loopback, connected in a full mesh.
-Every PoP serves page-view traffic concurrently and counts each view twice:
-the classic edge-KV way (read the counter, add one, write it back) and with
+Three replica nodes (London, Sydney, New York) each run in a process of their
+own (:mod:`crdtkv.demo_pop`), as a deployment runs them, with their own store
+and a WebSocket listener on loopback, connected in a full mesh. Every PoP
+serves its share of the page-view traffic and counts each view twice: the
+classic edge-KV way (read the counter, add one, write it back) and with
 ``incr``. A live view shows each PoP's values converging; at the end the demo
-prints the exact totals, what read-modify-write lost, and the measured
-propagation latency of small writes between PoPs.
+prints the exact totals, what read-modify-write lost, the propagation latency
+of small writes from London to the others (timed across processes with the
+machine's monotonic clock) and each process's event-loop lag.
+
+The children are killed on any failure and on Ctrl-C, and stop by themselves
+when this process goes away, so no PoP outlives the demo.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import random
 import statistics
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .core.feed import Cause, Stage, Subscriber
-from .errors import InvalidArgument
-from .node import Node
-from .store import KvStore
-from .transport import Transport, transport_factory
+from .demo_pop import POPS, percentile
+from .errors import CrdtKvError, InvalidArgument
 
-POPS = ("london", "sydney", "new-york")
 #: Share of the traffic each PoP serves.
 SHARES = (0.45, 0.20, 0.35)
-RMW_KEY = "views:read-modify-write"
-INCR_KEY = "views:incr"
-SECRET = b"demo-shared-secret"
+#: How long a PoP's process may take to start, link up, or answer a command.
+STEP_TIMEOUT = 30.0
+#: How long the demo waits after the traffic for every PoP to count every view.
+COUNT_TIMEOUT = 60.0
+#: Longest event line a PoP sends (its report carries the probe delays).
+MAX_LINE = 1 << 24
 
 
-class LatencyProbe:
-    """Writes timestamped probe keys at one PoP and notes when others see them."""
-
-    def __init__(self, source: KvStore, sinks: list[KvStore]) -> None:
-        self.source = source
-        self.sent: dict[str, int] = {}
-        self.samples: list[float] = []
-        self._pending: list[dict[str, int]] = []
-        for sink in sinks:
-            pending: dict[str, int] = {}
-            self._pending.append(pending)
-            sink.replica.feed.subscribe(self._watcher(sink, pending), Stage.REPLICATION)
-
-    def _watcher(self, sink: KvStore, pending: dict[str, int]) -> Subscriber:
-        def changed(keys: Sequence[str], cause: Cause) -> None:
-            now = time.perf_counter_ns()
-            for key in [key for key in pending if key in sink]:
-                self.samples.append((now - pending.pop(key)) / 1e6)
-
-        return changed
-
-    def send(self, number: int) -> None:
-        key = f"probe:{number}"
-        now = time.perf_counter_ns()
-        for pending in self._pending:
-            pending[key] = now
-        self.source.put(key, number, ttl=60.0)
+class DemoFailed(CrdtKvError):
+    """A PoP's process failed or exited early; the message says which and why."""
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+@dataclass
+class Pop:
+    """The demo's handle on one PoP's process: JSON-line commands in, events out."""
+
+    name: str
+    process: anyio.abc.Process
+    stdin: anyio.abc.ByteSendStream
+    url: str = ""
+    last: dict[str, Any] = field(default_factory=dict)
+
+    async def send(self, command: str, **fields: Any) -> None:
+        try:
+            await self.stdin.send(json.dumps({"cmd": command, **fields}).encode() + b"\n")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            raise DemoFailed(f"the {self.name} PoP's process is gone") from None
 
 
-async def _traffic(store: KvStore, views: int, seconds: float, rnd: random.Random) -> None:
-    """Serve ``views`` page views spread over ``seconds``, in small bursts."""
-    deadline = time.monotonic() + seconds
-    served = 0
-    while served < views:
-        burst = min(views - served, rnd.randint(1, 20))
-        for _ in range(burst):
-            store.put(RMW_KEY, store.get(RMW_KEY, 0) + 1)  # the classic: read, add one, write back
-            store.incr(INCR_KEY)
-        served += burst
-        remaining = max(0.0, deadline - time.monotonic())
-        await anyio.sleep(remaining * burst / max(1, views - served + burst) * rnd.uniform(0.5, 1.5))
+#: (the PoP, one of its events)
+Event = tuple[Pop, dict[str, Any]]
 
 
-def _row(label: str, stores: list[KvStore]) -> str:
-    cells = [f"{s.get(RMW_KEY, 0):>9,} / {s.get(INCR_KEY, 0):>8,}" for s in stores]
+async def read_events(pop: Pop, events: MemoryObjectSendStream[Event]) -> None:
+    """Pass on each event line of ``pop``; end with an ``exit`` event when its output closes."""
+    assert pop.process.stdout is not None
+    lines = BufferedByteReceiveStream(pop.process.stdout)
+    try:
+        while True:
+            event = json.loads(await lines.receive_until(b"\n", MAX_LINE))
+            await events.send((pop, event))
+    except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, json.JSONDecodeError):
+        await events.send((pop, {"event": "exit"}))
+
+
+class Events:
+    """Every PoP's events in one stream, in arrival order."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[Event]) -> None:
+        self.receive = receive
+
+    async def next(self) -> Event:
+        pop, event = await self.receive.receive()
+        if event["event"] == "error":
+            raise DemoFailed(f"the {pop.name} PoP failed: {event['error']}")
+        if event["event"] == "exit":
+            code = await pop.process.wait()
+            raise DemoFailed(f"the {pop.name} PoP's process exited early (exit code {code})")
+        return pop, event
+
+    async def gather(self, event: str, pops: list[Pop]) -> None:
+        """Wait for ``event`` from each of ``pops``, keeping its fields in ``pop.last``.
+
+        Late news of the traffic (ticks, counted) is skipped.
+        """
+        waiting = set(map(id, pops))
+        with anyio.fail_after(STEP_TIMEOUT):
+            while waiting:
+                pop, received = await self.next()
+                if received["event"] in ("tick", "counted"):
+                    continue
+                if received["event"] != event or id(pop) not in waiting:
+                    raise DemoFailed(f"the {pop.name} PoP sent {received['event']!r}, not {event!r}")
+                pop.last = received
+                waiting.discard(id(pop))
+
+
+@asynccontextmanager
+async def pop_processes(configs: list[dict[str, Any]]) -> AsyncIterator[tuple[list[Pop], Events]]:
+    """Start one process per PoP; on the way out ask them to quit, and kill any still running."""
+    send, receive = anyio.create_memory_object_stream[Event](math.inf)
+    pops: list[Pop] = []
+    try:
+        async with anyio.create_task_group() as readers:
+            for config in configs:
+                process = await anyio.open_process(
+                    [sys.executable, "-m", "crdtkv.demo_pop", json.dumps(config)], stderr=None
+                )
+                assert process.stdin is not None
+                pops.append(Pop(config["pop"], process, process.stdin))
+                readers.start_soon(read_events, pops[-1], send)
+            try:
+                yield pops, Events(receive)
+                for pop in pops:
+                    await pop.send("quit")
+                with anyio.fail_after(STEP_TIMEOUT):
+                    for pop in pops:
+                        await pop.process.wait()
+            finally:
+                readers.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            for pop in pops:
+                if pop.process.returncode is None:
+                    pop.process.kill()
+            for pop in pops:
+                await pop.process.wait()
+                await pop.process.aclose()
+
+
+def _row(label: str, values: list[dict[str, Any]]) -> str:
+    cells = [f"{v.get('rmw', 0):>9,} / {v.get('incr', 0):>8,}" for v in values]
     return f"{label:>7}  " + "  ".join(f"{cell:>20}" for cell in cells)
 
 
 async def _run(total: int, seconds: float, seed: int, wan_delay: float) -> int:
-    rnd = random.Random(seed)
-    transports: dict[str, Transport] | None = None
-    urls = ["ws://127.0.0.1:0"] * len(POPS)
-    if wan_delay > 0:
-        # the in-process transport (a plug-in, found by its scheme) on a network of its
-        # own that delays each message on its own, like a WAN link
-        transports = {"memory": transport_factory("memory")(seed=seed, delay=wan_delay)}
-        urls = [f"memory://{pop}" for pop in POPS]
-    stores = [KvStore.open("demo", replica_id=pop) for pop in POPS]
     per_pop = [round(total * share) for share in SHARES]
     per_pop[0] += total - sum(per_pop)
     shares = ", ".join(f"{pop} {count:,}" for pop, count in zip(POPS, per_pop, strict=True))
     print(f"crdtkv demo: {total:,} page views at {len(POPS)} PoPs ({shares}) over about {seconds:g} s.")
+    link = "a loopback WebSocket"
     if wan_delay > 0:
-        print(
-            f"Each PoP is a replica node on the in-process transport, {wan_delay * 1000:g} ms one-way"
-            " between any two, in a full mesh, with a shared secret.\n"
-        )
-    else:
-        print("Each PoP is a replica node on a loopback WebSocket, in a full mesh, with a shared secret.\n")
-    async with (
-        Node(stores[2], listen=urls[2], secret=SECRET, transports=transports) as newyork,
-        Node(
-            stores[1],
-            listen=urls[1],
-            peers=[newyork.url or ""],
-            secret=SECRET,
-            transports=transports,
-        ) as sydney,
-        Node(
-            stores[0],
-            listen=urls[0],
-            peers=[sydney.url or "", newyork.url or ""],
-            secret=SECRET,
-            transports=transports,
-        ) as london,
-    ):
-        await london.wait_for_peers(2)
-        await sydney.wait_for_peers(2)
-        await newyork.wait_for_peers(2)
-        for pop, node in zip(POPS, (london, sydney, newyork), strict=True):
-            print(f"  {pop:<9} {node.url}")
+        link += f" that holds every message back {wan_delay * 1000:g} ms one-way, like a WAN"
+    print(f"Each PoP is a replica node in its own process on {link}, in a full mesh, with a shared secret.\n")
+    configs = [
+        {"pop": pop, "views": views, "total": total, "seconds": seconds, "seed": seed * 31 + i,
+         "wan_delay": wan_delay, "probe": i == 0}
+        for i, (pop, views) in enumerate(zip(POPS, per_pop, strict=True))
+    ]  # fmt: skip
+    async with pop_processes(configs) as (pops, events):
+        # the last PoP listens first; each one before it dials every PoP after it: a full mesh
+        for i in reversed(range(len(pops))):
+            await pops[i].send("start", peers=[pop.url for pop in pops[i + 1 :]])
+            await events.gather("listening", [pops[i]])
+            pops[i].url = pops[i].last["url"]
+        await events.gather("ready", pops)
+        for pop in pops:
+            print(f"  {pop.name:<9} {pop.url}")
         print("\n   time  " + "  ".join(f"{pop:>20}" for pop in POPS))
         print("         " + "  ".join(f"{'read+write / incr':>20}" for _ in POPS))
-        probe = LatencyProbe(stores[0], stores[1:])
         started = time.monotonic()
-        async with anyio.create_task_group() as group:
-            for store, views in zip(stores, per_pop, strict=True):
-                group.start_soon(_traffic, store, views, seconds, random.Random(rnd.random()))
-
-            async def report() -> None:
-                number = 0
-                while True:
-                    for _ in range(10):
-                        await anyio.sleep(0.05)
-                        number += 1
-                        probe.send(number)
-                    print(_row(f"{time.monotonic() - started:5.1f}s", stores), flush=True)
-
-            group.start_soon(report)
-            await anyio.sleep(seconds)
-            while any(s.get(INCR_KEY, 0) < sum(per_pop) for s in stores) and time.monotonic() - started < 60:
-                await anyio.sleep(0.05)
-            group.cancel_scope.cancel()
-        with anyio.fail_after(30):
-            while len({store.digest() for store in stores}) > 1:
+        for pop in pops:
+            await pop.send("go")
+        ticks: dict[int, dict[str, dict[str, Any]]] = {}
+        counted: set[str] = set()
+        with anyio.move_on_after(seconds + COUNT_TIMEOUT):
+            while len(counted) < len(pops):
+                pop, event = await events.next()
+                if event["event"] == "counted":
+                    counted.add(pop.name)
+                elif event["event"] == "tick":
+                    row = ticks.setdefault(event["n"], {})
+                    row[pop.name] = event
+                    if len(row) == len(pops):
+                        label = f"{time.monotonic() - started:5.1f}s"
+                        print(_row(label, [row[name] for name in POPS]), flush=True)
+                        del ticks[event["n"]]
+        for pop in pops:
+            await pop.send("stop")
+        await events.gather("stopped", pops)
+        with anyio.fail_after(STEP_TIMEOUT):
+            while True:
+                for pop in pops:
+                    await pop.send("digest")
+                await events.gather("digest", pops)
+                if len({pop.last["digest"] for pop in pops}) == 1:
+                    break
                 await anyio.sleep(0.01)
-        print(_row("final", stores))
-    elapsed = time.monotonic() - started
-    rmw = stores[0].get(RMW_KEY)
-    incr = stores[0].get(INCR_KEY)
-    samples = probe.samples
-    print(f"\nafter {elapsed:.1f} s, all PoPs converged (equal digests: {stores[0].digest()[:16]}...):")
+        elapsed = time.monotonic() - started
+        for pop in pops:
+            await pop.send("report")
+        await events.gather("report", pops)
+        reports = [pop.last for pop in pops]
+    print(_row("final", reports))
+    rmw, incr, digest = reports[0]["rmw"], reports[0]["incr"], reports[0]["digest"]
+    samples = [delay for report in reports for delay in report["delays"]]
+    print(f"\nafter {elapsed:.1f} s, all PoPs converged (equal digests: {digest[:16]}...):")
     print(f"  page views served:          {total:>9,}")
     lost = total - rmw
     print(f"  read-modify-write counter:  {rmw:>9,}  ({lost:,} increments lost, {lost / total:.0%})")
@@ -167,8 +220,10 @@ async def _run(total: int, seconds: float, seed: int, wan_delay: float) -> int:
     if samples:
         print(
             f"  propagation London -> Sydney/New York: p50 {statistics.median(samples):.2f} ms, "
-            f"p99 {_percentile(samples, 0.99):.2f} ms ({len(samples)} probes, under load)"
+            f"p99 {percentile(samples, 0.99):.2f} ms ({len(samples)} probes, under load)"
         )
+    lags = ", ".join(f"{pop} {report['lag_p99']:.2f} ms" for pop, report in zip(POPS, reports, strict=True))
+    print(f"  event-loop lag p99 (each PoP's process): {lags}")
     ok = incr == total
     if not ok:
         print("  ERROR: incr lost increments")
@@ -178,9 +233,10 @@ async def _run(total: int, seconds: float, seed: int, wan_delay: float) -> int:
 def run(total: int = 30_000, seconds: float = 5.0, seed: int = 2026, wan_delay: float = 0.0) -> int:
     """Run the demo; return the process exit code (0, or 2 if incr lost increments).
 
-    ``wan_delay``: seconds added to every message. Raises InvalidArgument for
-    no page views, a run time that is not a positive number of seconds, or a
-    negative delay.
+    ``wan_delay``: seconds every message is held back on arrival. Raises
+    InvalidArgument for no page views, a run time that is not a positive
+    number of seconds, or a negative delay, and DemoFailed if a PoP's process
+    fails.
     """
     if type(total) is not int or total < 1:
         raise InvalidArgument(f"the demo needs at least 1 page view, not {total!r}")
@@ -188,4 +244,12 @@ def run(total: int = 30_000, seconds: float = 5.0, seed: int = 2026, wan_delay: 
         raise InvalidArgument(f"the demo runs for a positive number of seconds, not {seconds!r}")
     if not (isinstance(wan_delay, int | float) and math.isfinite(wan_delay) and wan_delay >= 0):
         raise InvalidArgument(f"the WAN delay must be zero or more, not {wan_delay!r}")
-    return anyio.run(_run, total, seconds, seed, wan_delay)
+    try:
+        return anyio.run(_run, total, seconds, seed, wan_delay)
+    except BaseExceptionGroup as group:  # the task groups' wrapping of one failure
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if leaf is group:
+            raise
+        raise leaf from None
