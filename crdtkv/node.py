@@ -336,8 +336,9 @@ class Node:
         now = time.monotonic()
         if cause is Cause.MERGE:
             # every peer hears that this node holds it; the others get it once the hold ends
+            origins = self._holds.merging  # known when a session merges (None otherwise)
             for link in self._links:
-                link.session.local_changed(now, forwarded=True)
+                link.session.local_changed(now, forwarded=True, origins=origins)
                 link.poke()
             return
         for link in self._links:
@@ -647,15 +648,19 @@ class Node:
             link._taken = sum(len(data) for data in out)
             link._note()
             self._handle(link, session.events())
-            for data in out:
-                with anyio.move_on_after(stall) as scope:
-                    await connection.send(data)
+            if out:
+                # one cancel scope for what goes out now, its deadline renewed per message:
+                # a send that makes no progress for ``stall`` closes the link
+                with anyio.CancelScope() as scope:
+                    for data in out:
+                        scope.deadline = anyio.current_time() + stall
+                        await connection.send(data)
+                        link._taken -= len(data)
                 if scope.cancelled_caught:  # the peer takes nothing: it is gone or hostile
                     if not session.closed:
                         session.close(CLOSE_TIMEOUT, f"the peer read nothing for {stall:g} s")
                     self._handle(link, session.events())
                     return
-                link._taken -= len(data)
                 link.drained.set()
             for watcher in link.watchers:  # the link took some: a watch may forward again
                 if watcher.forward is not None:

@@ -39,7 +39,7 @@ BACKUP_FACTOR: Final = 3
 class Holds:
     """Per origin: when its changes were merged, and from which stamp on."""
 
-    __slots__ = ("_longest", "delay", "merges")
+    __slots__ = ("_longest", "delay", "merges", "merging")
 
     def __init__(self, delay: float) -> None:
         #: the hold of rank 0, in seconds (``SyncSettings.forward_delay``)
@@ -47,6 +47,9 @@ class Holds:
         #: origin -> (time of a merge, the origin's stamp here just before it), oldest first
         self.merges: dict[str, deque[tuple[float, int]]] = {}
         self._longest = delay * (1 + BACKUP_FACTOR * MAX_RANK)
+        #: while a session merges a batch: the origins it brings (the replica's other
+        #: sessions then look at those alone); None otherwise
+        self.merging: set[str] | None = None
 
     def merged(self, now: float, before: dict[str, int]) -> None:
         """Changes of these origins were merged; ``before`` holds each one's stamp until then."""

@@ -70,7 +70,7 @@ import hashlib
 import hmac
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -109,7 +109,7 @@ from .messages import (
     encode_message,
 )
 from .replica import ReplicaState
-from .vv import VersionVector, dominates, join_into
+from .vv import VersionVector, join_into
 from .wire import Delta, decode_delta, encode_delta
 
 #: A resend that brings no ack doubles the wait for the next, up to this many times ``resync_after``.
@@ -217,26 +217,15 @@ class Phase(enum.Enum):
 class _Batch:
     """A batch being sent: its keys, cut into parts as it goes out."""
 
-    __slots__ = ("base", "frame", "holds", "index", "keys", "moves", "number", "position", "vv")
+    __slots__ = ("base", "frame", "index", "keys", "moves", "number", "position")
 
-    def __init__(
-        self,
-        number: int,
-        base: int,
-        keys: list[str],
-        holds: VersionVector,
-        vv: VersionVector,
-        moves: VersionVector,
-    ) -> None:
+    def __init__(self, number: int, base: int, keys: list[str], moves: VersionVector) -> None:
         self.number = number
         #: the batch this one builds on (0: the peer's hello)
         self.base = base
         self.keys = keys
-        #: what the peer holds (documents are trimmed to it)
-        self.holds = holds
-        #: what the peer holds once it adopts this batch (this side holds it too)
-        self.vv = vv
-        #: the origins of ``vv`` that moved since ``base``: all the last part carries
+        #: the origins the batch brings the peer further in, with this side's stamps
+        #: (all of its vector that the last part carries)
         self.moves = moves
         self.position = 0
         self.index = 0
@@ -318,26 +307,31 @@ class Session:
         self._dirty_since = now
         #: when held changes are released for this link, if any are held
         self._release_at: float | None = None
+        #: when a have-only ack was first due (a change merged from another link), if one is
         self._have_since: float | None = None
+        #: batches adopted and not yet acknowledged, and when the first of them was adopted
+        self._acks_owed = 0
+        self._ack_since: float | None = None
         self._batch: _Batch | None = None
         self._batch_number = 0
-        #: the base of the next batch and its vector (the last one sent, or this side's hello):
-        #: the peer rebuilds the next batch's vector from it, so it never shrinks
-        self._chain: tuple[int, VersionVector] = (0, {})
-        #: the vector of the last batch the peer acknowledged (or this side's hello)
-        self._acked_vv: VersionVector = {}
-        #: (number, vv) of batches sent and not yet acknowledged, oldest first
+        #: the batch the next one builds on (the last sent, or after a resend the last acknowledged)
+        self._base = 0
+        #: origins whose stamp here may have moved past ``sent`` (None: any may have)
+        self._moved: set[str] | None = None
+        #: origins whose stamp here may have moved past ``told`` (None: any may have)
+        self._have_moved: set[str] | None = set()
+        #: (number, moves) of batches sent and not yet acknowledged, oldest first
         self._unacked: deque[tuple[int, VersionVector]] = deque()
         self._progress_at = now
         self._backoff = 1
         self._rewound_to = -1
-        #: the rank the peer gave this link (see :mod:`.forwarding`)
+        #: the rank the peer gave this link, and the one this side gave it (see :mod:`.forwarding`)
         self.peer_rank = 0
+        self.rank = 0
         self._reopened = False
         # -- what comes in
-        #: the number and vector of the last batch adopted from the peer
+        #: the number of the last batch adopted from the peer
         self._adopted = 0
-        self._peer_vv: VersionVector = {}
         self._incoming: _Incoming | None = None
         self._gap_reported = -1
         # -- timers
@@ -428,9 +422,6 @@ class Session:
     def _hello(self, role: str) -> Hello:
         vv = dict(self.state.vv) if role == ROLE_PEER else {}
         self.told = dict(vv)
-        # the first batch's moves are taken from this vector, which the peer rebuilds from
-        self._chain = (0, vv)
-        self._acked_vv = vv
         unsigned = Hello(PROTOCOL_VERSION, self.state.name, self.state.origin, role, self._nonce, b"", vv)
         if self.secret is None:
             return unsigned
@@ -483,7 +474,6 @@ class Session:
         self.phase = Phase.OPEN
         self.sent = dict(hello.vv)
         self.known = dict(hello.vv)
-        self._peer_vv = dict(hello.vv)
         self._dirty = True
         self._dirty_since = now - self.settings.batch_window  # catch up at once
         self._progress_at = now
@@ -524,9 +514,8 @@ class Session:
         full = len(unacked) >= self.settings.max_unacked_batches
         progressed = False
         while unacked and unacked[0][0] <= ack.batch:
-            _, vv = unacked.popleft()
-            join_into(self.known, vv)
-            self._acked_vv = vv
+            _, moves = unacked.popleft()
+            join_into(self.known, moves)
             progressed = True
         if progressed:
             self._progress_at = now
@@ -546,7 +535,7 @@ class Session:
         incoming = self._incoming
         if part.batch > self._adopted and (incoming is None or part.batch > incoming.number):
             incoming = self._incoming = _Incoming(part.batch, part.base)
-        adopt: VersionVector | None = None
+        adopt: VersionVector | None = None  # the batch's moves, once it may be adopted
         gap = False
         if incoming is not None and part.batch == incoming.number and part.index not in incoming.seen:
             incoming.seen.add(part.index)
@@ -556,24 +545,37 @@ class Session:
             if incoming.complete:
                 self._incoming = None
                 if incoming.base <= self._adopted:
-                    assert incoming.moves is not None
-                    adopt = dict(self._peer_vv)
-                    join_into(adopt, incoming.moves)
+                    adopt = incoming.moves
                 else:
                     gap = True  # it builds on a batch never adopted here
         state = self.state
-        if self.holds is not None and delta.entries:
-            self.holds.merged(now, self._moved_by(delta))
-        changed = state.apply(Delta(delta.name, adopt or {}, delta.entries))
+        holds = self.holds
+        if holds is not None:
+            moved = self._moved_by(delta)
+            holds.merged(now, moved)
+            # the other links of this replica learn which origins moved (see Node)
+            holds.merging = set(moved) | set(adopt) if adopt else set(moved)
+        try:
+            changed = state.apply(Delta(delta.name, adopt or {}, delta.entries))
+        finally:
+            if holds is not None:
+                holds.merging = None
         self.stats["entries_received"] += len(delta.entries)
         if adopt is not None:
             assert incoming is not None
+            # the batch's vector is the one adopted before it joined with its moves: joining
+            # the moves alone into this replica's vector, and into what the sender is known
+            # to hold, is the same
             self._adopted = incoming.number
-            self._peer_vv = adopt
             join_into(self.sent, adopt)  # the sender holds it: never echo it back
             join_into(self.known, adopt)
             join_into(self.told, adopt)  # and it knows this side holds it now
-            self._send_ack(False)
+            self._acks_owed += 1
+            if self._acks_owed >= max(1, self.settings.max_unacked_batches // 2):
+                self._send_ack(False)  # the sender may soon wait for it
+            elif self._ack_since is None:
+                self._ack_since = now
+                self._reopened = True  # a new deadline for the sender
         elif gap and self._gap_reported != self._adopted:
             # ask for a resend from the last batch adopted, once per gap
             self._gap_reported = self._adopted
@@ -595,17 +597,39 @@ class Session:
                     before[origin] = held
         return before
 
+    @property
+    def _ack_window(self) -> float:
+        """How long acks and haves gather before one message carries them.
+
+        Half of how long the peer holds back what it forwards to this side
+        (which follows the rank this side gave the link): short enough that
+        a have reaches the peer before it would forward what this side holds,
+        long enough that a busy node sends one message per link for many
+        changes (a hub to its PoPs: one per 250 ms at the defaults).
+        """
+        settings = self.settings
+        if self.holds is None:
+            return max(settings.batch_window, settings.forward_delay / 4)
+        return max(settings.batch_window, self.holds.hold_for(self.rank) / 2)
+
     def _send_ack(self, missing: bool) -> None:
         have = self._have()
         self._send(Ack(self._adopted, missing, have))
-        self.stats["acks_sent"] += 1
-        self._have_since = None
+        if self._acks_owed:
+            self.stats["acks_sent"] += 1
+        else:
+            self.stats["haves_sent"] += 1
+        self._acks_owed = 0
+        self._ack_since = self._have_since = None
 
     def _have(self) -> VersionVector:
         """The origins of this replica's vector that moved since the peer was last told."""
         told = self.told
-        have = {origin: stamp for origin, stamp in self.state.vv.items() if told.get(origin, 0) < stamp}
+        vv = self.state.vv
+        candidates = vv if self._have_moved is None else self._have_moved
+        have = {origin: vv[origin] for origin in candidates if told.get(origin, 0) < vv.get(origin, 0)}
         told.update(have)
+        self._have_moved = set()
         return have
 
     # -- output ----------------------------------------------------------------------
@@ -615,27 +639,46 @@ class Session:
         """True while a batch for the peer is already scheduled."""
         return self._dirty
 
-    def local_changed(self, now: float, forwarded: bool = False) -> None:
+    def local_changed(
+        self, now: float, forwarded: bool = False, origins: Iterable[str] | None = None
+    ) -> None:
         """The store changed: schedule a batch for the peer.
 
         ``forwarded`` changes were merged from a peer: this side tells the
         peer it holds them (after ``batch_window``) and forwards what the peer
-        still lacks once the forwarding hold ends.
+        still lacks once the forwarding hold ends. ``origins`` names the
+        origins that moved, if known: the session then looks at those only.
         """
-        if forwarded and self.holds is not None:
-            if self._have_since is None:
-                self._have_since = now
-            release = now + self.holds.hold_for(self.peer_rank)
-            if self._release_at is None or release < self._release_at:
-                self._release_at = release
-        elif not self._dirty:
-            self._dirty = True
-            self._dirty_since = now
+        if not forwarded:
+            if self._moved is not None:
+                self._moved.add(self.state.origin)
+            if not self._dirty:
+                self._dirty = True
+                self._dirty_since = now
+            return
+        if origins is None:
+            self._moved = self._have_moved = None
+        else:
+            if self._moved is not None:
+                self._moved.update(origins)
+            if self._have_moved is not None:
+                self._have_moved.update(origins)
+        if self.holds is None:
+            if not self._dirty:
+                self._dirty = True
+                self._dirty_since = now
+            return
+        if self._have_since is None:
+            self._have_since = now
+        release = now + self.holds.hold_for(self.peer_rank)
+        if self._release_at is None or release < self._release_at:
+            self._release_at = release
 
     def prefer(self, rank: int) -> None:
         """Tell the peer the rank this side gives the link among its replication links."""
         if self.replicating:
-            self._send(Prefer(max(0, rank)))
+            self.rank = max(0, rank)
+            self._send(Prefer(self.rank))
 
     def outgoing(self, now: float) -> list[bytes]:
         """Messages to send now: control messages first, then at most one delta part."""
@@ -643,13 +686,16 @@ class Session:
         if self.phase is not Phase.CLOSED:
             self._check_timers(now)
         if self.replicating:
-            window = self.settings.batch_window
-            if self._have_since is not None and now - self._have_since >= window:
-                self._have_since = None
-                have = self._have()
-                if have:
-                    self._send(Ack(self._adopted, False, have))
-                    self.stats["haves_sent"] += 1
+            due = self._ack_deadline()
+            if due is not None and now >= due:
+                if self._acks_owed:
+                    self._send_ack(False)
+                else:
+                    self._have_since = None
+                    have = self._have()
+                    if have:
+                        self._send(Ack(self._adopted, False, have))
+                        self.stats["haves_sent"] += 1
             if not self._outbox:  # control messages (a hello, acks) go first
                 self._maybe_resend(now)
                 part = self._next_part(now)
@@ -695,11 +741,17 @@ class Session:
                     deadlines.append(self._dirty_since + settings.batch_window)
                 if self._release_at is not None and window_open:
                     deadlines.append(self._release_at)
-                if self._have_since is not None:
-                    deadlines.append(self._have_since + settings.batch_window)
+                due = self._ack_deadline()
+                if due is not None:
+                    deadlines.append(due)
                 if self._unacked:
                     deadlines.append(self._progress_at + settings.resync_after * self._backoff)
         return min(deadlines, default=now + settings.keepalive_interval)
+
+    def _ack_deadline(self) -> float | None:
+        """When the next ack (or have-only ack) must go out, if one is owed."""
+        since = [t for t in (self._ack_since, self._have_since) if t is not None]
+        return min(since) + self._ack_window if since else None
 
     def _check_timers(self, now: float) -> None:
         settings = self.settings
@@ -731,10 +783,8 @@ class Session:
         self._rewound_to = acked
         self._batch = None
         self.sent = dict(self.known)
-        # the next batch builds on the acknowledged one: the peer rebuilds its vector from
-        # the last it adopted, which is at least that one's, so the moves are taken from
-        # the acknowledged vector (here: what the peer holds, which includes it)
-        self._chain = (acked, self._acked_vv)
+        self._base = acked  # the peer holds it: the next batch builds on it
+        self._moved = None
         self._unacked.clear()
         self._dirty = True
         self._dirty_since = now - self.settings.batch_window
@@ -749,10 +799,10 @@ class Session:
         part = self._cut(batch)
         if part.last:
             self._batch = None
-            join_into(self.sent, batch.vv)
+            join_into(self.sent, batch.moves)
             join_into(self.told, batch.moves)  # what the peer learns this side holds
-            self._chain = (batch.number, batch.vv)
-            self._unacked.append((batch.number, batch.vv))
+            self._base = batch.number
+            self._unacked.append((batch.number, batch.moves))
             if len(self._unacked) == 1:
                 self._progress_at = now
         return part
@@ -774,26 +824,28 @@ class Session:
             held = self.holds.limits(now, hold)
             if held:
                 self._release_at = self.holds.release(now, hold)
-        # what this side holds and the peer will once it adopts the batch: held origins
-        # only up to their floor, and never below the vector the batch builds on
-        base, chain = self._chain
-        for origin, floor in held.items():
-            held[origin] = max(floor, chain.get(origin, 0))
-        vv = dict(state.vv)
-        for origin, limit in held.items():
-            if vv.get(origin, 0) > limit:
-                vv[origin] = limit
-        if dominates(sent, vv):
+        # the moves: each origin that may have moved, up to what this side holds (held
+        # origins up to their hold) where that is more than the peer holds
+        vv = state.vv
+        candidates = vv if self._moved is None else self._moved
+        moves: VersionVector = {}
+        for origin in candidates:
+            stamp = vv.get(origin, 0)
+            limit = held.get(origin)
+            if limit is not None and stamp > limit:
+                stamp = limit
+            if stamp > sent.get(origin, 0):
+                moves[origin] = stamp
+        # held origins are looked at again once released
+        self._moved = {origin for origin, limit in held.items() if vv.get(origin, 0) > limit}
+        if not moves:
             return None
-        keys = list(state.changed_keys_since(sent))
+        keys = list(state.changed_keys_since(sent, moves))
         if held:
             entries = state.entries
             keys = [key for key in keys if key in entries and _sendable(dots(entries[key]), sent, held)]
-        # only the origins this batch brings the peer further in: a link that carried nothing
-        # for a while still sends a one-key batch with one origin, however many moved elsewhere
-        moves = {origin: stamp for origin, stamp in vv.items() if sent.get(origin, 0) < stamp}
         self._batch_number += 1
-        batch = self._batch = _Batch(self._batch_number, base, keys, dict(sent), vv, moves)
+        batch = self._batch = _Batch(self._batch_number, self._base, keys, moves)
         return batch
 
     def _cut(self, batch: _Batch) -> Deltas:
@@ -814,7 +866,7 @@ class Session:
         while True:
             keys = batch.keys[batch.position : batch.position + count]
             last = batch.position + len(keys) >= len(batch.keys)
-            items = state.entries_for(keys, batch.holds, copy=False)
+            items = state.entries_for(keys, self.sent, copy=False)  # documents trimmed to it
             payload = encode_delta(Delta(state.name, batch.moves if last else {}, items))
             if len(payload) <= budget:
                 break

@@ -29,16 +29,17 @@ from .test_sync import check_outcome, pair, shuttle, unique_writes_and_counters
 
 
 def carry(dialer: Session, listener: Session, now: float) -> list[bytes]:
-    """Carry messages both ways at ``now`` until quiet; return every message carried."""
+    """Carry messages both ways at ``now``, then once acks are due, until quiet; return them all."""
     carried: list[bytes] = []
-    for _ in range(50):
-        out = [(data, listener) for data in dialer.outgoing(now)]
-        out += [(data, dialer) for data in listener.outgoing(now)]
-        if not out:
-            break
-        for data, to in out:
-            carried.append(data)
-            to.receive(data, now)
+    for at in (now, now + 0.01):  # acks gather for a quarter of forward_delay (5 ms here)
+        for _ in range(50):
+            out = [(data, listener) for data in dialer.outgoing(at)]
+            out += [(data, dialer) for data in listener.outgoing(at)]
+            if not out:
+                break
+            for data, to in out:
+                carried.append(data)
+                to.receive(data, at)
     return carried
 
 
@@ -117,11 +118,12 @@ def test_an_ack_received_does_not_wake_the_sender() -> None:
     dialer.local_changed(0.1)
     [part] = dialer.outgoing(0.2)
     listener.receive(part, 0.2)
-    assert listener.wants_send  # the ack waits to go out
-    [ack] = listener.outgoing(0.2)
+    assert listener.wants_send  # an ack is owed: the sender learns of its deadline
+    assert listener.outgoing(0.2) == []  # acks gather for a quarter of forward_delay
+    [ack] = listener.outgoing(0.21)
     assert isinstance(decode_message(ack, listener.limits), Ack)
-    dialer.receive(ack, 0.2)
-    assert not dialer.wants_send and dialer.outgoing(0.2) == []
+    dialer.receive(ack, 0.21)
+    assert not dialer.wants_send and dialer.outgoing(0.21) == []
 
 
 def test_a_lost_batch_is_resent_once_the_receiver_reports_the_gap() -> None:
