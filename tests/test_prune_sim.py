@@ -58,16 +58,7 @@ def settle(sim: Simulation, limit: float = 30.0) -> None:
     [
         (5, "mesh", 1),
         (5, "mesh", 2),
-        pytest.param(
-            30,
-            "star",
-            3,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="one leaf converges (equal digest) while its version vector stays behind the "
-                "hub's, so it never hears a live origin and never prunes: open with the v2 session",
-            ),
-        ),
+        (30, "star", 3),
     ],
 )
 def test_pruning_during_partitions_converges_exactly(replicas: int, topology: str, seed: int) -> None:

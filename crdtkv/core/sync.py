@@ -325,6 +325,8 @@ class Session:
         self._progress_at = now
         self._backoff = 1
         self._rewound_to = -1
+        #: the last batch the peer acknowledged: resends build on it
+        self._acked = 0
         #: the rank the peer gave this link, and the one this side gave it (see :mod:`.forwarding`)
         self.peer_rank = 0
         self.rank = 0
@@ -512,6 +514,7 @@ class Session:
             join_into(self.known, ack.have)
         unacked = self._unacked
         full = len(unacked) >= self.settings.max_unacked_batches
+        self._acked = max(self._acked, ack.batch)
         progressed = False
         while unacked and unacked[0][0] <= ack.batch:
             _, moves = unacked.popleft()
@@ -774,7 +777,7 @@ class Session:
         if self._batch is not None or not self._unacked:
             return
         if now - self._progress_at >= self.settings.resync_after * self._backoff:
-            self._rewind(now, self._unacked[0][0] - 1)
+            self._rewind(now, self._acked)
             self._backoff = min(self._backoff * 2, MAX_RESEND_BACKOFF)
             self._progress_at = now
 

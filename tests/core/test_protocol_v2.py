@@ -145,6 +145,32 @@ def test_a_lost_batch_is_resent_once_the_receiver_reports_the_gap() -> None:
     assert b.get("lost") == 1 and b.get("next") == 2 and a.digest() == b.digest()
 
 
+def test_a_resend_by_timer_builds_on_the_last_batch_the_peer_acknowledged() -> None:
+    a, b, dialer, listener = pair()
+    shuttle(dialer, listener)
+
+    def write(key: str, now: float, deliver: bool) -> None:
+        a.put(key, 1)
+        dialer.local_changed(now)
+        for data in dialer.outgoing(now + 0.003):
+            if deliver:
+                listener.receive(data, now + 0.003)
+
+    write("k1", 0.1, True)
+    carry(dialer, listener, 0.11)  # batch 1 acknowledged
+    write("k2", 0.2, False)  # batch 2 lost
+    write("k3", 0.21, True)  # batch 3 shows the gap ...
+    for data in listener.outgoing(0.22):
+        dialer.receive(data, 0.22)  # ... and the report makes the sender resend at once ...
+    assert dialer.stats["resyncs"] == 1
+    assert dialer.outgoing(0.23)  # ... but the resend is lost
+    write("k4", 0.3, True)  # building on the lost resend: a gap again, reported once only
+    assert all(not isinstance(decode_message(d, a._state.limits), Deltas) for d in listener.outgoing(0.4))
+    for now in (1.0, 2.0, 3.0):  # the timer resends, building on batch 1
+        carry(dialer, listener, now)
+    assert b._state.vv == a._state.vv and a.digest() == b.digest()
+
+
 def test_resends_without_acks_back_off_instead_of_storming() -> None:
     a, _b, dialer, listener = pair()
     shuttle(dialer, listener)
