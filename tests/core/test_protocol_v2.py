@@ -260,6 +260,12 @@ def claims_nothing_it_lacks(sim: Simulation) -> None:
                 stamp = dots(entry).get(own)
                 if stamp is not None and state.vv.get(own, 0) >= stamp and key not in state.entries:
                     raise AssertionError(f"{store.origin} claims {own}@{stamp} but lacks {key!r}")
+    for link in sim.links:  # and no session believes its peer holds more than it does
+        for session, peer in ((link.dialer, sim.stores[link.b]), (link.listener, sim.stores[link.a])):
+            if session is not None and session.replicating:
+                held = peer._state.vv
+                beyond = {o: v for o, v in session.known.items() if v > held.get(o, 0)}
+                assert not beyond, f"{session.state.origin} believes {peer.origin} holds {beyond}"
 
 
 def redundancy(sim: Simulation, writes: int) -> float:
