@@ -20,6 +20,7 @@ O(n), a watch of every key costs B a few microseconds each).
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
 import time
@@ -72,31 +73,49 @@ def ws_frame(size: int) -> int:
 
 
 class LoopLag:
-    """Event-loop lag: the oversleep of a 1 ms sleep, sampled throughout, and the thread's CPU meanwhile.
+    """Event-loop lag: the oversleep of a 1 ms sleep, sampled throughout.
 
-    Oversleep with the thread busy is the loop's own work (a callback that ran
-    long); oversleep with the thread idle is the process waiting for a core.
+    Where Linux tells (``/proc/thread-self/schedstat``), each sample also
+    notes how long the thread waited in the run queue, runnable but without a
+    CPU: lateness spent there is the machine's (other processes), the rest is
+    the loop's own work.
     """
 
     def __init__(self) -> None:
         self.late: list[float] = []
-        self.busy: list[float] = []
+        self.queued: list[float] = []
+        try:
+            self.schedstat: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self.schedstat = None
+
+    def run_queue_wait(self) -> float:
+        """Seconds this thread has waited for a CPU so far (0 where unknown)."""
+        if self.schedstat is None:
+            return 0.0
+        return int(os.pread(self.schedstat, 128, 0).split()[1]) / 1e9
 
     async def run(self) -> None:
-        while True:
-            wall, cpu = time.perf_counter(), time.thread_time()
-            await anyio.sleep(0.001)
-            self.late.append(time.perf_counter() - wall - 0.001)
-            self.busy.append(time.thread_time() - cpu)
+        try:
+            while True:
+                began, queued = time.perf_counter(), self.run_queue_wait()
+                await anyio.sleep(0.001)
+                self.late.append(time.perf_counter() - began - 0.001)
+                self.queued.append(self.run_queue_wait() - queued)
+        finally:
+            if self.schedstat is not None:
+                os.close(self.schedstat)
 
     def summary(self) -> dict[str, float]:
-        """p99 and max oversleep (s), and the share of the worst 1% of sleeps the thread spent running."""
+        """p99 and max oversleep (s), and the share of the worst 1% of oversleep spent waiting for a CPU."""
         if not self.late:
-            return {"p99": math.nan, "max": math.nan, "busy": math.nan}
+            return {"p99": math.nan, "max": math.nan, "waiting": math.nan}
         worst = sorted(range(len(self.late)), key=self.late.__getitem__)[-max(1, len(self.late) // 100) :]
-        spent = sum(self.late[i] + 0.001 for i in worst)
-        busy = sum(self.busy[i] for i in worst) / spent
-        return {"p99": percentile(self.late, 0.99), "max": max(self.late), "busy": busy}
+        late = sum(self.late[i] for i in worst)
+        waiting = min(1.0, sum(self.queued[i] for i in worst) / late) if late > 0 else 0.0
+        if self.schedstat is None:
+            waiting = math.nan
+        return {"p99": percentile(self.late, 0.99), "max": max(self.late), "waiting": waiting}
 
 
 @asynccontextmanager
@@ -364,7 +383,8 @@ async def latency(o: Options) -> list[Row]:
 
     def lags(summaries: list[dict[str, float]]) -> str:
         each = [
-            f"{name} {fmt_time(lag['p99'])} ({lag['busy']:.0%} busy)"
+            f"{name} {fmt_time(lag['p99'])}"
+            + (f" ({lag['waiting']:.0%} waiting for a CPU)" if lag["waiting"] >= 0 else "")
             for name, lag in zip("ABC", summaries, strict=True)
         ]
         return "event-loop lag p99: " + ", ".join(each)
