@@ -10,7 +10,12 @@ origins that moved). Once the hold ends, a peer that still lacks the change
 gets it, through whatever path survives: holding only delays forwarding, it
 never drops it, so convergence never depends on it.
 
-How long a link holds is chosen by the receiving side: each node ranks its
+The receiving side steers it. A node asks the peer that first brought it a
+change of an origin to forward that origin's changes at once
+(:class:`~.messages.Route`): that peer is on its quickest path from the
+origin, so in steady state each change travels the quickest tree without
+any hold. Every other link holds. How long is chosen by the receiving side
+too: each node ranks its
 replication links (0 for the first it opened) and sends the rank
 (:class:`~.messages.Prefer`); a sender holds ``forward_delay * (1 + 3 * rank)``
 (rank at most 3). A PoP's first hub forwards after one delay, its second
@@ -39,7 +44,7 @@ BACKUP_FACTOR: Final = 3
 class Holds:
     """Per origin: when its changes were merged, and from which stamp on."""
 
-    __slots__ = ("_longest", "delay", "merges", "merging")
+    __slots__ = ("_longest", "delay", "merges", "merging", "routes")
 
     def __init__(self, delay: float) -> None:
         #: the hold of rank 0, in seconds (``SyncSettings.forward_delay``)
@@ -50,6 +55,9 @@ class Holds:
         #: while a session merges a batch: the origins it brings (the replica's other
         #: sessions then look at those alone); None otherwise
         self.merging: set[str] | None = None
+        #: origin -> the link (any token: a session) that first brought one of its changes;
+        #: that link's peer was asked to forward the origin's changes at once
+        self.routes: dict[str, object] = {}
 
     def merged(self, now: float, before: dict[str, int]) -> None:
         """Changes of these origins were merged; ``before`` holds each one's stamp until then."""
@@ -97,3 +105,17 @@ class Holds:
             merged_at + hold for queue in self.merges.values() for merged_at, _ in queue if merged_at > ripe
         ]
         return min(times, default=None)
+
+    def route(self, link: object, origins: set[str]) -> list[str]:
+        """Origins newly routed through ``link``: those of ``origins`` with no route yet."""
+        routes = self.routes
+        new = [origin for origin in origins if origin not in routes]
+        for origin in new:
+            routes[origin] = link
+        return new
+
+    def forget(self, link: object) -> None:
+        """``link`` closed: its origins get a route again from the next link that brings them."""
+        routes = self.routes
+        for origin in [origin for origin, via in routes.items() if via is link]:
+            del routes[origin]

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import cbor2
 
-from .cbor import fail, load_bounded
+from .cbor import as_origin, fail, load_bounded
 from .hlc import MAX_STAMP
 from .limits import Limits
 from .vv import VersionVector, read_rows, write_rows
@@ -117,6 +117,17 @@ class Prefer:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Forward changes of these origins to the sender at once, not after the hold.
+
+    A node sends it to the peer that first brought it a change of an origin:
+    that peer is on its quickest path from the origin (see :mod:`.forwarding`).
+    """
+
+    origins: list[str]
+
+
+@dataclass(frozen=True)
 class Ping:
     token: int
 
@@ -150,7 +161,7 @@ class Response:
     value: Any
 
 
-Message = Challenge | Hello | Deltas | Ack | Prefer | Ping | Pong | Close | Request | Response
+Message = Challenge | Hello | Deltas | Ack | Prefer | Route | Ping | Pong | Close | Request | Response
 
 
 def _message_fields(message: Message) -> list[Any]:
@@ -232,6 +243,10 @@ def _ack(body: list[Any]) -> Ack:
     )
 
 
+def _origins(item: object) -> list[str]:
+    return [as_origin(origin) for origin in _typed(item, list, "a list of origins")]
+
+
 def _close(body: list[Any]) -> Close:
     reason = _typed(body[1], str, "a close reason")
     return Close(_uint(body[0], "a close code", 9999), reason[:MAX_REASON_CHARS])
@@ -269,6 +284,7 @@ REGISTRY: Final = (
     MessageType(8, Request, 3, _request),
     MessageType(9, Response, 3, _response),
     MessageType(10, Prefer, 1, lambda body: Prefer(_uint(body[0], "a rank", 2**16))),
+    MessageType(11, Route, 1, lambda body: Route(_origins(body[0]))),
 )
 _REGISTRY_BY_CODE: Final = {row.code: row for row in REGISTRY}
 _REGISTRY_BY_TYPE: Final = {row.cls: row for row in REGISTRY}

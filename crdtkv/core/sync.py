@@ -105,6 +105,7 @@ from .messages import (
     Prefer,
     Request,
     Response,
+    Route,
     decode_message,
     encode_message,
 )
@@ -114,6 +115,8 @@ from .wire import Delta, decode_delta, encode_delta
 
 #: A resend that brings no ack doubles the wait for the next, up to this many times ``resync_after``.
 MAX_RESEND_BACKOFF: Final = 16
+#: Origins a peer may ask this side to forward at once (more are held like the rest).
+MAX_ROUTED_ORIGINS: Final = 65_536
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,8 @@ class Session:
         #: the rank the peer gave this link, and the one this side gave it (see :mod:`.forwarding`)
         self.peer_rank = 0
         self.rank = 0
+        #: origins whose changes the peer asked to get at once (see :class:`~.messages.Route`)
+        self.routed: set[str] = set()
         self._reopened = False
         # -- what comes in
         #: the number of the last batch adopted from the peer
@@ -399,8 +404,7 @@ class Session:
         try:
             message = decode_message(data, self.limits)
             if isinstance(message, Close):
-                self.phase = Phase.CLOSED
-                self.close_code, self.close_reason = message.code, message.reason
+                self._closed(message.code, message.reason)
                 return [Closed(message.code, message.reason, by_peer=True)]
             handler = TRANSITIONS.get((self.phase, type(message)))
             if handler is None:
@@ -494,6 +498,13 @@ class Session:
         self.peer_rank = message.rank
         return []
 
+    def _on_route(self, message: Route, now: float) -> list[Event]:
+        if not self.replicating:
+            return [self._fail(CLOSE_PROTOCOL, "unexpected Route message")]
+        room = MAX_ROUTED_ORIGINS - len(self.routed)
+        self.routed.update(message.origins[: max(0, room)])
+        return []
+
     def _on_request(self, message: Request, now: float) -> list[Event]:
         if self.dialer or self.peer_role != ROLE_CLIENT:
             return [self._fail(CLOSE_PROTOCOL, "unexpected Request message")]
@@ -556,6 +567,10 @@ class Session:
         if holds is not None:
             moved = self._moved_by(delta)
             holds.merged(now, moved)
+            # this link brought the first change of these origins: ask for them at once
+            routed = holds.route(self, {origin for origin in moved if origin != self.peer_origin})
+            if routed:
+                self._send(Route(routed))
             # the other links of this replica learn which origins moved (see Node)
             holds.merging = set(moved) | set(adopt) if adopt else set(moved)
         try:
@@ -825,6 +840,8 @@ class Session:
         if self.holds is not None:
             hold = self.holds.hold_for(self.peer_rank)
             held = self.holds.limits(now, hold)
+            for origin in self.routed.intersection(held) if held else ():
+                del held[origin]  # the peer asked for them at once
             if held:
                 self._release_at = self.holds.release(now, hold)
         # the moves: each origin that may have moved, up to what this side holds (held
@@ -919,16 +936,19 @@ class Session:
         """
         if self.phase is Phase.CLOSED:
             return []
-        self.phase = Phase.CLOSED
-        self.close_code, self.close_reason = CLOSE_LOST, reason
-        self._batch = None
+        self._closed(CLOSE_LOST, reason)
         return [Closed(CLOSE_LOST, reason, by_peer=True)]
 
-    def _fail(self, code: int, reason: str) -> Closed:
-        authenticated = self._peer_verified
+    def _closed(self, code: int, reason: str) -> None:
         self.phase = Phase.CLOSED
         self.close_code, self.close_reason = code, reason
         self._batch = None
+        if self.holds is not None:
+            self.holds.forget(self)  # its origins get a route through the next link that brings them
+
+    def _fail(self, code: int, reason: str) -> Closed:
+        authenticated = self._peer_verified
+        self._closed(code, reason)
         if authenticated or code == CLOSE_AUTH or self.dialer:
             self._queue(encode_message(Close(code, reason)))
         return Closed(code, reason, by_peer=False)
@@ -964,6 +984,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], _Handler]] = {
     (Phase.OPEN, Deltas): Session._on_deltas,
     (Phase.OPEN, Ack): Session._on_ack,
     (Phase.OPEN, Prefer): Session._on_prefer,
+    (Phase.OPEN, Route): Session._on_route,
     (Phase.OPEN, Request): Session._on_request,
     (Phase.OPEN, Response): Session._on_response,
 }
