@@ -460,8 +460,8 @@ class Session:
             return [
                 self._fail(
                     CLOSE_STALE,
-                    f"replica {hello.origin} missed deletions already garbage-collected here "
-                    "(offline longer than gc_grace): rebuild it from a peer",
+                    f"replica {hello.origin} missed deletions or retired origins already "
+                    "garbage-collected or pruned here (offline longer than gc_grace): rebuild it from a peer",
                 )
             ]
         if hello.vv:
