@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 from crdtkv import NodeSettings
@@ -48,3 +49,27 @@ def test_serve_raises_a_low_open_file_limit_to_fit_max_connections(tmp_path: Pat
     finally:
         process.terminate()
         process.communicate(timeout=START_TIMEOUT)
+
+
+@pytest.mark.anyio
+async def test_a_large_catch_up_freezes_what_the_collector_tracks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a large merge the node calls gc.freeze(): the collector stops walking those objects."""
+    import gc
+
+    import crdtkv.node
+    from crdtkv import KvStore, Node
+
+    monkeypatch.setattr(crdtkv.node, "FREEZE_AFTER_ENTRIES", 500)
+    gc.unfreeze()
+    source = KvStore.open("t", replica_id="source")
+    for i in range(2000):
+        source.put(f"k{i}", i)
+    copy = KvStore.open("t", replica_id="copy")
+    try:
+        async with Node(source, listen="memory://freeze-source") as hub, Node(copy, peers=[hub.url or ""]):
+            with anyio.fail_after(30):
+                while copy.get("k1999") != 1999:
+                    await anyio.sleep(0.01)
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
