@@ -188,13 +188,20 @@ def test_a_delete_after_the_fold_removes_the_folded_increments_on_both_sides() -
     assert a.digest() == b.digest()
 
 
-def test_a_new_replica_still_receives_keys_written_by_retired_origins() -> None:
+def counted_by_old(*, config: bool = False) -> tuple[FakeClock, KvStore, KvStore]:
+    """Replica ``old`` counted 4 hits (and set ``config``) and replica ``a`` merged them; none retired yet."""
     clock = FakeClock()
     old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
     a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
-    old.put("config", "v1")
+    if config:
+        old.put("config", "v1")
     old.incr("hits", 4)
     a.merge(old)
+    return clock, old, a
+
+
+def test_a_new_replica_still_receives_keys_written_by_retired_origins() -> None:
+    clock, _old, a = counted_by_old(config=True)
     clock.advance(PRUNE + 1)
     live = witness(clock, a)
     a.collect_garbage()
@@ -206,11 +213,7 @@ def test_a_new_replica_still_receives_keys_written_by_retired_origins() -> None:
 
 
 def test_stale_copies_of_a_pruned_origin_are_dropped_and_it_never_comes_back() -> None:
-    clock = FakeClock()
-    old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
-    a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
-    old.incr("hits", 4)
-    a.merge(old)
+    clock, old, a = counted_by_old()
     stale = old.snapshot()
     clock.advance(PRUNE + 1)
     witness(clock, a)
@@ -227,11 +230,7 @@ def test_stale_copies_of_a_pruned_origin_are_dropped_and_it_never_comes_back() -
 
 
 def test_a_replica_that_heard_from_no_live_origin_does_not_prune() -> None:
-    clock = FakeClock()
-    old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
-    a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
-    old.incr("hits", 4)
-    a.merge(old)
+    clock, old, a = counted_by_old()
     clock.advance(PRUNE + 1)
     assert a.replica.prune() == 0  # cut off, as far as it can tell: it keeps everything
     assert old.origin in a.replica.vv
@@ -285,11 +284,7 @@ def test_pruning_is_persisted(tmp_path: Path) -> None:
 
 
 def test_a_counter_base_survives_the_wire_and_is_checked() -> None:
-    clock = FakeClock()
-    old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
-    a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
-    old.incr("hits", 4)
-    a.merge(old)
+    clock, _old, a = counted_by_old()
     clock.advance(PRUNE + 1)
     witness(clock, a)
     a.replica.prune()
