@@ -119,23 +119,24 @@ async def pop_processes(configs: list[dict[str, Any]]) -> AsyncIterator[tuple[li
     send, receive = anyio.create_memory_object_stream[Event](math.inf)
     pops: list[Pop] = []
     try:
-        async with anyio.create_task_group() as readers:
-            for config in configs:
-                process = await anyio.open_process(
-                    [sys.executable, "-m", "crdtkv.demo_pop", json.dumps(config)], stderr=None
-                )
-                assert process.stdin is not None
-                pops.append(Pop(config["pop"], process, process.stdin))
-                readers.start_soon(read_events, pops[-1], send)
-            try:
-                yield pops, Events(receive)
-                for pop in pops:
-                    await pop.send("quit")
-                with anyio.fail_after(STEP_TIMEOUT):
+        with send, receive:
+            async with anyio.create_task_group() as readers:
+                for config in configs:
+                    process = await anyio.open_process(
+                        [sys.executable, "-m", "crdtkv.demo_pop", json.dumps(config)], stderr=None
+                    )
+                    assert process.stdin is not None
+                    pops.append(Pop(config["pop"], process, process.stdin))
+                    readers.start_soon(read_events, pops[-1], send)
+                try:
+                    yield pops, Events(receive)
                     for pop in pops:
-                        await pop.process.wait()
-            finally:
-                readers.cancel_scope.cancel()
+                        await pop.send("quit")
+                    with anyio.fail_after(STEP_TIMEOUT):
+                        for pop in pops:
+                            await pop.process.wait()
+                finally:
+                    readers.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             for pop in pops:

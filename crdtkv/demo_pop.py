@@ -91,6 +91,13 @@ class Commands:
             for line in lines:
                 self._send.send_nowait(json.loads(line))
 
+    def __enter__(self) -> Commands:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._send.close()
+        self._received.close()
+
     async def expect(self, command: str) -> dict[str, Any]:
         """The next command, which must be ``command``."""
         received = await self._received.receive()
@@ -176,6 +183,7 @@ class HeldBackLink:
 
     async def aclose(self) -> None:
         self._scope.cancel()
+        self._arrived.close()
         await self.inner.aclose()
 
 
@@ -247,11 +255,17 @@ async def until_counted(store: KvStore, total: int) -> None:
 
 async def run_pop(config: dict[str, Any]) -> None:
     """Run one PoP through the demo's commands (see the module docstring)."""
-    delay = float(config["wan_delay"])
     store = KvStore.open(STORE, replica_id=config["pop"])
+    scope = anyio.CancelScope()
+    with scope, Commands(scope) as commands:
+        await serve_pop(config, store, commands)
+
+
+async def serve_pop(config: dict[str, Any], store: KvStore, commands: Commands) -> None:
+    """Run one PoP's node and traffic through the parent's commands."""
+    delay = float(config["wan_delay"])
     arrivals = None if config["probe"] else Arrivals(store)
     async with anyio.create_task_group() as tasks:
-        commands = Commands(tasks.cancel_scope)
         tasks.start_soon(commands.read)
         start = await commands.expect("start")
         transports: dict[str, Transport] | None = None
@@ -283,7 +297,6 @@ async def run_pop(config: dict[str, Any]) -> None:
                 digest=store.digest(),
                 delays=arrivals.delays if arrivals else [],
                 lag_p99=percentile(lag.samples, 0.99),
-                lag_max=max(lag.samples, default=math.nan),
                 **counters(store),
             )
             await commands.expect("quit")
