@@ -129,3 +129,18 @@ def test_pop_processes_stop_when_the_demo_is_killed(demo: Demo) -> None:
     demo.process.kill()  # no chance to clean up: each PoP sees its stdin close
     demo.process.communicate(timeout=PATIENCE)
     until(lambda: not demo.pops(), "every PoP process exited")
+
+
+def test_the_report_gives_each_pop_process_event_loop_lag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crdtkv.cli", "demo", "--views", "600", "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "event-loop lag p99" in line)
+    lags = dict(part.strip().rsplit(" ", 2)[:2] for part in line.split(":", 1)[1].split(","))
+    assert set(lags) == {"london", "sydney", "new-york"}
+    assert all(float(value) >= 0 for value in lags.values())
+    assert "600  (0 increments lost)" in result.stdout
