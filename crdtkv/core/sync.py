@@ -141,7 +141,7 @@ class SyncSettings:
     #: say so: longer than one hop's latency plus ``batch_window`` (see :mod:`.forwarding`).
     forward_delay: float = 0.05
     #: Batches sent and not yet acknowledged at most; a busy peer gets larger batches.
-    max_unacked_batches: int = 8
+    max_unacked_batches: int = 64
 
 
 # -- events for the shell ------------------------------------------------------------

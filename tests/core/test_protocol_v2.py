@@ -203,11 +203,11 @@ def test_batch_window_zero_converges_without_resends() -> None:
         a.put(f"k{i}", i)
         a.incr("n", 1)
         dialer.local_changed(now)
-        # the peer answers only every tenth round: batches queue up to the window, then grow
+        # the peer answers only every 200th round: batches queue up to the window, then grow
         out = dialer.outgoing(now)
         for data in out:
             listener.receive(data, now)
-        if i % 10 == 0:
+        if i % 200 == 0:
             for data in listener.outgoing(now):
                 dialer.receive(data, now)
         now += 0.0001
