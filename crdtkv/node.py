@@ -354,6 +354,7 @@ class Node:
     async def _collect_garbage(self) -> None:
         while True:
             await anyio.sleep(self.settings.gc_interval)
+            pruned = len(self.store.replica.pruned)
             try:
                 removed = self.store.collect_garbage()
             except Exception:  # a storage failure is reported by the store; keep replicating
@@ -361,6 +362,11 @@ class Node:
             else:
                 if removed:
                     log.info("garbage-collected %d entries", removed)
+            retired = self.store.replica.pruned
+            if len(retired) != pruned:  # origins retired: no link keeps anything about them
+                self._holds.forget_origins(retired)
+                for link in self._links:
+                    link.session.forget_origins(retired)
 
     # -- dialing and serving -----------------------------------------------------------
 

@@ -31,6 +31,7 @@ passed in.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from typing import Final
 
 #: Ranks beyond this hold no longer than it: a hub ranks hundreds of links.
@@ -119,3 +120,9 @@ class Holds:
         routes = self.routes
         for origin in [origin for origin, via in routes.items() if via is link]:
             del routes[origin]
+
+    def forget_origins(self, origins: Collection[str]) -> None:
+        """Drop what is kept about ``origins`` (retired and pruned: they never write again)."""
+        for origin in origins:
+            self.merges.pop(origin, None)
+            self.routes.pop(origin, None)

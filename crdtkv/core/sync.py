@@ -70,7 +70,7 @@ import hashlib
 import hmac
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -691,6 +691,16 @@ class Session:
         release = now + self.holds.hold_for(self.peer_rank)
         if self._release_at is None or release < self._release_at:
             self._release_at = release
+
+    def forget_origins(self, origins: Collection[str]) -> None:
+        """Drop what this link keeps about ``origins`` (retired and pruned here)."""
+        for vector in (self.sent, self.known, self.told):
+            for origin in origins:
+                vector.pop(origin, None)
+        self.routed.difference_update(origins)
+        for moved in (self._moved, self._have_moved):
+            if moved is not None:
+                moved.difference_update(origins)
 
     def prefer(self, rank: int) -> None:
         """Tell the peer the rank this side gives the link among its replication links."""
