@@ -45,7 +45,7 @@ BACKUP_FACTOR: Final = 3
 class Holds:
     """Per origin: when its changes were merged, and from which stamp on."""
 
-    __slots__ = ("_longest", "delay", "merges", "merging", "routes")
+    __slots__ = ("_longest", "delay", "merges", "merging", "neighbours", "routes")
 
     def __init__(self, delay: float) -> None:
         #: the hold of rank 0, in seconds (``SyncSettings.forward_delay``)
@@ -59,6 +59,9 @@ class Holds:
         #: origin -> the link (any token: a session) that first brought one of its changes;
         #: that link's peer was asked to forward the origin's changes at once
         self.routes: dict[str, object] = {}
+        #: origins of the peers this replica has a replication link with: their own changes
+        #: come straight from them, so they are never routed through a third node
+        self.neighbours: dict[str, int] = {}
 
     def merged(self, now: float, before: dict[str, int]) -> None:
         """Changes of these origins were merged; ``before`` holds each one's stamp until then."""
@@ -110,10 +113,21 @@ class Holds:
     def route(self, link: object, origins: set[str]) -> list[str]:
         """Origins newly routed through ``link``: those of ``origins`` with no route yet."""
         routes = self.routes
-        new = [origin for origin in origins if origin not in routes]
+        neighbours = self.neighbours
+        new = [origin for origin in origins if origin not in routes and origin not in neighbours]
         for origin in new:
             routes[origin] = link
         return new
+
+    def linked(self, origin: str, up: bool) -> None:
+        """A replication link to the replica writing as ``origin`` opened (``up``) or closed."""
+        count = self.neighbours.get(origin, 0) + (1 if up else -1)
+        if count > 0:
+            self.neighbours[origin] = count
+        else:
+            self.neighbours.pop(origin, None)
+        if up:
+            self.routes.pop(origin, None)  # it comes straight from its writer now
 
     def forget(self, link: object) -> None:
         """``link`` closed: its origins get a route again from the next link that brings them."""

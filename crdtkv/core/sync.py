@@ -478,6 +478,8 @@ class Session:
         if not self.dialer:
             self._send(self._hello(ROLE_PEER))
         self.phase = Phase.OPEN
+        if self.holds is not None and hello.role == ROLE_PEER:
+            self.holds.linked(hello.origin, True)
         self.sent = dict(hello.vv)
         self.known = dict(hello.vv)
         self._dirty = True
@@ -688,6 +690,11 @@ class Session:
             return
         if self._have_since is None:
             self._have_since = now
+        routed = self.routed
+        if routed and (origins is None or not routed.isdisjoint(origins)) and not self._dirty:
+            # the peer asked for these at once: the next batch goes after the batch window
+            self._dirty = True
+            self._dirty_since = now
         release = now + self.holds.hold_for(self.peer_rank)
         if self._release_at is None or release < self._release_at:
             self._release_at = release
@@ -950,11 +957,14 @@ class Session:
         return [Closed(CLOSE_LOST, reason, by_peer=True)]
 
     def _closed(self, code: int, reason: str) -> None:
+        was_replicating = self.replicating
         self.phase = Phase.CLOSED
         self.close_code, self.close_reason = code, reason
         self._batch = None
         if self.holds is not None:
             self.holds.forget(self)  # its origins get a route through the next link that brings them
+            if was_replicating and self.peer_origin is not None:
+                self.holds.linked(self.peer_origin, False)
 
     def _fail(self, code: int, reason: str) -> Closed:
         authenticated = self._peer_verified
