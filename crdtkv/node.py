@@ -343,8 +343,9 @@ class Node:
             return
         for link in self._links:
             session = link.session
-            if not session.dirty:  # already scheduled: its send loop has the deadline
-                session.local_changed(now)
+            scheduled = session.dirty  # already scheduled: its send loop has the deadline
+            session.local_changed(now)  # always: the session notes which origin moved
+            if not scheduled:
                 link.poke()
 
     def _peers_moved(self) -> None:
@@ -559,6 +560,9 @@ class Node:
         link.session.prefer(len(self._peer_links))
         self._peer_links[origin] = link
         self.connected[origin] = link.label
+        for other in self._links:  # a route given up for the new link goes out now
+            if other is not link and other.session.wants_send:
+                other.poke()
         self._peers_moved()
         log.info("replicating with %s (%s)", origin, link.label)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection
-from typing import Final
+from typing import Final, Protocol
 
 #: Ranks beyond this hold no longer than it: a hub ranks hundreds of links.
 MAX_RANK: Final = 3
@@ -40,6 +40,13 @@ MAX_RANK: Final = 3
 #: path that the PoP's "I hold it" arrives first, even when the backup heard of the change
 #: a hop earlier.
 BACKUP_FACTOR: Final = 3
+
+
+class Routed(Protocol):
+    """A link an origin's changes are routed through (a session)."""
+
+    def unroute(self, origins: list[str]) -> None:
+        """Ask the peer to hold these origins' changes again, like the others'."""
 
 
 class Holds:
@@ -56,9 +63,9 @@ class Holds:
         #: while a session merges a batch: the origins it brings (the replica's other
         #: sessions then look at those alone); None otherwise
         self.merging: set[str] | None = None
-        #: origin -> the link (any token: a session) that first brought one of its changes;
-        #: that link's peer was asked to forward the origin's changes at once
-        self.routes: dict[str, object] = {}
+        #: origin -> the link that first brought one of its changes; that link's peer was
+        #: asked to forward the origin's changes at once
+        self.routes: dict[str, Routed] = {}
         #: origins of the peers this replica has a replication link with: their own changes
         #: come straight from them, so they are never routed through a third node
         self.neighbours: dict[str, int] = {}
@@ -110,7 +117,7 @@ class Holds:
         ]
         return min(times, default=None)
 
-    def route(self, link: object, origins: set[str]) -> list[str]:
+    def route(self, link: Routed, origins: set[str]) -> list[str]:
         """Origins newly routed through ``link``: those of ``origins`` with no route yet."""
         routes = self.routes
         neighbours = self.neighbours
@@ -127,9 +134,11 @@ class Holds:
         else:
             self.neighbours.pop(origin, None)
         if up:
-            self.routes.pop(origin, None)  # it comes straight from its writer now
+            via = self.routes.pop(origin, None)  # it comes straight from its writer now
+            if via is not None:
+                via.unroute([origin])
 
-    def forget(self, link: object) -> None:
+    def forget(self, link: Routed) -> None:
         """``link`` closed: its origins get a route again from the next link that brings them."""
         routes = self.routes
         for origin in [origin for origin, via in routes.items() if via is link]:

@@ -118,13 +118,16 @@ class Prefer:
 
 @dataclass(frozen=True)
 class Route:
-    """Forward changes of these origins to the sender at once, not after the hold.
+    """Forward changes of these origins to the sender at once (or, with ``at_once`` false, no longer).
 
-    A node sends it to the peer that first brought it a change of an origin:
-    that peer is on its quickest path from the origin (see :mod:`.forwarding`).
+    A node asks it of the peer that first brought it a change of an origin:
+    that peer is on its quickest path from the origin. It takes it back when
+    it links to the origin itself, or when that link to the peer closes (see
+    :mod:`.forwarding`).
     """
 
     origins: list[str]
+    at_once: bool = True
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,9 @@ REGISTRY: Final = (
     MessageType(8, Request, 3, _request),
     MessageType(9, Response, 3, _response),
     MessageType(10, Prefer, 1, lambda body: Prefer(_uint(body[0], "a rank", 2**16))),
-    MessageType(11, Route, 1, lambda body: Route(_origins(body[0]))),
+    MessageType(
+        11, Route, 2, lambda body: Route(_origins(body[0]), _typed(body[1], bool, "the at-once flag"))
+    ),
 )
 _REGISTRY_BY_CODE: Final = {row.code: row for row in REGISTRY}
 _REGISTRY_BY_TYPE: Final = {row.cls: row for row in REGISTRY}

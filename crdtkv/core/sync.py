@@ -503,9 +503,17 @@ class Session:
     def _on_route(self, message: Route, now: float) -> list[Event]:
         if not self.replicating:
             return [self._fail(CLOSE_PROTOCOL, "unexpected Route message")]
+        if not message.at_once:
+            self.routed.difference_update(message.origins)
+            return []
         room = MAX_ROUTED_ORIGINS - len(self.routed)
         self.routed.update(message.origins[: max(0, room)])
         return []
+
+    def unroute(self, origins: list[str]) -> None:
+        """Ask the peer to hold these origins' changes again (they now arrive another way)."""
+        if self.replicating and origins:
+            self._send(Route(origins, False))
 
     def _on_request(self, message: Request, now: float) -> list[Event]:
         if self.dialer or self.peer_role != ROLE_CLIENT:
@@ -864,7 +872,9 @@ class Session:
         # the moves: each origin that may have moved, up to what this side holds (held
         # origins up to their hold) where that is more than the peer holds
         vv = state.vv
-        candidates = vv if self._moved is None else self._moved
+        # this replica's own origin is always looked at: a write schedules a batch once, and
+        # writes after it (before the batch is cut) are in it too
+        candidates = vv if self._moved is None else self._moved | {state.origin}
         moves: VersionVector = {}
         for origin in candidates:
             stamp = vv.get(origin, 0)

@@ -126,6 +126,18 @@ def test_an_ack_received_does_not_wake_the_sender() -> None:
     assert not dialer.wants_send and dialer.outgoing(0.21) == []
 
 
+def test_writes_made_while_a_batch_is_scheduled_go_out_in_it() -> None:
+    """A node tells a session of the first write only; later ones before the cut must be in the batch."""
+    a, b, dialer, listener = pair()
+    shuttle(dialer, listener)
+    dialer.routed.add("elsewhere")  # the peer asked for an origin at once ...
+    dialer.local_changed(0.1, forwarded=True, origins={"elsewhere"})  # ... so a batch is due
+    assert dialer.dirty
+    a.put("k", 1)  # a write now: its node does not tell a session already scheduled
+    carry(dialer, listener, 0.2)
+    assert b.get("k") == 1 and b._state.vv == a._state.vv
+
+
 def test_a_lost_batch_is_resent_once_the_receiver_reports_the_gap() -> None:
     a, b, dialer, listener = pair()
     shuttle(dialer, listener)
@@ -311,6 +323,23 @@ def test_each_change_crosses_each_link_about_once(topology: str, replicas: int, 
     steady_writes(sim, random.Random(replicas), 200, 0.01)
     sim.settle()
     assert (redundancy(sim, 200) * 200 * others - baseline) / (200 * others) <= goal
+
+
+def test_a_route_through_a_relay_is_given_up_once_the_origin_is_linked_directly() -> None:
+    sim = Simulation(3, 7)
+    sim.links = [Link(0, 1), Link(1, 2)]  # 2 hears 0's changes through 1 ...
+    opened(sim)
+    sim.stores[0].put("k", 1)
+    sim.run(0.3)
+    relay = sim.links[1].dialer  # 1's side of the link to 2
+    assert relay is not None and sim.stores[0].origin in relay.routed
+    sim.links.append(Link(0, 2))  # ... until 2 links to 0 itself
+    opened(sim)
+    sim.run(0.1)
+    assert sim.stores[0].origin not in relay.routed
+    sim.stores[0].put("k", 2)
+    sim.run(0.3)
+    assert sim.stores[2].get("k") == 2
 
 
 @pytest.mark.parametrize(("replicas", "topology"), [(5, "mesh"), (5, "star"), (30, "tree")])
