@@ -129,12 +129,14 @@ def test_the_one_counter_message_does_not_grow_with_the_number_of_restarts() -> 
     assert 0 <= large - small <= 1  # only the folded sum is a larger integer (450 against 45)
 
 
+def replicas(clock: FakeClock, *names: str) -> list[KvStore]:
+    return [KvStore.open("t", replica_id=name, clock=clock, limits=LIMITS) for name in names]
+
+
 def test_a_replica_that_pruned_and_one_that_has_not_merge_exactly_both_ways() -> None:
     for pruned_first in (True, False):
         clock = FakeClock()
-        old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
-        a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
-        b = KvStore.open("t", replica_id="b", clock=clock, limits=LIMITS)
+        old, a, b = replicas(clock, "old", "a", "b")
         old.incr("hits", 5)
         old.incr("gone", 7)
         old.put("reg", "by old")
@@ -168,9 +170,7 @@ def test_a_replica_that_pruned_and_one_that_has_not_merge_exactly_both_ways() ->
 
 def test_a_delete_after_the_fold_removes_the_folded_increments_on_both_sides() -> None:
     clock = FakeClock()
-    old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
-    a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
-    b = KvStore.open("t", replica_id="b", clock=clock, limits=LIMITS)
+    old, a, b = replicas(clock, "old", "a", "b")
     old.incr("hits", 5)
     a.incr("hits", 1)
     sync([old, a, b])
@@ -191,8 +191,7 @@ def test_a_delete_after_the_fold_removes_the_folded_increments_on_both_sides() -
 def counted_by_old(*, config: bool = False) -> tuple[FakeClock, KvStore, KvStore]:
     """Replica ``old`` counted 4 hits (and set ``config``) and replica ``a`` merged them; none retired yet."""
     clock = FakeClock()
-    old = KvStore.open("t", replica_id="old", clock=clock, limits=LIMITS)
-    a = KvStore.open("t", replica_id="a", clock=clock, limits=LIMITS)
+    old, a = replicas(clock, "old", "a")
     if config:
         old.put("config", "v1")
     old.incr("hits", 4)
