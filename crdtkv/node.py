@@ -336,7 +336,7 @@ class Node:
         now = time.monotonic()
         if cause is Cause.MERGE:
             # every peer hears that this node holds it; the others get it once the hold ends
-            origins = self._holds.merging  # known when a session merges (None otherwise)
+            origins = self.store.replica.merged_origins  # noted by the merge that publishes this
             for link in self._links:
                 link.session.local_changed(now, forwarded=True, origins=origins)
                 link.poke()

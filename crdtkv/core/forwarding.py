@@ -52,7 +52,7 @@ class Routed(Protocol):
 class Holds:
     """Per origin: when its changes were merged, and from which stamp on."""
 
-    __slots__ = ("_longest", "delay", "merges", "merging", "neighbours", "routes")
+    __slots__ = ("_longest", "delay", "merges", "neighbours", "routes")
 
     def __init__(self, delay: float) -> None:
         #: the hold of rank 0, in seconds (``SyncSettings.forward_delay``)
@@ -60,9 +60,6 @@ class Holds:
         #: origin -> (time of a merge, the origin's stamp here just before it), oldest first
         self.merges: dict[str, deque[tuple[float, int]]] = {}
         self._longest = delay * (1 + BACKUP_FACTOR * MAX_RANK)
-        #: while a session merges a batch: the origins it brings (the replica's other
-        #: sessions then look at those alone); None otherwise
-        self.merging: set[str] | None = None
         #: origin -> the link that first brought one of its changes; that link's peer was
         #: asked to forward the origin's changes at once
         self.routes: dict[str, Routed] = {}

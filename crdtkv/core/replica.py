@@ -137,6 +137,9 @@ class ReplicaState:
         self._keys = KeyIndex()
         #: scratch Yrs documents of recently edited documents (see LiveDocs)
         self._live_docs = LiveDocs()
+        #: the origins the latest :meth:`apply` brought operations of, or moved in the
+        #: version vector (set before it publishes: a replication shell reads it then)
+        self.merged_origins: set[str] = set()
 
     # -- change tracking ---------------------------------------------------------
 
@@ -590,6 +593,7 @@ class ReplicaState:
             pruned = self.pruned
             remote_vv = {origin: seen for origin, seen in remote_vv.items() if origin not in pruned}
         grew = join_vv(self.vv, remote_vv)
+        self.merged_origins.update(remote_vv)
         self.clock.observe(top)
         if changed:
             self._digest = None
@@ -680,6 +684,7 @@ class ReplicaState:
         for origin, rows in pending.items():
             rows.sort()
             self._log(origin).record(rows)
+        self.merged_origins = set(pending)
         return changed
 
     def missed_collection(self, vv: dict[str, int]) -> bool:

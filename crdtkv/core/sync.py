@@ -573,21 +573,19 @@ class Session:
                 else:
                     gap = True  # it builds on a batch never adopted here
         state = self.state
+        vv = state.vv
+        # the stamps held here before the merge, of the origins whose stamp it may move
+        before = {origin: vv.get(origin, 0) for origin in adopt} if adopt else {}
+        changed = state.apply(Delta(delta.name, adopt or {}, delta.entries))
         holds = self.holds
-        if holds is not None:
-            moved = self._moved_by(delta)
-            holds.merged(now, moved)
-            # this link brought the first change of these origins: ask for them at once
-            routed = holds.route(self, {origin for origin in moved if origin != self.peer_origin})
+        if holds is not None and delta.entries:
+            # the origins whose operations this part brought (the replica noted them while
+            # merging): held back from the other links, and routed through this one if new
+            merged = {origin: before.get(origin, vv.get(origin, 0)) for origin in state.merged_origins}
+            holds.merged(now, merged)
+            routed = holds.route(self, {origin for origin in merged if origin != self.peer_origin})
             if routed:
                 self._send(Route(routed))
-            # the other links of this replica learn which origins moved (see Node)
-            holds.merging = set(moved) | set(adopt) if adopt else set(moved)
-        try:
-            changed = state.apply(Delta(delta.name, adopt or {}, delta.entries))
-        finally:
-            if holds is not None:
-                holds.merging = None
         self.stats["entries_received"] += len(delta.entries)
         if adopt is not None:
             assert incoming is not None
@@ -609,21 +607,6 @@ class Session:
             self._gap_reported = self._adopted
             self._send_ack(True)
         return [Applied(changed, len(delta.entries))]
-
-    def _moved_by(self, delta: Delta) -> dict[str, int]:
-        """Origin -> stamp held here, for each origin with operations in ``delta`` newer than that."""
-        vv = self.state.vv
-        before: dict[str, int] = {}
-        for _, entry in delta.entries:
-            if entry.counter is None and entry.doc is None:
-                origin_stamps: dict[str, int] = {entry.writer: entry.stamp}
-            else:
-                origin_stamps = dots(entry)
-            for origin, stamp in origin_stamps.items():
-                held = vv.get(origin, 0)
-                if stamp > held and origin not in before:
-                    before[origin] = held
-        return before
 
     @property
     def _ack_window(self) -> float:
