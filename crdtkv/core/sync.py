@@ -407,7 +407,7 @@ class Session:
                 self._closed(message.code, message.reason)
                 return [Closed(message.code, message.reason, by_peer=True)]
             handler = TRANSITIONS.get((self.phase, type(message)))
-            if handler is None:
+            if handler is None or (type(message) in REPLICATION_MESSAGES and not self.replicating):
                 return [self._fail(CLOSE_PROTOCOL, f"unexpected {type(message).__name__} message")]
             return handler(self, message, now)
         except DecodeError as exc:
@@ -495,14 +495,10 @@ class Session:
         return []
 
     def _on_prefer(self, message: Prefer, now: float) -> list[Event]:
-        if not self.replicating:
-            return [self._fail(CLOSE_PROTOCOL, "unexpected Prefer message")]
         self.peer_rank = message.rank
         return []
 
     def _on_route(self, message: Route, now: float) -> list[Event]:
-        if not self.replicating:
-            return [self._fail(CLOSE_PROTOCOL, "unexpected Route message")]
         if not message.at_once:
             self.routed.difference_update(message.origins)
             return []
@@ -527,7 +523,7 @@ class Session:
 
     def _on_ack(self, ack: Ack, now: float) -> list[Event]:
         """The peer adopted batches up to ``ack.batch`` (and holds ``ack.have``)."""
-        if not self.replicating or ack.batch > self._batch_number:
+        if ack.batch > self._batch_number:
             return [self._fail(CLOSE_PROTOCOL, "an ack for a batch never sent")]
         if ack.have:
             self.state.clock.check(max(ack.have.values()))
@@ -553,8 +549,6 @@ class Session:
 
     def _on_deltas(self, part: Deltas, now: float) -> list[Event]:
         """Merge a part; adopt the sender's vector once its whole batch is here and builds on ours."""
-        if not self.replicating:
-            return [self._fail(CLOSE_PROTOCOL, "unexpected Deltas message")]
         delta = decode_delta(part.payload, self.limits)
         incoming = self._incoming
         if part.batch > self._adopted and (incoming is None or part.batch > incoming.number):
@@ -624,12 +618,19 @@ class Session:
         return max(settings.batch_window, self.holds.hold_for(self.rank) / 2)
 
     def _send_ack(self, missing: bool) -> None:
+        """Send what is owed: an ack of the batches adopted, and what this side newly holds.
+
+        A have-only ack with nothing new is not sent.
+        """
         have = self._have()
-        self._send(Ack(self._adopted, missing, have))
-        if self._acks_owed:
+        if self._acks_owed or missing:
             self.stats["acks_sent"] += 1
-        else:
+        elif have:
             self.stats["haves_sent"] += 1
+        else:
+            self._have_since = None
+            return
+        self._send(Ack(self._adopted, missing, have))
         self._acks_owed = 0
         self._ack_since = self._have_since = None
 
@@ -714,14 +715,7 @@ class Session:
         if self.replicating:
             due = self._ack_deadline()
             if due is not None and now >= due:
-                if self._acks_owed:
-                    self._send_ack(False)
-                else:
-                    self._have_since = None
-                    have = self._have()
-                    if have:
-                        self._send(Ack(self._adopted, False, have))
-                        self.stats["haves_sent"] += 1
+                self._send_ack(False)
             if not self._outbox:  # control messages (a hello, acks) go first
                 self._maybe_resend(now)
                 part = self._next_part(now)
@@ -987,6 +981,9 @@ def _sendable(entry_dots: dict[str, int], sent: VersionVector, held: dict[str, i
 
 
 _Handler = Callable[[Session, Any, float], list[Event]]
+
+#: Messages only a replication link (peer to peer) may carry.
+REPLICATION_MESSAGES: Final = frozenset({Deltas, Ack, Prefer, Route})
 
 #: What each message does in each phase; anything else closes the session (code 4000).
 TRANSITIONS: Final[dict[tuple[Phase, type], _Handler]] = {
