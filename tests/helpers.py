@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from crdtkv import KvStore, Limits
@@ -64,3 +65,8 @@ def assert_logs_cover_dots(store: KvStore) -> None:
     for log in state._logs.values():
         stamps = list(log.latest.values())
         assert log.ordered is False or stamps == sorted(stamps)
+
+
+def serve_command(replica: str, listen: str, *options: str) -> list[str]:
+    """The command line of a real `crdtkv serve` child, run by this interpreter."""
+    return [sys.executable, "-m", "crdtkv.cli", "serve", "--id", replica, "--listen", listen, *options]

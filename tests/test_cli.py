@@ -11,6 +11,8 @@ from pathlib import Path
 
 from crdtkv import KvStore
 
+from .helpers import serve_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -108,18 +110,7 @@ def test_client_commands_against_a_serving_node(tmp_path: Path) -> None:
     port = free_ports(1)[0]
     url = f"ws://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crdtkv.cli",
-            "serve",
-            "--id",
-            "london",
-            "--listen",
-            url,
-            "--secret-file",
-            str(secret),
-        ],
+        serve_command("london", url, "--secret-file", str(secret)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,7 +149,7 @@ def test_watch_command_prints_changes(tmp_path: Path) -> None:
     port = free_ports(1)[0]
     url = f"ws://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "crdtkv.cli", "serve", "--id", "london", "--listen", url],
+        serve_command("london", url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -209,7 +200,7 @@ def test_serve_and_clients_over_wss(certificate: tuple[Path, Path]) -> None:
     try:
         for name, url, peers in (("london", hub_url, []), ("sydney", edge_url, ["--peer", hub_url])):
             server = subprocess.Popen(
-                [sys.executable, "-m", "crdtkv.cli", "serve", "--id", name, "--listen", url, *tls, *peers],
+                serve_command(name, url, *tls, *peers),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import resource
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -13,6 +12,7 @@ import pytest
 
 from crdtkv import NodeSettings
 
+from .helpers import serve_command
 from .storage.serve import START_TIMEOUT
 
 
@@ -34,7 +34,7 @@ def test_serve_raises_a_low_open_file_limit_to_fit_max_connections(tmp_path: Pat
     if hard != resource.RLIM_INFINITY and hard < wanted + 64:
         pytest.skip(f"the hard open-file limit here ({hard}) is below what a hub needs")
 
-    serve = f"exec {shlex.quote(sys.executable)} -m crdtkv.cli serve --id hub --listen ws://127.0.0.1:0"
+    serve = "exec " + shlex.join(serve_command("hub", "ws://127.0.0.1:0"))
     process = subprocess.Popen(
         ["sh", "-c", f"ulimit -Sn 256 && {serve}"],  # a common default soft limit is 1,024
         stdout=subprocess.PIPE,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
 from crdtkv.client import Client
+
+from .helpers import serve_command
 
 pytestmark = pytest.mark.anyio
 
@@ -42,18 +43,7 @@ class Server:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "crdtkv.cli",
-            "serve",
-            "--id",
-            self.name,
-            "--listen",
-            self.url,
-            "--secret-file",
-            str(self.secret_file),
-        ]
+        args = serve_command(self.name, self.url, "--secret-file", str(self.secret_file))
         for port in self.peers:
             args += ["--peer", f"ws://127.0.0.1:{port}"]
         if self.data is not None:

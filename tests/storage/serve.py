@@ -5,9 +5,10 @@ from __future__ import annotations
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
+
+from ..helpers import serve_command
 
 #: a hang guard for process start (an idle machine needs well under a second)
 START_TIMEOUT = 60.0
@@ -20,14 +21,8 @@ class Serve:
     def __init__(
         self, data: Path, secret_file: Path, *, durability: str = "batch", replica: str = "london"
     ) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "crdtkv.cli",
-            "serve",
-            "--id",
+        args = serve_command(
             replica,
-            "--listen",
             "ws://127.0.0.1:0",
             "--secret-file",
             str(secret_file),
@@ -35,7 +30,7 @@ class Serve:
             str(data),
             "--durability",
             durability,
-        ]
+        )
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: list[str] = []
