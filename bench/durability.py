@@ -58,6 +58,16 @@ def put_all(store: KvStore, pairs: Sequence[tuple[str, str]]) -> None:
         put(k, v)
 
 
+def write_both(path: Path, raw_path: Path, pairs: Sequence[tuple[str, str]], per_commit: int) -> None:
+    """Write ``pairs`` into a store file at ``path`` and, ``per_commit`` rows a commit, a raw one."""
+    store = KvStore.open("bench", path=path)
+    put_all(store, pairs)
+    store.close()
+    db = raw_db(raw_path, "NORMAL")
+    raw_commits(db, pairs, per_commit)
+    raw_close(db)
+
+
 def raw_commits(db: sqlite3.Connection, pairs: Sequence[tuple[str, str]], per_commit: int) -> None:
     for i in range(0, len(pairs), per_commit):
         db.execute("BEGIN")
@@ -127,12 +137,7 @@ def files(o: Options) -> list[Row]:
     pairs = pairs_of(n)
     path, raw_path = new_path(o, "recovery"), new_path(o, "recovery-raw")
     progress(f"writing {n:,} keys, then open against a raw SELECT, best of {reps}")
-    store = KvStore.open("bench", path=path)
-    put_all(store, pairs)
-    store.close()
-    db = raw_db(raw_path, "NORMAL")
-    raw_commits(db, pairs, n)
-    raw_close(db)
+    write_both(path, raw_path, pairs, n)
 
     def select(_: None) -> int:
         with closing(sqlite3.connect(raw_path)) as db:
@@ -148,13 +153,7 @@ def files(o: Options) -> list[Row]:
     sizes: list[int] = []
     raw_sizes: list[int] = []
     for round_ in range(4):
-        pairs = pairs_of(m, round_)
-        store = KvStore.open("bench", path=path)
-        put_all(store, pairs)
-        store.close()
-        db = raw_db(raw_path, "NORMAL")
-        raw_commits(db, pairs, RAW_BATCH)
-        raw_close(db)
+        write_both(path, raw_path, pairs_of(m, round_), RAW_BATCH)
         sizes.append(file_bytes(path))
         raw_sizes.append(file_bytes(raw_path))
     remove(path)
