@@ -333,19 +333,20 @@ class Node:
     def _store_changed(self, keys: Sequence[str], cause: Cause) -> None:
         if cause is Cause.COLLECTION:  # collections are not replicated
             return
-        now = time.monotonic()
         if cause is Cause.MERGE:
             # every peer hears that this node holds it; the others get it once the hold ends
+            now = time.monotonic()
             origins = self.store.replica.merged_origins  # noted by the merge that publishes this
             for link in self._links:
                 link.session.local_changed(now, forwarded=True, origins=origins)
                 link.poke()
             return
+        now = 0.0  # a write: the clock is read only if a link has no batch scheduled yet
         for link in self._links:
             session = link.session
-            scheduled = session.dirty  # already scheduled: its send loop has the deadline
-            session.local_changed(now)  # always: the session notes which origin moved
-            if not scheduled:
+            if not session.dirty:  # already scheduled: the batch will hold this write too
+                now = now or time.monotonic()
+                session.local_changed(now)
                 link.poke()
 
     def _peers_moved(self) -> None:
