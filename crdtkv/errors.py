@@ -170,3 +170,23 @@ class ProtocolError(RemoteError):
 
 class AuthenticationFailed(ProtocolError):
     """A peer or client failed the shared-secret challenge."""
+
+
+class GatewayError(RemoteError):
+    """A request on the HTTP or Redis-protocol face was refused; only its connection is affected."""
+
+
+class MalformedRequest(GatewayError, ValueError):
+    """Bytes on the HTTP or RESP port that are not a valid request; that connection closes."""
+
+
+class RequestTooLarge(MalformedRequest):
+    """A request, header or frame over its byte budget; that connection closes."""
+
+
+class UnknownCommand(GatewayError, ValueError):
+    """A Redis-protocol command crdtkv does not implement (the connection stays open)."""
+
+
+class NotAuthenticated(GatewayError):
+    """A data request on a face of a node with a secret, before authenticating."""
