@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 import time
 
@@ -70,3 +72,75 @@ def assert_logs_cover_dots(store: KvStore) -> None:
 def serve_command(replica: str, listen: str, *options: str) -> list[str]:
     """The command line of a real `crdtkv serve` child, run by this interpreter."""
     return [sys.executable, "-m", "crdtkv.cli", "serve", "--id", replica, "--listen", listen, *options]
+
+
+class ServeProcess:
+    """A real `crdtkv serve` child on loopback, with the addresses it printed.
+
+    Start it with ``with ServeProcess(...) as node:``; ``ws_url``, ``http_url``
+    (``http://127.0.0.1:PORT``, or None) and ``resp_port`` (or None) are what the
+    child itself reported, so port 0 works for every face. Leaving the block
+    stops the child with SIGTERM (SIGKILL if it does not exit) and keeps its
+    exit code in ``returncode``.
+    """
+
+    def __init__(
+        self, replica: str, *options: str, listen: str = "ws://127.0.0.1:0", log: str | None = None
+    ) -> None:
+        self.args = serve_command(replica, listen, *options)
+        self.log = log
+        self.process: subprocess.Popen[str] | None = None
+        self.ws_url = ""
+        self.http_url: str | None = None
+        self.resp_port: int | None = None
+        self.returncode: int | None = None
+
+    def __enter__(self) -> ServeProcess:
+        stderr = open(self.log, "a") if self.log else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        finally:
+            if self.log:
+                stderr.close()  # type: ignore[union-attr]
+        assert self.process.stdout is not None
+        try:
+            while True:
+                line = self.process.stdout.readline()
+                if not line:
+                    raise AssertionError(f"crdtkv serve exited before serving: {self.args}")
+                if line.startswith("http on "):
+                    self.http_url = line.split()[-1]
+                elif line.startswith("resp on "):
+                    self.resp_port = int(line.split()[-1].rsplit(":", 1)[1])
+                elif line.startswith("serving store "):
+                    self.ws_url = line.split()[-1]
+                    return self
+        except BaseException:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the child (no flush, no goodbye)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.kill()
+        self.returncode = self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after a generous wait; the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        else:
+            self.returncode = self.process.returncode
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        assert self.returncode is not None
+        return self.returncode
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
