@@ -56,6 +56,9 @@ class RespSettings:
     max_reply_bytes: int = 4 * MIB
     #: Seconds a reply may wait for a client that reads nothing before the connection closes.
     send_timeout: float = 15.0
+    #: SCAN cursors the face remembers (each holds one key); the oldest is forgotten first, and
+    #: continuing a forgotten cursor answers ``-ERR invalid cursor``.
+    max_scan_cursors: int = 10_000
 
     def __post_init__(self) -> None:
         _check_positive(self)

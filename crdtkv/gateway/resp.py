@@ -1,0 +1,161 @@
+"""The Redis-protocol face of a node (``crdtkv serve --resp HOST:PORT``).
+
+:class:`RespFace` listens on an anyio TCP socket inside the node's event loop
+and serves each connection in its own task: received bytes go through
+:class:`~crdtkv.gateway.resp_protocol.CommandReader`, each command through
+:func:`~crdtkv.gateway.resp_commands.execute`, and the replies go back in
+order. Budgets (:class:`~crdtkv.gateway.settings.RespSettings`): a frame over
+``max_frame_bytes`` or bytes that are not RESP close that connection only;
+replies waiting for a client that does not read are at most
+``max_reply_bytes`` (plus one reply) before the face stops reading that
+client's commands, and a reply it takes more than ``send_timeout`` seconds to
+accept closes the connection; at most ``max_connections`` clients at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from ..errors import ListenFailed, MalformedRequest
+from .resp_commands import FaceState, execute
+from .resp_protocol import CommandReader, encode_error
+from .settings import RespSettings
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+log = logging.getLogger("crdtkv.gateway.resp")
+
+#: Bytes read from a socket at a time.
+READ_BYTES = 64 * 1024
+#: What a connection over ``max_connections`` is told before it is closed (Redis's words).
+TOO_MANY_CLIENTS = encode_error("ERR max number of clients reached")
+#: Seconds a goodbye (the error before a close) may take to go out.
+GOODBYE_TIMEOUT = 1.0
+
+
+class RespFace:
+    """Serve ``node``'s store to Redis clients (RESP2, and RESP3 after ``HELLO 3``).
+
+    Commands act on the local replica exactly like the matching ``KvStore``
+    calls. When the node has a secret, a connection must ``AUTH`` (or ``HELLO 3
+    AUTH default <secret>``) before any data command.
+    """
+
+    def __init__(self, node: Node, settings: RespSettings | None = None) -> None:
+        from ..metrics import node_metrics
+
+        self.node = node
+        self.settings = settings or RespSettings()
+        self.state = FaceState(node, self.settings, node_metrics(node).operation)
+        #: the most reply bytes one connection handed to its socket at once
+        self.peak_reply_bytes = 0
+        #: connections closed for a malformed or oversized frame
+        self.protocol_errors = 0
+        #: connections closed because a reply waited longer than ``send_timeout``
+        self.send_timeouts = 0
+        #: connections refused over ``max_connections``
+        self.refused = 0
+
+    @property
+    def clients(self) -> int:
+        """Connections open now."""
+        return self.state.clients
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (0: any free port) until cancelled.
+
+        Calls ``task_status.started((host, bound_port))`` once listening.
+        Raises :class:`~crdtkv.errors.ListenFailed` if the address cannot be bound.
+        """
+        try:
+            listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        except OSError as exc:
+            raise ListenFailed(f"cannot listen for RESP on {host}:{port}: {exc}") from exc
+        async with listener:
+            bound = listener.extra(SocketAttribute.local_port)
+            self.state.port = bound
+            task_status.started((host, bound))
+            await listener.serve(self.handle)
+
+    async def handle(self, stream: anyio.abc.SocketStream) -> None:
+        """Serve one connection until it closes; a failure closes it alone."""
+        state = self.state
+        async with stream:
+            if state.clients >= self.settings.max_connections:
+                self.refused += 1
+                await self.goodbye(stream, TOO_MANY_CLIENTS)
+                return
+            state.clients += 1
+            try:
+                await self.converse(stream)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                pass
+            except TimeoutError:
+                self.send_timeouts += 1
+            except Exception:
+                log.exception("RESP connection failed")
+            finally:
+                state.clients -= 1
+
+    async def converse(self, stream: anyio.abc.SocketStream) -> None:
+        """Read commands and send replies in order until the client leaves or must go."""
+        settings = self.settings
+        reader = CommandReader(settings.max_frame_bytes, settings.max_arguments)
+        client = self.state.new_client()
+        limit = settings.max_reply_bytes
+        receive = stream.receive
+        while True:
+            data = await receive(READ_BYTES)
+            try:
+                commands = reader.feed(data)
+            except MalformedRequest as exc:
+                self.protocol_errors += 1
+                await self.goodbye(stream, encode_error(f"ERR {exc}"))
+                return
+            if len(commands) == 1:  # the common case: one command, one reply
+                reply = execute(client, commands[0])
+                await self.send(stream, reply)
+            else:
+                replies: list[bytes] = []
+                waiting = 0
+                for command in commands:
+                    reply = execute(client, command)
+                    replies.append(reply)
+                    waiting += len(reply)
+                    if client.closing:
+                        break
+                    if waiting >= limit:
+                        await self.send(stream, b"".join(replies))
+                        replies, waiting = [], 0
+                if replies:
+                    await self.send(stream, b"".join(replies))
+            if client.closing:
+                return
+
+    async def send(self, stream: anyio.abc.SocketStream, data: bytes) -> None:
+        """Hand ``data`` to the socket; returns once the socket took it (or raises TimeoutError)."""
+        self.peak_reply_bytes = max(self.peak_reply_bytes, len(data))
+        with anyio.fail_after(self.settings.send_timeout):
+            await stream.send(data)
+
+    async def goodbye(self, stream: anyio.abc.SocketStream, reply: bytes) -> None:
+        """Send a last error reply if the client takes it soon; the caller closes the connection."""
+        with anyio.move_on_after(GOODBYE_TIMEOUT):
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                await stream.send(reply)
+
+
+__all__ = ["RespFace"]
