@@ -13,12 +13,20 @@ not read its replies is slowed down, the node is not), a watching client's
 backlog is bounded by ``max_watch_backlog_bytes``, and links still
 authenticating have their own cap and deadline, apart from ``max_connections``.
 Every close of a link is logged once, with its code and reason.
+
+For operators the node keeps plain counters, read when someone asks (see
+:mod:`crdtkv.metrics` and :mod:`crdtkv.status`): per link the bytes, messages
+and entries each way (counted by its session), link closes by reason, failed
+dials, garbage collected, client operations, and propagation delays (one
+sample per adopted batch: the time it was applied minus the stamp of the newest
+write it brought). :attr:`Node.ready` says when the node has caught up.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib.metadata
 import logging
 import random
 import time
@@ -31,18 +39,25 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .core.entry import Kind, resolve
 from .core.feed import Cause, Stage
 from .core.forwarding import Holds
+from .core.keyindex import INTERNAL_PREFIX
 from .core.limits import MIB
 from .core.messages import (
+    CLOSE_AUTH,
     CLOSE_BUSY,
+    CLOSE_CLOCK,
     CLOSE_DUPLICATE,
     CLOSE_LOST,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
     CLOSE_SELF,
     CLOSE_SHUTDOWN,
+    CLOSE_STALE,
+    CLOSE_STORE,
     CLOSE_TIMEOUT,
+    CLOSE_VERSION,
     ROLE_CLIENT,
 )
 from .core.sync import (
@@ -56,7 +71,8 @@ from .core.sync import (
     SyncSettings,
 )
 from .errors import ConnectFailed, InvalidArgument, InvalidArgumentType, LinkClosed
-from .requests import MAX_SNAPSHOT_TRANSFER_BYTES, SnapshotTransfers, execute
+from .requests import MAX_SNAPSHOT_TRANSFER_BYTES, OPERATIONS, SnapshotTransfers, execute
+from .stats import DELAY_BUCKETS, Buckets
 from .store import KvStore
 from .transport import Connection, Listener, Transport, TransportSettings, find_transport
 from .watch import OVERFLOW, ChangeQueue, Follower
@@ -65,6 +81,78 @@ log = logging.getLogger("crdtkv.node")
 
 #: Entries merged from peers after which the garbage collector freezes what it tracks.
 FREEZE_AFTER_ENTRIES = 100_000
+
+#: The label of each close code in the close counters (a bounded set: any other code is "other").
+CLOSE_NAMES: dict[int, str] = {
+    CLOSE_NORMAL: "normal",
+    CLOSE_LOST: "lost",
+    CLOSE_PROTOCOL: "protocol",
+    CLOSE_AUTH: "auth",
+    CLOSE_STORE: "store",
+    CLOSE_CLOCK: "clock",
+    CLOSE_VERSION: "version",
+    CLOSE_TIMEOUT: "timeout",
+    CLOSE_SHUTDOWN: "shutdown",
+    CLOSE_STALE: "stale",
+    CLOSE_DUPLICATE: "duplicate",
+    CLOSE_SELF: "self",
+    CLOSE_BUSY: "busy",
+}
+
+#: Client operations counted under their own name; any other is counted as "other".
+COUNTED_OPERATIONS = frozenset(OPERATIONS) | {
+    "watch",
+    "status",
+    "snapshot_begin",
+    "snapshot_read",
+    "snapshot_end",
+}
+
+#: The key and tombstone counts (a walk over every entry) take at most this share of
+#: the time: a count is reused until ``1 / COUNT_SHARE`` times its own duration has passed.
+COUNT_SHARE = 0.1
+
+
+def package_version() -> str:
+    """The installed crdtkv version (what status and metrics report)."""
+    try:
+        return importlib.metadata.version("crdtkv")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """One replication peer as the node sees it now (for status and metrics).
+
+    A dialed peer with no link appears with ``state`` "connecting" or "down"
+    and zero counters; counters count from the moment the current link opened.
+    """
+
+    #: the peer's origin id (None for a dialed peer never reached)
+    origin: str | None
+    #: the URL dialed, or the remote address of a link the peer dialed
+    url: str
+    #: "out" (this node dials it) or "in" (it dialed this node)
+    direction: str
+    #: "up" (replicating), "connecting" (dialing or handshaking) or "down" (the last dial failed)
+    state: str
+    #: seconds the peer has acknowledged nothing while batches wait for its ack (0.0: none
+    #: waits); None when the link is not up
+    lag_seconds: float | None
+    #: keys with changes the peer does not demonstrably hold yet
+    lacking: int
+    #: seconds since the peer's last ack (None: none on this link yet)
+    last_ack_age: float | None
+    sent_bytes: int
+    received_bytes: int
+    sent_entries: int
+    received_entries: int
+    #: why the last dial or link failed (None when up or never failed)
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -138,11 +226,21 @@ class _Dialer:
         self.transport = transport
         self.failure: str | None = None
         self.failures = 0
+        #: every failed dial (or handshake) of this URL since the node started
+        self.failed_total = 0
         #: True once the URL turned out to reach this very node: it is not dialed again
         self.stopped = False
+        #: the link being driven to this URL, if any
+        self.link: Link | None = None
+        #: the origin this URL reached last (None: never reached)
+        self.origin: str | None = None
+        #: why the last dial or link to it failed or closed (None: never)
+        self.last_error: str | None = None
 
     def failed(self, reason: str) -> None:
         self.failures += 1
+        self.failed_total += 1
+        self.last_error = reason
         if reason == self.failure:
             log.debug("still cannot reach peer %s (%d attempts): %s", self.url, self.failures, reason)
         else:
@@ -252,6 +350,26 @@ class Node:
         self.connected: dict[str, str] = {}
         self._dialers = anyio.CancelScope()
         self._closing = False
+        self._entered = False
+        #: when the node started serving (epoch seconds)
+        self.started_at = time.time()
+        #: True once a replication link completed its first catch-up (see :attr:`ready`)
+        self._caught_up = False
+        #: link closes by close-code label (:data:`CLOSE_NAMES`) and role ("peer", "client",
+        #: "handshake": closed before the handshake completed)
+        self.closes: dict[tuple[str, str], int] = {}
+        #: seconds from a write's stamp to its application here, one sample per adopted batch
+        self.propagation = Buckets(DELAY_BUCKETS)
+        #: entries removed by the node's garbage collection runs
+        self.garbage_collected = 0
+        #: operations served, by (face, kind, result): counted by the faces and client links
+        self.operations: dict[tuple[str, str, str], int] = {}
+        #: changes published by the store (the key counts are recomputed only after one)
+        self._changes = 0
+        self._counts: tuple[int, int] = (0, 0)
+        self._counted_at = -1.0
+        self._counted_changes = -1
+        self._count_cost = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -272,6 +390,8 @@ class Node:
             await self._task_group.__aexit__(None, None, None)
             raise
         state.feed.subscribe(self._store_changed, Stage.REPLICATION)
+        self.started_at = time.time()
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -322,6 +442,141 @@ class Node:
         """Bytes of encoded snapshots this node holds for clients still reading them."""
         return self._snapshots.held
 
+    # -- for operators -----------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True while the node serves with its store open and, when it has peers to dial,
+        once a replication link completed its first catch-up.
+
+        A catch-up is complete when this replica holds everything the peer's
+        hello said the peer held (:attr:`Session.caught_up
+        <crdtkv.core.sync.Session.caught_up>`), from any replication link,
+        dialed or not. Once ready, a node stays ready while it runs: losing
+        its peers later does not make its data unfit to serve.
+        """
+        if not self._entered or self._closing or self.store.closed:
+            return False
+        if self._caught_up:
+            return True
+        if not any(not dialer.stopped for dialer in self._dialer_states):
+            return True
+        for link in self._peer_links.values():
+            if link.session.caught_up:
+                self._caught_up = True
+                log.info("caught up with %s: ready", link.peer_origin)
+                return True
+        return False
+
+    @property
+    def dial_failures(self) -> int:
+        """Failed dials (and handshakes of dialed links) since the node started, all peers together."""
+        return sum(dialer.failed_total for dialer in self._dialer_states)
+
+    @property
+    def dialers(self) -> list[tuple[str, int]]:
+        """Each peer URL dialed, with its failed dials since the node started."""
+        return [(dialer.url, dialer.failed_total) for dialer in self._dialer_states]
+
+    def count_operation(self, face: str, kind: str, result: str) -> None:
+        """Count one operation served (cheap: one dict update; exported when scraped)."""
+        key = (face, kind, result)
+        operations = self.operations
+        operations[key] = operations.get(key, 0) + 1
+
+    def count_keys(self) -> tuple[int, int]:
+        """``(live keys, entries kept for deleted or expired keys)``, crdtkv's reserved keys aside.
+
+        A walk over every entry; to keep it cheap on a large, busy store, a
+        count is reused until the store changed and :data:`COUNT_SHARE` of the
+        time since the last count covers what that count cost.
+        """
+        now = time.monotonic()
+        if self._counted_changes == self._changes and now - self._counted_at < 1.0:
+            return self._counts
+        if self._counted_at >= 0 and now - self._counted_at < self._count_cost / COUNT_SHARE:
+            return self._counts
+        changes = self._changes
+        state = self.store.replica
+        now_ms = state.clock.now_ms()
+        live = gone = 0
+        missing = Kind.MISSING
+        for key, entry in state.entries.items():
+            if key.startswith(INTERNAL_PREFIX):
+                continue
+            if resolve(entry, now_ms) is missing:
+                gone += 1
+            else:
+                live += 1
+        done = time.monotonic()
+        self._counts = (live, gone)
+        self._counted_at, self._count_cost, self._counted_changes = done, done - now, changes
+        return self._counts
+
+    def peer_infos(self) -> list[PeerInfo]:
+        """Every replication peer: its links up now, and dialed peers without one."""
+        now = time.monotonic()
+        infos: list[PeerInfo] = []
+        for origin, link in self._peer_links.items():
+            session = link.session
+            stats = session.stats
+            waiting = session.waiting_since
+            up = session.replicating
+            infos.append(
+                PeerInfo(
+                    origin=origin,
+                    url=link.dialer.url if link.dialer is not None else link.label,
+                    direction="in" if link.inbound else "out",
+                    state="up" if up else "connecting",
+                    lag_seconds=(max(0.0, now - waiting) if waiting is not None else 0.0) if up else None,
+                    lacking=session.lacking(),
+                    last_ack_age=None if session.last_ack_at is None else max(0.0, now - session.last_ack_at),
+                    sent_bytes=stats["bytes_sent"],
+                    received_bytes=stats["bytes_received"],
+                    sent_entries=stats["entries_sent"],
+                    received_entries=stats["entries_received"],
+                    last_error=None,
+                )
+            )
+        for dialer in self._dialer_states:
+            if dialer.stopped or (dialer.origin is not None and dialer.origin in self._peer_links):
+                continue
+            connecting = dialer.link is not None or dialer.failure is None
+            infos.append(
+                PeerInfo(
+                    origin=dialer.origin,
+                    url=dialer.url,
+                    direction="out",
+                    state="connecting" if connecting else "down",
+                    lag_seconds=None,
+                    lacking=0,
+                    last_ack_age=None,
+                    sent_bytes=0,
+                    received_bytes=0,
+                    sent_entries=0,
+                    received_entries=0,
+                    last_error=dialer.last_error,
+                )
+            )
+        return infos
+
+    def status(self) -> dict[str, Any]:
+        """This node at a glance, JSON-ready (the shape :func:`crdtkv.status.node_status` documents)."""
+        store = self.store
+        keys, tombstones = self.count_keys()
+        return {
+            "id": store.replica_id,
+            "origin": store.origin,
+            "version": package_version(),
+            "uptime": max(0.0, time.time() - self.started_at),
+            "started_at": self.started_at,
+            "ready": self.ready,
+            "keys": keys,
+            "tombstones": tombstones,
+            "digest": store.digest(),
+            "peers": [info.as_dict() for info in self.peer_infos()],
+        }
+
     async def wait_for_peers(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` replication links are open (raises TimeoutError)."""
         with anyio.fail_after(timeout):
@@ -331,6 +586,7 @@ class Node:
     # -- change notification ---------------------------------------------------------
 
     def _store_changed(self, keys: Sequence[str], cause: Cause) -> None:
+        self._changes += 1
         if cause is Cause.COLLECTION:  # collections are not replicated
             return
         if cause is Cause.MERGE:
@@ -362,6 +618,7 @@ class Node:
             except Exception:  # a storage failure is reported by the store; keep replicating
                 log.exception("garbage collection failed")
             else:
+                self.garbage_collected += removed
                 if removed:
                     log.info("garbage-collected %d entries", removed)
             retired = self.store.replica.pruned
@@ -394,7 +651,11 @@ class Node:
                     max_message_bytes=settings.transport.max_message_bytes,
                     holds=self._holds,
                 )
-                await self._run(Link(session, connection, dialer.url, dialer))
+                link = dialer.link = Link(session, connection, dialer.url, dialer)
+                try:
+                    await self._run(link)
+                finally:
+                    dialer.link = None
                 if dialer.stopped or self._closing:
                     return
                 if session.close_code == CLOSE_DUPLICATE and session.peer_origin is not None:
@@ -462,6 +723,8 @@ class Node:
                 await link.connection.aclose()
 
     def _forget(self, link: Link) -> None:
+        if not self._caught_up and link.session.replicating and link.session.caught_up:
+            self._caught_up = True  # caught up on a link that goes before anyone asked
         self._snapshots.release(link)
         for watcher in link.watchers:
             watcher.close()
@@ -508,12 +771,23 @@ class Node:
             self._on_opened(link, event)
         elif isinstance(event, RequestReceived):
             request = event.request
-            if request.op == "watch":
+            op = request.op
+            kind = op if op in COUNTED_OPERATIONS else "other"
+            if op == "watch":
                 self._watch_for(link, request.id, request.args)
+                self.count_operation("ws", kind, "ok")
+            elif op == "status" and not request.args:
+                session.respond(request.id, True, self.status())
+                self.count_operation("ws", kind, "ok")
             else:
-                ok, value = execute(self.store, request.op, request.args, link, self._snapshots)
+                ok, value = execute(self.store, op, request.args, link, self._snapshots)
                 session.respond(request.id, ok, value)
+                self.count_operation("ws", kind, "ok" if ok else str(value[0]))
         elif isinstance(event, Applied):
+            if event.newest:
+                # the write's stamp (hybrid clock: wall milliseconds in the high bits) to now
+                delay = time.time() - (event.newest >> 16) / 1000
+                self.propagation.observe(delay if delay > 0 else 0.0)
             self._merged_since_freeze += event.entries
             if self._merged_since_freeze >= FREEZE_AFTER_ENTRIES:
                 # a large catch-up leaves many long-lived objects: stop the collector
@@ -548,6 +822,7 @@ class Node:
             return
         if link.dialer is not None:
             link.dialer.reached()
+            link.dialer.origin = event.peer_origin
         origin = event.peer_origin
         other = self._peer_links.get(origin)
         if other is not None and not other.session.closed:
@@ -585,9 +860,18 @@ class Node:
         return old if dialed_by(old) == min(mine, theirs) else new
 
     def _log_close(self, link: Link, event: Closed) -> None:
-        """Log one close of one link, once, with its code and reason."""
+        """Log and count one close of one link, once, with its code and reason."""
         session = link.session
         dialer = link.dialer
+        role = "handshake"
+        if session.opened:
+            role = "client" if session.peer_role == ROLE_CLIENT else "peer"
+        label = (CLOSE_NAMES.get(event.code, "other"), role)
+        self.closes[label] = self.closes.get(label, 0) + 1
+        if dialer is not None and session.opened:
+            dialer.last_error = (
+                f"link {'lost' if event.code == CLOSE_LOST else 'closed'}: code {event.code}, {event.reason}"
+            )
         if dialer is not None and not session.opened:
             if event.code == CLOSE_SELF:
                 dialer.stopped = True

@@ -157,10 +157,16 @@ class Opened:
 
 @dataclass(frozen=True)
 class Applied:
-    """A batch part was merged into the store."""
+    """A batch part was merged into the store.
+
+    ``newest`` is the largest hybrid-clock stamp among the origins the batch
+    moved, once its last part is adopted (0 otherwise): the stamp of the newest
+    write it brought, for one propagation-delay sample per batch.
+    """
 
     changed: int
     entries: int
+    newest: int = 0
 
 
 @dataclass(frozen=True)
@@ -341,6 +347,12 @@ class Session:
         self._adopted = 0
         self._incoming: _Incoming | None = None
         self._gap_reported = -1
+        #: origins of the peer's hello whose stamps this replica does not hold yet
+        #: (None before the hello; see :attr:`caught_up`)
+        self._catch_up: dict[str, int] | None = None
+        self._caught_up = False
+        #: when the last ack came from the peer (None: none yet)
+        self.last_ack_at: float | None = None
         # -- timers
         self._started = now
         self._last_sent = now
@@ -351,6 +363,8 @@ class Session:
             "parts_sent": 0,
             "bytes_sent": 0,
             "messages_sent": 0,
+            "bytes_received": 0,
+            "messages_received": 0,
             "entries_sent": 0,
             "entries_received": 0,
             "entries_too_large": 0,
@@ -394,6 +408,43 @@ class Session:
         """
         return bool(self._outbox) or self._reopened or self.phase is Phase.CLOSED
 
+    @property
+    def caught_up(self) -> bool:
+        """True once this replica holds everything the peer's hello said the peer held.
+
+        That is the first catch-up from this peer: for every origin of the
+        peer's hello, this replica's version vector reaches the stamp the peer
+        announced (or the origin was pruned here), however the entries came
+        (from this link or another). Once true it stays true. Checked when
+        asked, against the origins still missing, so it costs nothing per message.
+        """
+        if self._caught_up:
+            return True
+        pending = self._catch_up
+        if pending is None or self.peer_role != ROLE_PEER:
+            return False
+        vv, pruned = self.state.vv, self.state.pruned
+        for origin in [o for o, stamp in pending.items() if vv.get(o, 0) >= stamp or o in pruned]:
+            del pending[origin]
+        if not pending:
+            self._caught_up = True
+            self._catch_up = None
+        return self._caught_up
+
+    @property
+    def waiting_since(self) -> float | None:
+        """Since when the peer has acknowledged nothing while batches wait for its ack (None: none wait)."""
+        return self._progress_at if self._unacked else None
+
+    def lacking(self) -> int:
+        """Keys with changes the peer does not demonstrably hold (its hello, acks and haves).
+
+        Computed from this link's vectors when asked: it costs the keys counted.
+        """
+        if not self.replicating:
+            return 0
+        return len(self.state.changed_keys_since(self.known))
+
     # -- input -----------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> list[Event]:
@@ -401,6 +452,9 @@ class Session:
         if self.phase is Phase.CLOSED:
             return []
         self._last_received = now
+        stats = self.stats
+        stats["bytes_received"] += len(data)
+        stats["messages_received"] += 1
         try:
             message = decode_message(data, self.limits)
             if isinstance(message, Close):
@@ -482,6 +536,7 @@ class Session:
             self.holds.linked(hello.origin, True)
         self.sent = dict(hello.vv)
         self.known = dict(hello.vv)
+        self._catch_up = dict(hello.vv)
         self._dirty = True
         self._dirty_since = now - self.settings.batch_window  # catch up at once
         self._progress_at = now
@@ -525,6 +580,7 @@ class Session:
         """The peer adopted batches up to ``ack.batch`` (and holds ``ack.have``)."""
         if ack.batch > self._batch_number:
             return [self._fail(CLOSE_PROTOCOL, "an ack for a batch never sent")]
+        self.last_ack_at = now
         if ack.have:
             self.state.clock.check(max(ack.have.values()))
             join_into(self.sent, ack.have)
@@ -600,7 +656,7 @@ class Session:
             # ask for a resend from the last batch adopted, once per gap
             self._gap_reported = self._adopted
             self._send_ack(True)
-        return [Applied(changed, len(delta.entries))]
+        return [Applied(changed, len(delta.entries), max(adopt.values(), default=0) if adopt else 0)]
 
     @property
     def _ack_window(self) -> float:

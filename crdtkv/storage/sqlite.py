@@ -61,6 +61,7 @@ from ..errors import (
     StorageError,
     StoreMismatch,
 )
+from ..stats import LATENCY_BUCKETS, SIZE_BUCKETS, Buckets
 from .base import DURABILITY_MODES, Recovered, RowDecoder, new_replica_id
 
 log = logging.getLogger("crdtkv.storage")
@@ -111,6 +112,9 @@ class SqliteStorage:
         #: statistics: commits done, rows written
         self.commits = 0
         self.rows_written = 0
+        #: seconds each commit took (its transaction, sync included) and rows it wrote
+        self.commit_seconds = Buckets(LATENCY_BUCKETS)
+        self.commit_rows = Buckets(SIZE_BUCKETS)
 
     # -- opening ---------------------------------------------------------------------
 
@@ -291,6 +295,7 @@ class SqliteStorage:
             meta: dict[str, object] = {"clock": clock_last, "collected": write_map(collected)}
             if vv is not None:
                 meta["vv"] = write_map(vv)
+            started = time.perf_counter()
             try:
                 self._transaction(db, rows, meta, full=full)
             except sqlite3.Error as exc:
@@ -301,6 +306,8 @@ class SqliteStorage:
                         self._vv = vv
                 self._error = StorageError(f"commit to {self.path} failed: {exc}")
                 raise self._error from exc
+            self.commit_seconds.observe(time.perf_counter() - started)
+            self.commit_rows.observe(len(rows))
             self._error = None
             self.commits += 1
             self.rows_written += len(rows)
