@@ -36,6 +36,9 @@ class HttpSettings:
     send_timeout: float = 15.0
     #: Bytes of changes that may wait for a slow ``/v1/watch`` reader before it gets an overflow event.
     max_watch_backlog_bytes: int = 4 * MIB
+    #: Seconds without a change after which a ``/v1/watch`` stream sends a comment line
+    #: (keeps proxies from closing it; a client that left is noticed).
+    watch_heartbeat: float = 15.0
 
     def __post_init__(self) -> None:
         _check_positive(self)
