@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .core.limits import Limits
-from .cursor import Page
+from .cursor import KeyInfo, Page
 from .ratelimit import Decision
 from .store import KvStore, Record
 
@@ -27,6 +27,7 @@ __all__ = [
     "Client",
     "Decision",
     "Document",
+    "KeyInfo",
     "KvStore",
     "Limits",
     "Node",

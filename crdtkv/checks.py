@@ -69,6 +69,36 @@ def expiry_ms(ttl: object, now_ms: int) -> int:
     return now_ms + max(1, math.ceil(seconds(ttl, "ttl") * 1000))
 
 
+def expiration_ms(expiration: object, now_ms: int) -> int:
+    """An absolute expiry given in epoch seconds, as epoch ms (at least 1).
+
+    It may lie in the past (what it applies to then reads as missing), but
+    not more than MAX_SECONDS ahead of ``now_ms``.
+    """
+    if type(expiration) not in (int, float):
+        raise InvalidArgumentType(
+            f"expiration must be a number of seconds since the epoch, not {type(expiration).__name__}"
+        )
+    assert isinstance(expiration, (int, float))
+    if not 0 <= expiration <= now_ms / 1000 + MAX_SECONDS:  # also refuses NaN and infinities
+        raise InvalidArgument(
+            f"expiration must be epoch seconds from 0 up to {MAX_SECONDS} s from now, not {expiration!r}"
+        )
+    return max(1, round(expiration * 1000))
+
+
+def expires_at(ttl: object, expiration: object, now_ms: int) -> int | None:
+    """The expiry (epoch ms) that ``ttl`` (seconds from now) or ``expiration`` (epoch seconds) name.
+
+    None when both are None; InvalidArgument when both are given.
+    """
+    if expiration is None:
+        return None if ttl is None else expiry_ms(ttl, now_ms)
+    if ttl is not None:
+        raise InvalidArgument("give ttl or expiration, not both")
+    return expiration_ms(expiration, now_ms)
+
+
 __all__ = [
     "INCARNATION_SEPARATOR",
     "MAX_NAME_CHARS",
@@ -76,6 +106,8 @@ __all__ = [
     "MAX_SECONDS",
     "check_replica_id",
     "check_store_name",
+    "expiration_ms",
+    "expires_at",
     "expiry_ms",
     "seconds",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidArgument
 
@@ -19,11 +20,24 @@ CURSOR_PREFIX = "c1."
 
 
 @dataclass(frozen=True)
+class KeyInfo:
+    """One listed key with its expiry and metadata (:meth:`KvStore.list` with ``detailed=True``)."""
+
+    name: str
+    #: when the key expires, in seconds since the epoch, or None
+    expiration: float | None
+    #: the metadata of the write that set it (None for none, counters and documents)
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of :meth:`KvStore.list`: sorted keys, and the cursor of the next page."""
 
     keys: list[str]
     cursor: str | None
+    #: one :class:`KeyInfo` per key, in the same order, when listed with ``detailed=True``
+    details: list[KeyInfo] | None = None
 
 
 def encode_cursor(last_key: str) -> str:
@@ -42,4 +56,4 @@ def decode_cursor(cursor: object) -> str:
         raise InvalidArgument(f"not a crdtkv listing cursor: {cursor!r}") from exc
 
 
-__all__ = ["CURSOR_PREFIX", "MAX_PAGE", "Page", "decode_cursor", "encode_cursor"]
+__all__ = ["CURSOR_PREFIX", "MAX_PAGE", "KeyInfo", "Page", "decode_cursor", "encode_cursor"]

@@ -17,6 +17,7 @@ from .checks import (  # noqa: F401 (moved, importable here)
     MAX_SECONDS,
     check_replica_id,
     check_store_name,
+    expires_at,
     expiry_ms,
 )
 from .core.bulk import collector_paused
@@ -27,7 +28,7 @@ from .core.limits import DEFAULT_LIMITS, Limits
 from .core.replica import ReplicaState
 from .core.values import Packed, check_key, pack_value, unpack_value
 from .core.wire import decode_snapshot, encode_snapshot
-from .cursor import MAX_PAGE, Page, decode_cursor, encode_cursor
+from .cursor import MAX_PAGE, KeyInfo, Page, decode_cursor, encode_cursor
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
@@ -220,12 +221,22 @@ class KvStore:
 
     # -- local operations ---------------------------------------------------------
 
-    def put(self, key: str, value: Any, *, ttl: float | None = None, metadata: Any = None) -> None:
+    def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        expiration: float | None = None,
+        metadata: Any = None,
+    ) -> None:
         """Set ``key`` to ``value`` (last writer wins).
 
         ``value`` may be str, bytes, int, float, bool, None, or lists and
         str-keyed dicts of those (tuples are stored as lists). With ``ttl``
-        (seconds), the value reads as missing everywhere once it expires.
+        (seconds from now) or ``expiration`` (seconds since the epoch; not
+        both), the value reads as missing everywhere once it expires (at once,
+        for an expiration in the past).
         ``metadata`` is a small dict (``limits.max_metadata_bytes``) that
         travels with this write; see :meth:`get_with_metadata`. Overwriting a
         counter removes the increments this replica has seen.
@@ -237,10 +248,10 @@ class KvStore:
             stored: object = value
         else:
             stored = pack_value(value, self._limits)
-        if ttl is None and metadata is None:
+        if ttl is None and metadata is None and expiration is None:
             state.write(key, stored)
             return
-        expires = None if ttl is None else expiry_ms(ttl, state.clock.now_ms())
+        expires = expires_at(ttl, expiration, state.clock.now_ms())
         state.write(key, stored, expires, None if metadata is None else self._pack_metadata(metadata))
 
     def _pack_metadata(self, metadata: object) -> object:
@@ -292,23 +303,83 @@ class KvStore:
         """
         return self._state.delete(check_key(key, self._limits))
 
-    def incr(self, key: str, by: int = 1, *, ttl: float | None = None) -> int:
+    def incr(
+        self, key: str, by: int = 1, *, ttl: float | None = None, expiration: float | None = None
+    ) -> int:
         """Add ``by`` (may be negative) to the counter at ``key``; return its local value.
 
         A missing key becomes a counter starting at 0. Raises
         :class:`~crdtkv.errors.WrongType` if the key holds a register value.
         Concurrent increments at any number of replicas all count. With
-        ``ttl`` (seconds) the counter expires that long from now unless some
-        replica set a later expiry (the longest wins); once expired it reads
-        as missing everywhere, and the next ``incr`` starts it again from 0.
+        ``ttl`` (seconds from now) or ``expiration`` (seconds since the
+        epoch; not both) the counter expires then unless a later expiry was
+        set since the last :meth:`expire` or :meth:`persist` of it (the
+        longest wins); once expired it reads as missing everywhere, and the
+        next ``incr`` starts it again from 0.
         """
         if type(by) is not int:
             raise InvalidArgumentType(f"incr takes an int amount, not {type(by).__name__}")
         if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
             key = check_key(key, self._limits)
-        if ttl is None:
+        if ttl is None and expiration is None:
             return self._state.incr(key, by)
-        return self._state.incr(key, by, expiry_ms(ttl, self._state.clock.now_ms()))
+        return self._state.incr(key, by, expires_at(ttl, expiration, self._state.clock.now_ms()))
+
+    def expire(self, key: str, ttl: float | None = None, *, expiration: float | None = None) -> bool:
+        """Make the live key ``key`` expire ``ttl`` seconds from now, or at ``expiration`` (epoch seconds).
+
+        Return True if the key was live here (its expiry is now that), False
+        if it is missing (nothing is written). Give exactly one of ``ttl`` and
+        ``expiration``; an expiration at or before now deletes the key (like
+        Redis ``EXPIREAT`` in the past). Raises :class:`~crdtkv.errors.WrongType`
+        for a document, which does not expire.
+
+        How an expire meets a concurrent write: on a register it is a write of
+        the value as this replica sees it, with the new expiry, at a new stamp,
+        so last writer wins whole: a concurrent ``put`` stamped later keeps its
+        own value and expiry, one stamped earlier is overwritten by the value
+        the expire saw. On a counter it replaces only the expiry, at a new
+        stamp: increments made anywhere, concurrent or not, all count; an
+        ``incr(..., ttl=...)`` that did not see the expire does not undo it.
+        """
+        key = check_key(key, self._limits)
+        state = self._state
+        if ttl is None and expiration is None:
+            raise InvalidArgument("expire needs ttl or expiration (persist removes an expiry)")
+        expires = expires_at(ttl, expiration, state.clock.now_ms())
+        return state.expire(key, expires)
+
+    def persist(self, key: str) -> bool:
+        """Remove the expiry of the live key ``key``; True if it had one.
+
+        False (nothing written) if the key is missing or never expires. On a
+        register it is a write like :meth:`expire`'s; on a counter it replaces
+        the expiry at a new stamp, and a later ``incr(..., ttl=...)`` sets one again.
+        """
+        return self._state.persist(check_key(key, self._limits))
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires; None when it is missing or never expires.
+
+        Tell the two apart with ``key in store``.
+        """
+        state = self._state
+        found = state.inspect(check_key(key, self._limits))
+        if found is None or found[1] is None:
+            return None
+        return max(0, found[1] - state.clock.now_ms()) / 1000
+
+    def kind(self, key: str) -> str | None:
+        """What ``key`` holds: "register", "counter" or "document"; None when missing."""
+        found = self._state.inspect(check_key(key, self._limits))
+        return None if found is None else _KIND_NAMES[found[0]]
+
+    def get_many(self, keys: Sequence[str], default: Any = None) -> list[Any]:
+        """The values of ``keys``, in their order: ``default`` for each one missing here."""
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+            raise InvalidArgumentType(f"get_many takes a list of keys, not {type(keys).__name__}")
+        get = self.get
+        return [get(key, default) for key in keys]
 
     def doc(self, key: str) -> Document:
         """The collaborative document at ``key``, bound to this store.
@@ -352,21 +423,43 @@ class KvStore:
             raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
         return iter(self._state.live_keys(prefix))
 
-    def list(self, prefix: str = "", *, limit: int = 1000, cursor: str | None = None) -> Page:
+    def list(
+        self, prefix: str = "", *, limit: int = 1000, cursor: str | None = None, detailed: bool = False
+    ) -> Page:
         """One page of live keys with ``prefix``, in order, and a cursor for the next page.
 
         ``page.cursor`` is None on the last page. A cursor stays valid while
         keys come and go: every key present for the whole listing is returned
         exactly once, in order (keys added or removed meanwhile may or may not
-        appear).
+        appear). With ``detailed``, ``page.details`` holds a
+        :class:`~crdtkv.KeyInfo` (expiration and metadata) per key.
         """
         if not isinstance(prefix, str):
             raise InvalidArgumentType(f"prefix must be str, not {type(prefix).__name__}")
         if type(limit) is not int or not 0 < limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be an int in 1..{MAX_PAGE}, not {limit!r}")
         after = None if cursor is None else decode_cursor(cursor)
-        keys, more = self._state.list_page(prefix, after, limit)
-        return Page(keys, encode_cursor(keys[-1]) if more and keys else None)
+        state = self._state
+        keys, more = state.list_page(prefix, after, limit)
+        next_cursor = encode_cursor(keys[-1]) if more and keys else None
+        if not detailed:
+            return Page(keys, next_cursor)
+        shown: list[str] = []
+        details: list[KeyInfo] = []
+        for key in keys:
+            found = state.inspect(key)
+            if found is None:  # expired since the page was read
+                continue
+            _, expires, meta = found
+            shown.append(key)
+            details.append(
+                KeyInfo(
+                    key,
+                    None if expires is None else expires / 1000,
+                    None if meta is None else unpack_value(meta),
+                )
+            )
+        return Page(shown, next_cursor, details)
 
     def rate_limit(self, key: str, limit: int, window: float, *, cost: int = 1) -> Decision:
         """Admit or refuse one request of ``cost`` against ``limit`` per ``window`` seconds.
@@ -505,4 +598,4 @@ class KvStore:
         return f"<KvStore {self.name!r} replica={self._replica_id!r} keys={len(self._state.entries)}>"
 
 
-__all__ = ["Decision", "KvStore", "Page", "Record"]
+__all__ = ["Decision", "KeyInfo", "KvStore", "Page", "Record"]

@@ -8,7 +8,11 @@ One :class:`Entry` holds everything replicated about a key:
   decrement totals, plus a *removed* baseline recording which totals a delete
   (or an overwriting ``put``) observed. The counter's value is the totals minus
   the baseline, so an increment the delete did not see survives it, and two
-  concurrent deletes, each joining the baseline by maximum, never subtract twice;
+  concurrent deletes, each joining the baseline by maximum, never subtract twice.
+  Its expiry is a register of its own, ordered by :func:`expiry_rank`: an
+  ``expire`` or ``persist`` replaces the expiry it saw (last writer wins), an
+  ``incr(..., ttl=...)`` only lengthens it, and a reset voids it; the totals
+  are never touched by any of them;
 * optionally a **document** (:class:`~.document.DocState`): a Yrs document
   with its own observed-remove baseline. It is joined by the replica, which
   must check remote Yrs bytes before anything changes (:func:`join_into`
@@ -86,7 +90,7 @@ class Base(NamedTuple):
 class CounterState:
     """The counter half of an entry (a PN-counter with observed-remove)."""
 
-    __slots__ = ("base", "context", "expiry", "removed", "totals")
+    __slots__ = ("base", "context", "expiry", "expiry_stamp", "removed", "totals")
 
     def __init__(
         self,
@@ -95,6 +99,7 @@ class CounterState:
         context: dict[str, int] | None = None,
         expiry: tuple[int, int] | None = None,
         base: Base | None = None,
+        expiry_stamp: int = 0,
     ) -> None:
         #: origin -> its cumulative totals on this key
         self.totals: dict[str, Totals] = totals if totals is not None else {}
@@ -104,10 +109,14 @@ class CounterState:
         #: does not already say it (a register write at a replica holding the
         #: counter); see :meth:`full_context`
         self.context: dict[str, int] = context if context is not None else {}
-        #: ``(epoch, expires_ms)`` set by ``incr(..., ttl=...)``: ``epoch`` is the
-        #: register stamp (the last delete or reset) the expiry was set under, so an
-        #: expiry never outlives a reset; joined by maximum (the longest wins)
+        #: ``(epoch, expires_ms)`` set by ``incr(..., ttl=...)``, ``expire`` or
+        #: ``persist``: ``epoch`` is the register stamp (the last delete or reset)
+        #: the expiry was set under, so an expiry never outlives a reset;
+        #: ``expires_ms`` 0 means none (a ``persist``). See :func:`expiry_rank`.
         self.expiry = expiry
+        #: stamp of the ``expire`` or ``persist`` the expiry was set by or built on
+        #: (0: none): a later explicit expiry replaces an earlier one whole
+        self.expiry_stamp = expiry_stamp
         #: the folded totals of retired origins, or None
         self.base = base
 
@@ -174,7 +183,14 @@ class CounterState:
         return True
 
     def copy(self) -> CounterState:
-        return CounterState(dict(self.totals), dict(self.removed), dict(self.context), self.expiry, self.base)
+        return CounterState(
+            dict(self.totals),
+            dict(self.removed),
+            dict(self.context),
+            self.expiry,
+            self.base,
+            self.expiry_stamp,
+        )
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -183,6 +199,7 @@ class CounterState:
             and self.removed == other.removed
             and self.full_context() == other.full_context()
             and self.expiry == other.expiry
+            and self.expiry_stamp == other.expiry_stamp
             and self.base == other.base
         )
 
@@ -191,7 +208,8 @@ class CounterState:
     def __repr__(self) -> str:
         return (
             f"CounterState(totals={self.totals!r}, removed={self.removed!r}, "
-            f"context={self.context!r}, expiry={self.expiry!r}, base={self.base!r})"
+            f"context={self.context!r}, expiry={self.expiry!r}, base={self.base!r}, "
+            f"expiry_stamp={self.expiry_stamp!r})"
         )
 
 
@@ -285,12 +303,25 @@ def register_live(entry: Entry, now_ms: int) -> bool:
 
 def counter_expires(entry: Entry) -> int | None:
     """When the counter half expires (ms), or None; an expiry set before the
-    latest reset of the key does not apply."""
+    latest reset of the key does not apply, and a ``persist`` leaves none."""
     counter = entry.counter
     if counter is None or counter.expiry is None:
         return None
     epoch, expires = counter.expiry
-    return expires if epoch == entry.stamp else None
+    return expires if epoch == entry.stamp and expires else None
+
+
+def expiry_rank(counter: CounterState) -> tuple[int, int, int] | None:
+    """The order in which counter expiries replace each other: ``(epoch, expiry_stamp, expires_ms)``.
+
+    The largest wins, so the join is a maximum. A reset (a later epoch)
+    voids every older expiry; an ``expire`` or ``persist`` stamped later
+    replaces whatever it saw, shorter or longer (last writer wins); among
+    expiries set on top of the same explicit one (``incr(..., ttl=...)``),
+    the longest wins, and any expiry beats a ``persist`` (0) it observed.
+    """
+    expiry = counter.expiry
+    return None if expiry is None else (expiry[0], counter.expiry_stamp, expiry[1])
 
 
 def resolve(entry: Entry, now_ms: int) -> Kind:
@@ -351,6 +382,7 @@ def max_stamp(entry: Entry) -> int:
         top = max(top, max(counter.full_context().values(), default=0))
         if counter.base is not None:
             top = max(top, counter.base.top)
+        top = max(top, counter.expiry_stamp)
     if entry.doc is not None:
         top = max(top, max_doc_stamp(entry.doc))
     return top
@@ -397,9 +429,13 @@ def join_into(local: Entry, remote: Entry) -> bool:
         changed = moved or changed
     changed = _join_totals(lc.totals, totals) or changed
     changed = _join_totals(lc.removed, removed) or changed
-    if rc.expiry is not None and (lc.expiry is None or rc.expiry > lc.expiry):
-        lc.expiry = rc.expiry
-        changed = True
+    rank = expiry_rank(rc)
+    if rank is not None:
+        have = expiry_rank(lc)
+        if have is None or rank > have:
+            lc.expiry = rc.expiry
+            lc.expiry_stamp = rc.expiry_stamp
+            changed = True
     changed = join_vv(lc.context, context) or changed
     return settle_base(local) or changed
 

@@ -67,7 +67,7 @@ class Collector:
             self.tombstone(entry.stamp, key)
         elif entry.expires is not None:
             self.expires(entry.expires, key)
-        if entry.counter is not None and entry.counter.expiry is not None:
+        if entry.counter is not None and entry.counter.expiry is not None and entry.counter.expiry[1]:
             self.expires(entry.counter.expiry[1], key)
 
     def restore(self, items: Iterable[tuple[str, Entry]]) -> None:
@@ -77,7 +77,7 @@ class Collector:
                 self._graves.append((entry.stamp, key))
             elif entry.expires is not None:
                 self._unordered(entry.expires, key)
-            if entry.counter is not None and entry.counter.expiry is not None:
+            if entry.counter is not None and entry.counter.expiry is not None and entry.counter.expiry[1]:
                 self._unordered(entry.counter.expiry[1], key)
         for heap in (self._graves, self._expiring, self._expiring_internal):
             heapq.heapify(heap)

@@ -334,13 +334,70 @@ class ReplicaState:
             totals[origin] = (inc, dec - by, stamp)  # type: ignore[assignment]
         counter.context.pop(origin, None)  # the totals now carry this origin's latest dot
         if expires is not None:
-            expiry = (self.entries[key].stamp, expires)
-            if counter.expiry is None or expiry > counter.expiry:
-                counter.expiry = expiry
+            # the longest of the expiries set on top of the same expire or persist wins
+            # (see entry.expiry_rank); an expiry from before the last reset is void
+            epoch = self.entries[key].stamp
+            current = counter.expiry
+            if current is None or current[0] < epoch:
+                counter.expiry = (epoch, expires)
+                counter.expiry_stamp = 0
+            elif current[0] == epoch and expires > current[1]:
+                counter.expiry = (epoch, expires)
             self._gc.expires(expires, key)
         own[key] = stamp
         self._local_change(key, stamp)
         return counter.value()
+
+    def expire(self, key: str, expires: int | None) -> bool:
+        """Give the live key ``key`` the expiry ``expires`` (epoch ms; None: none); False if missing.
+
+        A register is written again, value and metadata as they are, with the
+        new expiry (a write like any other: a concurrent ``put`` stamped later
+        wins whole, one stamped earlier loses to it). A counter's expiry is
+        replaced at a new stamp (see :func:`~.entry.expiry_rank`); its totals are
+        untouched, so no increment is lost or counted twice. An expiry at or
+        before now deletes the key (as :meth:`delete`). Raises
+        :class:`~crdtkv.errors.WrongType` for a document (documents do not
+        expire); a missing key changes nothing.
+        """
+        entry = self._current_entry(key)
+        if entry is None:
+            return False
+        now_ms = self.clock.now_ms()
+        kind = resolve(entry, now_ms)
+        if kind == _MISSING:
+            return False
+        if kind == _DOCUMENT:
+            raise WrongType(f"key {key!r} holds a document; documents do not expire")
+        if expires is not None and expires <= now_ms:
+            self.write(key, TOMBSTONE)
+            return True
+        if kind == _REGISTER:
+            self.write(key, entry.value, expires, entry.meta)
+            return True
+        counter = entry.counter
+        assert counter is not None
+        stamp = self.clock.tick()
+        if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
+            self._rotate(stamp)
+        origin = self.origin
+        counter.expiry = (entry.stamp, 0 if expires is None else expires)
+        counter.expiry_stamp = stamp
+        counter.context[origin] = stamp  # the operation's dot (the totals keep theirs)
+        if expires is not None:
+            self._gc.expires(expires, key)
+        own = self._own_log.latest
+        own.pop(key, None)
+        own[key] = stamp
+        self._local_change(key, stamp)
+        return True
+
+    def persist(self, key: str) -> bool:
+        """Remove the expiry of the live key ``key``; True if it had one (else nothing is written)."""
+        found = self.inspect(key)
+        if found is None or found[1] is None:
+            return False
+        return self.expire(key, None)
 
     def document(self, key: str) -> DocState | None:
         """The document at ``key`` if a read sees one (it is the live value), else None."""
@@ -447,6 +504,24 @@ class ReplicaState:
             edited = doc.live_stamp()
             assert edited is not None
             return Reading(kind, Packed(doc.plain()), None, None, edited[1], edited[0])
+        return None
+
+    def inspect(self, key: str) -> tuple[Kind, int | None, object] | None:
+        """``(kind, expires_ms, stored metadata)`` of what a read of ``key`` sees, or None if missing.
+
+        Like :meth:`describe` without building the value (a document's content
+        is not rendered): for listings, ``ttl`` and type checks.
+        """
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        kind = resolve(entry, self.clock.now_ms())
+        if kind == _REGISTER:
+            return kind, entry.expires, entry.meta
+        if kind == _COUNTER:
+            return kind, counter_expires(entry), None
+        if kind == _DOCUMENT:
+            return kind, None, None
         return None
 
     def list_page(self, prefix: str, after: str | None, limit: int) -> tuple[list[str], bool]:

@@ -17,8 +17,11 @@ Schema (CBOR arrays throughout; ``w`` indexes the message's origin table)::
              / [stamp, w, value, expires_ms / null, meta]
     value    = str / bytes / int / float / bool / null / [bytes] (canonical CBOR list or map)
     counter  = [[[w, inc, dec, stamp]...] totals, [[w, inc, dec, stamp]...] removed,
-                [[w, stamp]...] context (, [epoch, expires_ms] expiry)]
-             / [totals, removed, context, [epoch, expires_ms] / null, base]
+                [[w, stamp]...] context (, expiry)]
+             / [totals, removed, context, expiry / null, base]
+    expiry   = [epoch, expires_ms] (set by incr with a ttl)
+             / [epoch, expires_ms / 0, expiry_stamp] (set by or after an expire or persist,
+               stamped; 0: persisted; see entry.expiry_rank)
     base     = [cut, zero_at, inc, dec, top] (the folded totals of retired origins; see entry.Base)
     doc      = [gen_stamp, gen_w / null, update bytes, [[w, stamp]...] context, [[w, stamp]...] removed,
                 [[root name, kind]...] schema, [[w, stamp, yrs clock]...] clocks]
@@ -81,6 +84,14 @@ def _totals_to_wire(totals: dict[str, Totals], ref: Callable[[str], object]) -> 
     return [[ref(origin), inc, dec, stamp] for origin, (inc, dec, stamp) in sorted(totals.items())]
 
 
+def _expiry_to_wire(counter: CounterState) -> list[int]:
+    """A counter's expiry: the two-field form unless an ``expire`` or ``persist`` stamped it."""
+    assert counter.expiry is not None
+    if counter.expiry_stamp:
+        return [*counter.expiry, counter.expiry_stamp]
+    return list(counter.expiry)
+
+
 def _doc_to_wire(doc: DocState, ref: Callable[[str], object], identity: bool) -> list[object]:
     return [
         doc.gen[0],
@@ -132,10 +143,10 @@ def entry_to_wire(
         write_rows(counter.full_context(), ref, sort=True),
     ]
     if counter.base is not None:
-        wire_counter.append(list(counter.expiry) if counter.expiry is not None else None)
+        wire_counter.append(_expiry_to_wire(counter) if counter.expiry is not None else None)
         wire_counter.append(list(counter.base))
     elif counter.expiry is not None:
-        wire_counter.append(list(counter.expiry))
+        wire_counter.append(_expiry_to_wire(counter))
     if doc is None:
         return [key, register, wire_counter]
     return [key, register, wire_counter, _doc_to_wire(doc, ref, identity)]
@@ -343,11 +354,14 @@ class EntryReader:
                     "or [totals, removed, context, expiry / null, base]"
                 )
             expiry: tuple[int, int] | None = None
+            expiry_stamp = 0
             if len(counter) == 4 or (len(counter) == 5 and counter[3] is not None):
                 pair = as_array(counter[3], "a counter expiry")
-                if len(pair) != 2:
-                    fail("a counter expiry must be [epoch, expires_ms]")
+                if len(pair) not in (2, 3):
+                    fail("a counter expiry must be [epoch, expires_ms] or [epoch, expires_ms, stamp]")
                 expiry = (as_count(pair[0], "an expiry epoch", MAX_STAMP), as_expiry(pair[1], "an expiry"))
+                if len(pair) == 3:
+                    expiry_stamp = as_stamp(pair[2], "an expiry stamp")
             totals = self.totals(counter[0], "counter totals")
             removed = self.totals(counter[1], "counter removed")
             context = read_rows(counter[2], "counter context", self.origin)
@@ -361,7 +375,7 @@ class EntryReader:
                 if have is None or have[2] < stamp or have[0] < inc or have[1] < dec:
                     fail("counter removed baseline exceeds its totals")
             base = self.base(counter[4]) if len(counter) == 5 else None
-            entry.counter = CounterState(totals, removed, context, expiry, base)
+            entry.counter = CounterState(totals, removed, context, expiry, base, expiry_stamp)
         elif not entry.stamp and entry.doc is None:
             fail("an entry needs a register write, a counter or a document")
         return key, entry
