@@ -7,6 +7,7 @@ on stderr and never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -24,12 +25,14 @@ import anyio
 
 from . import __version__, demo
 from .client import Client, check_url
+from .config import ENV_CONFIG, ENVIRONMENT, ConfigError, ServeConfig, parse_address, resolve
 from .cursor import MAX_PAGE
 from .display import format_value
 from .errors import CrdtKvError
-from .node import Node, NodeSettings
+from .logs import configure_logging
+from .node import Node
+from .status import format_status
 from .store import KvStore
-from .transport import TransportSettings
 
 log = logging.getLogger("crdtkv.cli")
 
@@ -156,30 +159,69 @@ def _server_tls(listen: str | None, cert: str | None, key: str | None) -> ssl.SS
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+#: The serve flags that configuration files and CRDTKV_* variables may stand in for.
+SERVE_FLAGS = (
+    "id",
+    "listen",
+    "data",
+    "durability",
+    "secret_file",
+    "store",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "http",
+    "resp",
+    "log_format",
+    "verbose",
+)
+
+
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The file (``--config`` or $CRDTKV_CONFIG), then CRDTKV_* variables, then the flags."""
+    flags = {name: getattr(args, name) for name in SERVE_FLAGS}
+    flags["peers"] = args.peer
+    return resolve(flags, os.environ, args.config)
+
+
+def _url_of(host: str, port: int, scheme: str) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run a replica node until SIGINT, SIGTERM or SIGHUP."""
-    if args.listen is None and not args.peer:
+    config = _serve_config(args)
+    if config.id is None:
+        raise CommandError(f"serve needs --id NAME (or {ENVIRONMENT['id']}, or id in the config file)")
+    if config.listen is None and not config.peers:
         raise CommandError(
             "serve needs --listen URL (to accept peers and clients) or --peer URL (to dial a peer), or both"
         )
-    for url in [args.listen, *args.peer]:
+    for url in [config.listen, *config.peers]:
         if url is not None:
-            check_url(url, "--listen" if url is args.listen else "--peer")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+            check_url(url, "--listen" if url is config.listen else "--peer")
+    faces = {
+        face: parse_address(address, f"--{face}")
+        for face in ("http", "resp")
+        if (address := getattr(config, face))
+    }
+    configure_logging(config.id, config.log_format, verbose=config.verbose)
+    secret = _read_secret(config.secret_file)
+    tls = dataclasses.replace(
+        config.node.transport,
+        ssl_context=_client_tls(config.tls_ca),
+        server_ssl_context=_server_tls(config.listen, config.tls_cert, config.tls_key),
     )
-    if not args.verbose:
-        logging.getLogger("websockets").setLevel(logging.WARNING)
-    secret = _read_secret(args.secret_file)
-    tls = TransportSettings(
-        ssl_context=_client_tls(args.tls_ca),
-        server_ssl_context=_server_tls(args.listen, args.tls_cert, args.tls_key),
+    settings = dataclasses.replace(config.node, transport=tls)
+    store = KvStore.open(
+        config.store,
+        replica_id=config.id,
+        path=config.data,
+        durability=config.durability,
+        limits=config.limits,
     )
-    store = KvStore.open(args.store, replica_id=args.id, path=args.data, durability=args.durability)
     if secret is None:
-        where = f"anyone who can reach {args.listen}" if args.listen else "any process that can reach it"
+        where = f"anyone who can reach {config.listen}" if config.listen else "any process that can reach it"
         log.warning(
             "no shared secret: %s can read and write store %r; set one with --secret-file FILE (or %s)",
             where,
@@ -187,19 +229,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ENV_SECRET_FILE,
         )
 
-    settings = NodeSettings(transport=tls)
-    _raise_open_file_limit(settings.max_connections + settings.max_handshaking + len(args.peer) + 64)
+    _raise_open_file_limit(settings.max_connections + settings.max_handshaking + len(config.peers) + 64)
 
     async def serve() -> None:
         # handle the stop signals before saying "serving": one sent right after that line stops cleanly
         with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-            async with Node(
-                store, listen=args.listen, peers=args.peer, secret=secret, settings=settings
-            ) as node:
+            async with (
+                Node(
+                    store, listen=config.listen, peers=config.peers, secret=secret, settings=settings
+                ) as node,
+                anyio.create_task_group() as faces_group,
+            ):
+                if "http" in faces:
+                    from .gateway.http import HttpFace
+
+                    host, port = await faces_group.start(
+                        HttpFace(node, config.http_settings).serve, *faces["http"]
+                    )
+                    print(f"http on {_url_of(host, port, 'http')}", flush=True)
+                if "resp" in faces:
+                    from .gateway.resp import RespFace
+
+                    host, port = await faces_group.start(
+                        RespFace(node, config.resp_settings).serve, *faces["resp"]
+                    )
+                    print(f"resp on {_url_of(host, port, 'redis')}", flush=True)
                 print(f"serving store {store.name!r} as {store.origin} on {node.url}", flush=True)
                 async for signum in signals:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break
+                faces_group.cancel_scope.cancel()
         print(f"stopped; digest {store.digest()}", flush=True)
 
     try:
@@ -365,6 +424,16 @@ async def _digest(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _status(client: Client, args: argparse.Namespace) -> int:
+    """Print the node's status: its id, uptime, keys, digest and a table of its peers."""
+    status = await client.call("status")
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    return EXIT_OK
+
+
 def _add_client_command(commands: Any, name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         name, help=help_text, description=help_text, epilog=EXIT_CODES
@@ -442,26 +511,57 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a replica node until SIGINT, SIGTERM or SIGHUP, then flush and exit 0.",
         epilog=EXIT_CODES,
     )
-    serve.add_argument("--id", required=True, help="this replica's id, e.g. london")
+    env = ENVIRONMENT
+    serve.add_argument("--id", help=f"this replica's id, e.g. london (${env['id']})")
     serve.add_argument(
-        "--listen", metavar="URL", help="where peers and clients connect, e.g. ws://127.0.0.1:7001"
+        "--listen",
+        metavar="URL",
+        help=f"where peers and clients connect, e.g. ws://127.0.0.1:7001 (${env['listen']})",
     )
     serve.add_argument(
-        "--peer", action="append", default=[], metavar="URL", help="a peer to dial (repeatable)"
+        "--peer",
+        action="append",
+        default=[],
+        metavar="URL",
+        help=f"a peer to dial (repeatable; ${env['peers']}: URLs separated by commas or spaces)",
     )
-    serve.add_argument("--data", metavar="PATH", help="SQLite file for a durable replica")
+    serve.add_argument("--data", metavar="PATH", help=f"SQLite file for a durable replica (${env['data']})")
     serve.add_argument(
         "--durability",
         choices=["batch", "sync"],
-        default="batch",
-        help="with --data: batch (group commit, the default) or sync (durable before each reply)",
+        help="with --data: batch (group commit, the default) or sync (durable before each reply) "
+        f"(${env['durability']})",
     )
-    _add_secret_file(serve)
-    serve.add_argument("--store", default="default", help="store name (default: default)")
+    serve.add_argument(
+        "--secret-file", metavar="FILE", help=f"file holding the shared secret (${env['secret_file']})"
+    )
+    serve.add_argument("--store", help=f"store name (default: default; ${env['store']})")
     serve.add_argument("--tls-cert", metavar="FILE", help="certificate for listening on wss://")
     serve.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert")
     serve.add_argument(
         "--tls-ca", metavar="FILE", help="CA certificate(s) to trust when dialing wss:// peers"
+    )
+    serve.add_argument(
+        "--http",
+        type=_address,
+        metavar="HOST:PORT",
+        help=f"serve the HTTP API, health, metrics and status page there (port 0: any; ${env['http']})",
+    )
+    serve.add_argument(
+        "--resp",
+        type=_address,
+        metavar="HOST:PORT",
+        help=f"serve the Redis protocol there (port 0: any; ${env['resp']})",
+    )
+    serve.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help=f"settings file; flags and CRDTKV_* variables override it (${ENV_CONFIG})",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help=f"text (default) or json: one JSON object per line (${env['log_format']})",
     )
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=cmd_serve)
@@ -493,6 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("--cursor", metavar="CURSOR", help="continue a listing cut by --limit")
     _add_client_command(commands, "digest", "print the node's state digest", _digest)
+    status = _add_client_command(
+        commands, "status", "print the node's id, uptime, keys, digest and peers with state and lag", _status
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     snapshot = _add_client_command(
         commands,
         "snapshot",
@@ -516,6 +620,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--seed", type=int, default=2026)
     run_demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _address(text: str) -> str:
+    """An argparse type: ``HOST:PORT`` (checked here, so a bad one is a usage error)."""
+    try:
+        parse_address(text, "the address")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _positive_int(text: str) -> int:
