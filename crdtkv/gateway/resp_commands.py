@@ -943,7 +943,7 @@ def execute(client: Client, args: Command) -> bytes:
     if command is None:
         command = COMMANDS.get(args[0].upper())
         if command is None:
-            client.face.operation("resp", "unknown", "error")
+            client.face.operation("resp", "unknown", "ERR")
             return unknown_command(args)
     arity = command.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
@@ -961,7 +961,10 @@ def execute(client: Client, args: Command) -> bytes:
             reply = encode_error("ERR the store is closed")
         except CrdtKvError as exc:
             reply = encode_error(f"ERR {exc}")
-    client.face.operation("resp", command.kind, "error" if reply[0] == 45 else "ok")  # 45: "-"
+    if reply[0] == 45:  # "-": an error reply, counted by its code (ERR, WRONGTYPE, NOAUTH, ...)
+        client.face.operation("resp", command.kind, reply[1 : reply.find(b" ")].decode("ascii", "replace"))
+    else:
+        client.face.operation("resp", command.kind, "ok")
     return reply
 
 
