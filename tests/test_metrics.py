@@ -83,7 +83,7 @@ async def test_a_replicated_put_moves_the_link_counters_and_the_propagation_hist
 
 async def free_port() -> int:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # type: ignore[attr-defined]
+    port: int = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
     return port
 

@@ -83,7 +83,7 @@ async def test_a_node_is_ready_only_once_it_holds_what_its_peer_held() -> None:
 @pytest.mark.anyio
 async def test_a_node_whose_peer_is_unreachable_is_not_ready() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # type: ignore[attr-defined]
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()  # nothing listens there now
     store = KvStore.open("t", replica_id="alone")
     async with Node(store, peers=[f"ws://127.0.0.1:{port}"], settings=FAST) as node:
