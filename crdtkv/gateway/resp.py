@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-from ..errors import ListenFailed, MalformedRequest
+from ..errors import ListenFailed
 from .resp_commands import FaceState, execute
 from .resp_protocol import CommandReader, encode_error
 from .settings import RespSettings
@@ -119,12 +119,7 @@ class RespFace:
         receive = stream.receive
         while True:
             data = await receive(READ_BYTES)
-            try:
-                commands = reader.feed(data)
-            except MalformedRequest as exc:
-                self.protocol_errors += 1
-                await self.goodbye(stream, encode_error(f"ERR {exc}"))
-                return
+            commands = reader.feed(data)
             if len(commands) == 1:  # the common case: one command, one reply
                 reply = execute(client, commands[0])
                 await self.send(stream, reply)
@@ -143,6 +138,10 @@ class RespFace:
                 if replies:
                     await self.send(stream, b"".join(replies))
             if client.closing:
+                return
+            if reader.failure is not None:  # after the replies to the commands before it
+                self.protocol_errors += 1
+                await self.goodbye(stream, encode_error(f"ERR {reader.failure.args[0]}"))
                 return
 
     async def send(self, stream: anyio.abc.SocketStream, data: bytes) -> None:

@@ -43,7 +43,7 @@ class CommandReader:
     ``max_frame_bytes`` have arrived, not after the whole declared length.
     """
 
-    __slots__ = ("_max_arguments", "_max_frame", "_pending", "_reader")
+    __slots__ = ("_max_arguments", "_max_frame", "_pending", "_reader", "failure")
 
     def __init__(self, max_frame_bytes: int, max_arguments: int) -> None:
         self._reader = hiredis.Reader()
@@ -51,6 +51,8 @@ class CommandReader:
         self._max_arguments = max_arguments
         #: bytes received that belong to no complete command yet
         self._pending = 0
+        #: why the stream cannot be read further, once it cannot (then feed no more)
+        self.failure: MalformedRequest | None = None
 
     @property
     def pending_bytes(self) -> int:
@@ -58,13 +60,23 @@ class CommandReader:
         return self._pending
 
     def feed(self, data: bytes) -> list[Command]:
-        """The complete commands ``data`` ends, in order.
+        """The complete commands ``data`` ends, in order, up to the first bad frame.
 
-        Raises :class:`~crdtkv.errors.MalformedRequest` for bytes that are not
-        RESP, or a frame that is not an array of bulk strings, and
-        :class:`~crdtkv.errors.RequestTooLarge` for a frame over the budget;
-        either way the connection cannot continue (frame boundaries are lost).
+        Bytes that are not RESP, or a frame that is not an array of bulk strings,
+        set :attr:`failure` to a :class:`~crdtkv.errors.MalformedRequest`, and a
+        frame over the budget to a :class:`~crdtkv.errors.RequestTooLarge`; the
+        commands before it are still returned. After a failure the stream
+        cannot continue (frame boundaries are lost): close the connection.
         """
+        if self.failure is not None:
+            return []
+        try:
+            return self._parse(data)
+        except MalformedRequest as exc:
+            self.failure = exc
+            return exc.args[1]  # type: ignore[no-any-return]
+
+    def _parse(self, data: bytes) -> list[Command]:
         reader = self._reader
         reader.feed(data)
         pending = self._pending + len(data)
@@ -73,28 +85,31 @@ class CommandReader:
             try:
                 frame = reader.gets()
             except hiredis.ProtocolError as exc:
-                raise MalformedRequest(f"Protocol error: {exc}") from exc
+                text = str(exc)
+                raise MalformedRequest(
+                    text if text.startswith("Protocol error") else f"Protocol error: {text}", commands
+                ) from exc
             if frame is False:
                 break
             if type(frame) is not list:
                 if frame is None:  # a null array: nothing to do, like Redis
                     pending -= 5
                     continue
-                raise MalformedRequest("Protocol error: expected an array of bulk strings")
+                raise MalformedRequest("Protocol error: expected an array of bulk strings", commands)
             count = len(frame)
             if count > self._max_arguments:
                 raise RequestTooLarge(
-                    f"Protocol error: {count} arguments; the limit is {self._max_arguments}"
+                    f"Protocol error: {count} arguments; the limit is {self._max_arguments}", commands
                 )
             size = 3 + len(str(count))
             for item in frame:
                 if type(item) is not bytes:
-                    raise MalformedRequest("Protocol error: expected an array of bulk strings")
+                    raise MalformedRequest("Protocol error: expected an array of bulk strings", commands)
                 length = len(item)
                 size += length + (6 if length < 10 else 7 if length < 100 else 5 + len(str(length)))
             if size > self._max_frame:
                 raise RequestTooLarge(
-                    f"Protocol error: a {size}-byte command; the limit is {self._max_frame}"
+                    f"Protocol error: a {size}-byte command; the limit is {self._max_frame}", commands
                 )
             pending -= size
             if count:
@@ -104,7 +119,7 @@ class CommandReader:
         self._pending = pending if pending > 0 else 0
         if self._pending > self._max_frame:
             raise RequestTooLarge(
-                f"Protocol error: a command of more than {self._max_frame} bytes (the limit)"
+                f"Protocol error: a command of more than {self._max_frame} bytes (the limit)", commands
             )
         return commands
 
