@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import anyio
@@ -184,3 +185,18 @@ async def test_two_nodes_in_one_process_have_their_own_registries() -> None:
         node_metrics(na).operation("resp", "get", "ok")
         assert value(scrape(na), "crdtkv_operations_total", face="resp") == 1
         assert value(scrape(nb), "crdtkv_operations_total", face="resp") == 0
+
+
+async def test_failed_dials_are_logged_once_per_change_of_state(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"ws://127.0.0.1:{await free_port()}"
+    store = KvStore.open("t", replica_id="alone")
+    caplog.set_level(logging.DEBUG, logger="crdtkv.node")
+    async with Node(store, peers=[url], settings=FAST) as node:
+        await wait_until(lambda: node.dial_failures >= 4)
+        async with Node(KvStore.open("t", replica_id="back"), listen=url, settings=FAST):
+            await node.wait_for_peers(1)
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "cannot reach peer" in r.message
+    ]
+    assert len(warnings) == 1 and url in warnings[0].message
+    assert any(r.levelno == logging.INFO and "reached peer" in r.message for r in caplog.records)
