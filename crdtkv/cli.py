@@ -312,8 +312,9 @@ def _client_command(
 
 
 async def _get(client: Client, args: argparse.Namespace) -> int:
-    found, value = await client.get(args.key)
-    if not found:
+    missing = object()
+    value = await client.get(args.key, missing)
+    if value is missing:
         return EXIT_MISSING
     print(format_value(value, as_json=args.json))
     return EXIT_OK

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import cbor2
+
 from .checks import count
 from .cursor import MAX_PAGE
 from .errors import CrdtKvError, InvalidArgument, InvalidArgumentType
@@ -38,8 +40,13 @@ SNAPSHOT_TRANSFER_IDLE = 60.0
 #: Room kept in a message for the framing around a snapshot chunk.
 _CHUNK_OVERHEAD = 4096
 
+#: Most keys one ``get_many`` reply answers (the client asks again for the rest).
+MAX_KEYS_PER_GET_MANY = 1000
+
 # CBOR head of a text string up to 65,535 bytes, plus rounding: bytes counted per key.
 _KEY_OVERHEAD = 3
+# An expiration (a float) and the array heads around it and the metadata.
+_DETAIL_OVERHEAD = 12
 
 _MISSING = object()
 
@@ -49,8 +56,74 @@ def _get(store: KvStore, key: Any) -> Any:
     return [False, None] if value is _MISSING else [True, value]
 
 
-def _put(store: KvStore, key: Any, value: Any, ttl: Any = None, metadata: Any = None) -> None:
-    store.put(key, value, ttl=ttl, metadata=metadata)
+def _put(
+    store: KvStore, key: Any, value: Any, ttl: Any = None, metadata: Any = None, expiration: Any = None
+) -> None:
+    store.put(key, value, ttl=ttl, expiration=expiration, metadata=metadata)
+
+
+def _incr(store: KvStore, key: Any, by: Any = 1, ttl: Any = None, expiration: Any = None) -> int:
+    return store.incr(key, by, ttl=ttl, expiration=expiration)
+
+
+def _get_with_metadata(store: KvStore, key: Any) -> dict[str, Any] | None:
+    """The :class:`~crdtkv.Record` of ``key`` as a map of its fields, or None if missing."""
+    record = store.get_with_metadata(key)
+    if record is None:
+        return None
+    return {
+        "value": record.value,
+        "metadata": record.metadata,
+        "expires_at": record.expires_at,
+        "replica": record.replica,
+        "origin": record.origin,
+        "stamp": record.stamp,
+        "written_at": record.written_at,
+        "kind": record.kind,
+    }
+
+
+def _encoded_size(value: Any) -> int:
+    """About how many bytes ``value`` takes in a reply (exact for strings and bytes)."""
+    kind = type(value)
+    if kind is str:
+        return len(value.encode("utf-8")) + 9
+    if kind is bytes:
+        return len(value) + 9
+    if kind in (int, float, bool) or value is None:
+        return 9 if kind is not int else value.bit_length() // 8 + 9
+    return len(cbor2.dumps(value)) + 9
+
+
+def _get_many(store: KvStore, keys: Any) -> list[list[Any]]:
+    """``[found, value]`` for the first keys of ``keys`` whose values fit in one reply.
+
+    At least one key is answered; the client asks again for the rest. At most
+    :data:`MAX_KEYS_PER_GET_MANY` keys, and values of ``max_value_bytes`` in
+    all beyond the first, go in one reply.
+    """
+    if not isinstance(keys, list):
+        raise InvalidArgumentType(f"get_many takes a list of keys, not {type(keys).__name__}")
+    budget = store.limits.max_value_bytes
+    answers: list[list[Any]] = []
+    for value in store.get_many(keys[:MAX_KEYS_PER_GET_MANY], _MISSING):
+        budget -= _encoded_size(value)
+        if answers and budget < 0:
+            break
+        answers.append([False, None] if value is _MISSING else [True, value])
+    return answers
+
+
+def _rate_limit(store: KvStore, key: Any, limit: Any, window: Any, cost: Any = 1) -> dict[str, Any]:
+    decision = store.rate_limit(key, limit, window, cost=cost)
+    return {
+        "allowed": decision.allowed,
+        "count": decision.count,
+        "remaining": decision.remaining,
+        "reset_after": decision.reset_after,
+        "limit": decision.limit,
+        "window_start": decision.window_start,
+    }
 
 
 def _keys(store: KvStore, prefix: Any = "") -> list[str]:
@@ -65,30 +138,43 @@ def _keys(store: KvStore, prefix: Any = "") -> list[str]:
     return keys
 
 
-def _list(store: KvStore, prefix: Any = "", limit: Any = 1000, cursor: Any = None) -> list[Any]:
+def _list(
+    store: KvStore, prefix: Any = "", limit: Any = 1000, cursor: Any = None, detailed: Any = False
+) -> list[Any]:
     """``[keys, cursor]``: up to ``limit`` keys after ``cursor``, within the reply's byte budget.
 
-    The page is gathered from smaller pages of :meth:`KvStore.list`, each
-    small enough that even keys of the longest allowed size cannot take it over
-    what is left of the budget, so it always ends on a cursor the store made.
+    With ``detailed``, ``[keys, cursor, details]`` where ``details`` holds
+    ``[expiration, metadata]`` per key. The page is gathered from smaller
+    pages of :meth:`KvStore.list`, each small enough that even keys (and
+    metadata) of the longest allowed size cannot take it over what is left of
+    the budget, so it always ends on a cursor the store made.
     """
     if type(limit) is not int or not 0 < limit <= MAX_PAGE:
         raise InvalidArgument(f"limit must be an int in 1..{MAX_PAGE}, not {limit!r}")
     if cursor is not None and not isinstance(cursor, str):
         raise InvalidArgumentType(f"cursor must be a str or None, not {type(cursor).__name__}")
+    if type(detailed) is not bool:
+        raise InvalidArgumentType(f"detailed must be a bool, not {type(detailed).__name__}")
     widest = store.limits.max_key_bytes + _KEY_OVERHEAD
+    if detailed:
+        widest += store.limits.max_metadata_bytes + _DETAIL_OVERHEAD
     room = MAX_KEY_BYTES_PER_RESPONSE
     keys: list[str] = []
+    details: list[list[Any]] = []
     while True:
         take = min(limit - len(keys), room // widest)
         if take <= 0:
-            return [keys, cursor]
-        page = store.list(prefix, limit=take, cursor=cursor)
+            break
+        page = store.list(prefix, limit=take, cursor=cursor, detailed=detailed)
         keys.extend(page.keys)
         room -= sum(len(key.encode("utf-8")) + _KEY_OVERHEAD for key in page.keys)
+        for info in page.details or ():
+            details.append([info.expiration, info.metadata])
+            room -= _DETAIL_OVERHEAD + (0 if info.metadata is None else len(cbor2.dumps(info.metadata)))
         cursor = page.cursor
         if cursor is None:
-            return [keys, None]
+            break
+    return [keys, cursor, details] if detailed else [keys, cursor]
 
 
 @dataclass
@@ -186,9 +272,16 @@ _Call = Callable[..., Any]
 
 OPERATIONS: dict[str, _Call] = {
     "get": _get,
+    "get_with_metadata": _get_with_metadata,
+    "get_many": _get_many,
     "put": _put,
-    "incr": lambda store, key, by=1, ttl=None: store.incr(key, by, ttl=ttl),
+    "incr": _incr,
     "del": lambda store, key: store.delete(key),
+    "expire": lambda store, key, ttl=None, expiration=None: store.expire(key, ttl, expiration=expiration),
+    "persist": lambda store, key: store.persist(key),
+    "ttl": lambda store, key: store.ttl(key),
+    "kind": lambda store, key: store.kind(key),
+    "rate_limit": _rate_limit,
     "keys": _keys,
     "list": _list,
     "digest": lambda store: store.digest(),
@@ -206,11 +299,18 @@ _TRANSFER_OPERATIONS: dict[str, Callable[..., Any]] = {
 
 _ARITY = {
     "get": (1, 1),
-    "put": (2, 4),
-    "incr": (1, 3),
+    "get_with_metadata": (1, 1),
+    "get_many": (1, 1),
+    "put": (2, 5),
+    "incr": (1, 4),
     "del": (1, 1),
+    "expire": (1, 3),
+    "persist": (1, 1),
+    "ttl": (1, 1),
+    "kind": (1, 1),
+    "rate_limit": (3, 4),
     "keys": (0, 1),
-    "list": (0, 3),
+    "list": (0, 4),
     "digest": (0, 0),
     "snapshot_begin": (0, 0),
     "snapshot_read": (3, 3),

@@ -80,7 +80,7 @@ async def still_serving(victim: Node, victim_store: KvStore, honest_store: KvSto
     await converge(victim_store, honest_store)
     assert victim_store.get(marker) is True
     async with Client(victim.url, store="t", secret=SECRET) as client:  # type: ignore[arg-type]
-        assert await client.get("precious") == (True, "data")
+        assert await client.get("precious") == "data"
 
 
 def huge_nesting() -> bytes:

@@ -150,8 +150,8 @@ async def test_client_calls_and_errors(network: Network) -> None:
         assert node.url is not None
         async with Client(node.url, store="t", secret=SECRET, transports=transports) as client:
             await client.put("greeting", "hello")
-            assert await client.get("greeting") == (True, "hello")
-            assert await client.get("nope") == (False, None)
+            assert await client.get("greeting") == "hello"
+            assert await client.get("nope") is None
             assert await client.incr("views", 5) == 5
             assert await client.keys() == ["greeting", "views"]
             assert await client.delete("greeting") is True

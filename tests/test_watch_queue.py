@@ -107,4 +107,4 @@ async def test_a_client_opens_no_store_of_its_own(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(KvStore, "open", refuse)
         async with Client(node.url, store="t") as client:
             await client.put("k", "v")
-            assert await client.get("k") == (True, "v")
+            assert await client.get("k") == "v"

@@ -59,7 +59,8 @@ async def write_round(url: str, node: Serve, writers: int, run_for: float) -> tu
 async def lookup(url: str, keys: list[str]) -> set[str]:
     """The keys among ``keys`` the node does not hold."""
     async with Client(url, secret=SECRET) as client:
-        return {key for key in keys if not (await client.get(key))[0]}
+        missing = object()
+        return {key for key in keys if await client.get(key, missing) is missing}
 
 
 def main() -> None:
