@@ -173,7 +173,7 @@ def test_redis_py_against_a_serve_process(secret_node: ServeProcess, protocol: i
         assert r.get(f"py:{protocol}") == b"value"
         assert r.incr(f"py:n:{protocol}") == 1
         pipe = r.pipeline(transaction=False)
-        for i in range(100):
+        for _ in range(100):
             pipe.incr(f"py:n:{protocol}")
         assert pipe.execute() == list(range(2, 102))
         assert r.info("server")["crdtkv_version"]
