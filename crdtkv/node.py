@@ -111,6 +111,8 @@ COUNTED_OPERATIONS = frozenset(OPERATIONS) | {
 #: The key and tombstone counts (a walk over every entry) take at most this share of
 #: the time: a count is reused until ``1 / COUNT_SHARE`` times its own duration has passed.
 COUNT_SHARE = 0.1
+#: Counts that take less than this (seconds; stores of a few thousand keys) are always fresh.
+CHEAP_COUNT = 0.002
 
 
 def package_version() -> str:
@@ -487,14 +489,16 @@ class Node:
     def count_keys(self) -> tuple[int, int]:
         """``(live keys, entries kept for deleted or expired keys)``, crdtkv's reserved keys aside.
 
-        A walk over every entry; to keep it cheap on a large, busy store, a
-        count is reused until the store changed and :data:`COUNT_SHARE` of the
-        time since the last count covers what that count cost.
+        A walk over every entry, done again once the store changed (or a
+        second passed: values expire without a change). On a large, busy
+        store, where a count takes more than :data:`CHEAP_COUNT`, it is reused
+        until :data:`COUNT_SHARE` of the time since covers what it cost.
         """
         now = time.monotonic()
         if self._counted_changes == self._changes and now - self._counted_at < 1.0:
             return self._counts
-        if self._counted_at >= 0 and now - self._counted_at < self._count_cost / COUNT_SHARE:
+        cost = self._count_cost
+        if cost > CHEAP_COUNT and now - self._counted_at < cost / COUNT_SHARE:
             return self._counts
         changes = self._changes
         state = self.store.replica

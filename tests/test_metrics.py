@@ -76,7 +76,7 @@ async def test_a_replicated_put_moves_the_link_counters_and_the_propagation_hist
         count = "crdtkv_propagation_delay_seconds_count"
         assert value(after_b, count) == value(before_b, count) + 1
         assert value(after_b, "crdtkv_propagation_delay_seconds_bucket", le="+Inf") == value(after_b, count)
-        assert value(after_b, "crdtkv_keys") == 1
+        await wait_until(lambda: value(scrape(nb), "crdtkv_keys") == 1)
         assert value(after_a, "crdtkv_peer_lacking_entries", peer=b.origin) == 0
         assert value(after_a, "crdtkv_info", id="a", origin=a.origin) == 1
         assert value(after_b, "crdtkv_ready") == 1
@@ -123,7 +123,7 @@ async def test_a_failed_dial_is_counted_and_the_peer_shows_down() -> None:
 
 
 async def test_client_operations_watchers_and_garbage_collection_are_counted() -> None:
-    store = KvStore.open("t", replica_id="solo", limits=Limits(gc_grace=0.05))
+    store = KvStore.open("t", replica_id="solo", limits=Limits(gc_grace=0.5))
     settings = NodeSettings(gc_interval=0.05)
     async with Node(store, listen="ws://127.0.0.1:0", settings=settings) as node:
         async with Client(node.url or "", store="t") as client:
@@ -150,7 +150,7 @@ async def test_client_operations_watchers_and_garbage_collection_are_counted() -
         node_metrics(node).operation("http", "get", "ok")
         assert value(scrape(node), "crdtkv_operations_total", face="http", kind="get", result="ok") == 1
         store.delete("a")
-        assert value(scrape(node), "crdtkv_tombstones") == 1
+        await wait_until(lambda: value(scrape(node), "crdtkv_tombstones") == 1)
         await wait_until(lambda: value(scrape(node), "crdtkv_garbage_collected_total") >= 1)
         assert value(scrape(node), "crdtkv_tombstones") == 0
 
