@@ -366,11 +366,10 @@ class Node:
         self.garbage_collected = 0
         #: operations served, by (face, kind, result): counted by the faces and client links
         self.operations: dict[tuple[str, str, str], int] = {}
-        #: changes published by the store (the key counts are recomputed only after one)
-        self._changes = 0
         self._counts: tuple[int, int] = (0, 0)
         self._counted_at = -1.0
-        self._counted_changes = -1
+        #: what the store looked like at the last count (see :meth:`count_keys`)
+        self._counted_shape: tuple[int, int] = (-1, -1)
         self._count_cost = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -495,13 +494,14 @@ class Node:
         until :data:`COUNT_SHARE` of the time since covers what it cost.
         """
         now = time.monotonic()
-        if self._counted_changes == self._changes and now - self._counted_at < 1.0:
+        state = self.store.replica
+        # every write, merge and collection changes the entry count or moves the version vector
+        shape = (len(state.entries), sum(state.vv.values()))
+        if shape == self._counted_shape and now - self._counted_at < 1.0:
             return self._counts
         cost = self._count_cost
         if cost > CHEAP_COUNT and now - self._counted_at < cost / COUNT_SHARE:
             return self._counts
-        changes = self._changes
-        state = self.store.replica
         now_ms = state.clock.now_ms()
         live = gone = 0
         missing = Kind.MISSING
@@ -514,7 +514,7 @@ class Node:
                 live += 1
         done = time.monotonic()
         self._counts = (live, gone)
-        self._counted_at, self._count_cost, self._counted_changes = done, done - now, changes
+        self._counted_at, self._count_cost, self._counted_shape = done, done - now, shape
         return self._counts
 
     def peer_infos(self) -> list[PeerInfo]:
@@ -590,7 +590,6 @@ class Node:
     # -- change notification ---------------------------------------------------------
 
     def _store_changed(self, keys: Sequence[str], cause: Cause) -> None:
-        self._changes += 1
         if cause is Cause.COLLECTION:  # collections are not replicated
             return
         if cause is Cause.MERGE:
