@@ -253,7 +253,7 @@ class _Connection:
                     raise RequestTooLarge(f"a body over {limit} bytes")
                 parts.append(event.data)
             elif type(event) is h11.EndOfMessage:
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+                return b"".join(parts)  # bytes (h11 may hand out bytearrays)
             else:
                 raise _Gone
 
