@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -40,6 +41,19 @@ TOO_MANY_CLIENTS = encode_error("ERR max number of clients reached")
 GOODBYE_TIMEOUT = 1.0
 
 
+class Connection:
+    """What the send watchdog knows of one connection."""
+
+    __slots__ = ("scope", "send_started", "timed_out")
+
+    def __init__(self) -> None:
+        #: cancelled by the watchdog to close the connection
+        self.scope = anyio.CancelScope()
+        #: ``time.monotonic()`` when the reply being sent was handed over; 0.0 when none is
+        self.send_started = 0.0
+        self.timed_out = False
+
+
 class RespFace:
     """Serve ``node``'s store to Redis clients (RESP2, and RESP3 after ``HELLO 3``).
 
@@ -62,6 +76,8 @@ class RespFace:
         self.send_timeouts = 0
         #: connections refused over ``max_connections``
         self.refused = 0
+        #: connections being served
+        self.connections: set[Connection] = set()
 
     @property
     def clients(self) -> int:
@@ -84,11 +100,26 @@ class RespFace:
             listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
         except OSError as exc:
             raise ListenFailed(f"cannot listen for RESP on {host}:{port}: {exc}") from exc
-        async with listener:
+        async with listener, anyio.create_task_group() as group:
             bound = listener.extra(SocketAttribute.local_port)
             self.state.port = bound
+            group.start_soon(self.watch_sends)
             task_status.started((host, bound))
-            await listener.serve(self.handle)
+            await listener.serve(self.handle, task_group=group)
+
+    async def watch_sends(self) -> None:
+        """Close every connection whose reply has waited more than ``send_timeout`` for its client.
+
+        One watchdog for all connections keeps the per-reply path free of a timer.
+        """
+        timeout = self.settings.send_timeout
+        while True:
+            await anyio.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.send_started and now - connection.send_started > timeout:
+                    connection.timed_out = True
+                    connection.scope.cancel()
 
     async def handle(self, stream: anyio.abc.SocketStream) -> None:
         """Serve one connection until it closes; a failure closes it alone."""
@@ -99,30 +130,34 @@ class RespFace:
                 await self.goodbye(stream, TOO_MANY_CLIENTS)
                 return
             state.clients += 1
+            connection = Connection()
+            self.connections.add(connection)
             try:
-                await self.converse(stream)
+                with connection.scope:
+                    await self.converse(stream, connection)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
                 pass
-            except TimeoutError:
-                self.send_timeouts += 1
             except Exception:
                 log.exception("RESP connection failed")
             finally:
+                self.connections.discard(connection)
                 state.clients -= 1
+                if connection.timed_out:
+                    self.send_timeouts += 1
 
-    async def converse(self, stream: anyio.abc.SocketStream) -> None:
+    async def converse(self, stream: anyio.abc.SocketStream, connection: Connection) -> None:
         """Read commands and send replies in order until the client leaves or must go."""
         settings = self.settings
         reader = CommandReader(settings.max_frame_bytes, settings.max_arguments)
         client = self.state.new_client()
         limit = settings.max_reply_bytes
-        receive = stream.receive
+        receive, send = stream.receive, stream.send
+        clock = time.monotonic
         while True:
             data = await receive(READ_BYTES)
             commands = reader.feed(data)
             if len(commands) == 1:  # the common case: one command, one reply
                 reply = execute(client, commands[0])
-                await self.send(stream, reply)
             else:
                 replies: list[bytes] = []
                 waiting = 0
@@ -132,11 +167,18 @@ class RespFace:
                     waiting += len(reply)
                     if client.closing:
                         break
-                    if waiting >= limit:
-                        await self.send(stream, b"".join(replies))
+                    if waiting >= limit:  # stop here until the client has taken these
+                        self.note_reply(waiting)
+                        connection.send_started = clock()
+                        await send(b"".join(replies))
+                        connection.send_started = 0.0
                         replies, waiting = [], 0
-                if replies:
-                    await self.send(stream, b"".join(replies))
+                reply = b"".join(replies)
+            if reply:
+                self.peak_reply_bytes = max(self.peak_reply_bytes, len(reply))
+                connection.send_started = clock()
+                await send(reply)
+                connection.send_started = 0.0
             if client.closing:
                 return
             if reader.failure is not None:  # after the replies to the commands before it
@@ -144,11 +186,9 @@ class RespFace:
                 await self.goodbye(stream, encode_error(f"ERR {reader.failure.args[0]}"))
                 return
 
-    async def send(self, stream: anyio.abc.SocketStream, data: bytes) -> None:
-        """Hand ``data`` to the socket; returns once the socket took it (or raises TimeoutError)."""
-        self.peak_reply_bytes = max(self.peak_reply_bytes, len(data))
-        with anyio.fail_after(self.settings.send_timeout):
-            await stream.send(data)
+    def note_reply(self, size: int) -> None:
+        """Keep the largest reply bytes handed to a socket at once."""
+        self.peak_reply_bytes = max(self.peak_reply_bytes, size)
 
     async def goodbye(self, stream: anyio.abc.SocketStream, reply: bytes) -> None:
         """Send a last error reply if the client takes it soon; the caller closes the connection."""

@@ -458,6 +458,14 @@ def cmd_info(client: Client, args: Command) -> bytes:
     return encode_bulk(("\r\n".join(lines) + "\r\n").encode("utf-8") if lines else b"")
 
 
+def cmd_config(client: Client, args: Command) -> bytes:
+    """``CONFIG GET``: crdtkv has none of Redis's parameters, so every pattern matches nothing
+    (tools such as redis-benchmark ask for ``save`` and ``appendonly`` and carry on)."""
+    if args[1].upper() == b"GET" and len(args) >= 3:
+        return encode({}, client.protocol)
+    return unknown_subcommand(args)
+
+
 def cmd_dbsize(client: Client, args: Command) -> bytes:
     return encode_integer(sum(1 for _ in client.store.keys()))
 
@@ -703,13 +711,11 @@ def cmd_mset(client: Client, args: Command) -> bytes:
 
 
 def incr_by(client: Client, raw_key: bytes, by: int) -> bytes:
+    """Add ``by`` to the counter at the key; a result outside Redis's 64-bit range is taken back."""
     store = client.store
     key = text(raw_key)
-    current = store.get(key, 0)
-    if type(current) is int and not INT64_MIN <= current + by <= INT64_MAX:
-        return encode_error("ERR increment or decrement would overflow")
     try:
-        return encode_integer(store.incr(key, by))
+        value = store.incr(key, by)
     except WrongType:
         if store.kind(key) == "register":
             raise ReplyError(
@@ -717,6 +723,10 @@ def incr_by(client: Client, raw_key: bytes, by: int) -> bytes:
                 "value: it starts with INCR (or INCRBY, DECR, DECRBY) on a missing key, so DEL the key first"
             ) from None
         raise
+    if INT64_MIN <= value <= INT64_MAX:
+        return encode_integer(value)
+    store.incr(key, -by)  # rare: an increment and its reverse, which replicate as no change
+    return encode_error("ERR increment or decrement would overflow")
 
 
 def cmd_incr(client: Client, args: Command) -> bytes:
@@ -864,6 +874,8 @@ COMMANDS: dict[bytes, CommandSpec] = {
         spec("INFO", cmd_info, -1, "", "Returns information about this node: server, clients, keyspace, "
              "replication (peers with link state and lag).", "server",
              [arg("section", optional=True, multiple=True)]),
+        spec("CONFIG", cmd_config, -2, "", "CONFIG GET answers no parameters: crdtkv has none of Redis's.",
+             "server", [arg("subcommand"), arg("parameter", multiple=True)]),
         spec("DBSIZE", cmd_dbsize, 1, "readonly", "Counts the live keys at this replica.", "server"),
         spec("TYPE", cmd_type, 2, "readonly fast", "Returns the kind of a key's value: string, counter or "
              "document (none if missing).", "generic", [KEY], (1, 1)),
