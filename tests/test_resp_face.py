@@ -599,7 +599,9 @@ def test_info_replication_lists_peers_with_state_and_lag() -> None:
             r = sydney.client(decode_responses=True)
             wait_for(lambda: r.info("replication")["connected_peers"] == 1, "the link to london")
             r.set("from-sydney", "hi")
-            wait_for(lambda: london.client().get("from-sydney") == b"hi", "the write at london")
+            at_london = london.client()
+            wait_for(lambda: at_london.get("from-sydney") == b"hi", "the write at london")
+            at_london.close()
             peer = r.info("replication")["peer0"]
             assert peer["state"] == "up" and peer["direction"] == "out" and peer["url"] == url
             assert "lag_seconds" in peer or "last_ack_age" in peer
