@@ -267,7 +267,7 @@ async def test_rate_limit_answers_200_while_allowed_and_429_when_refused() -> No
 async def read_events(
     lines: AsyncIterator[str], count: int | None = None, until: str | None = None
 ) -> list[tuple[str, dict[str, object]]]:
-    """The next ``count`` events of an SSE stream as (event name, data), or up to the event named ``until``."""
+    """The next ``count`` events of an SSE stream as (name, data), or up to the event named ``until``."""
     events: list[tuple[str, dict[str, object]]] = []
     name, data = "message", ""
     with anyio.fail_after(PATIENCE):
@@ -305,20 +305,20 @@ async def test_watch_streams_changes_as_server_sent_events() -> None:
 
 
 async def test_a_watcher_that_fell_behind_gets_an_overflow_event() -> None:
-    async with served(settings=HttpSettings(max_watch_backlog_bytes=4096)) as s:
-        async with s.client.stream("GET", "/v1/watch") as response:
-            await wait_until(lambda: s.face.watchers == 1, "the watch")
-            for i in range(100):  # written at once, before the stream can send any: far over 4 KiB
-                s.store.put(f"k{i}", "v" * 100)
-            assert s.face.watch_backlog_bytes <= 4096
-            lines = response.aiter_lines()
-            events = await read_events(lines, until="overflow")
-            kept = len(events) - 1
-            assert events[-1] == ("overflow", {"overflow": True})
-            assert 0 < kept < 100
-            assert [data["key"] for _, data in events[:kept]] == [f"k{i}" for i in range(kept)]
-            s.store.put("after", 1)  # the stream goes on after the notice
-            assert (await read_events(lines, 1))[0][1]["key"] == "after"
+    settings = HttpSettings(max_watch_backlog_bytes=4096)
+    async with served(settings=settings) as s, s.client.stream("GET", "/v1/watch") as response:
+        await wait_until(lambda: s.face.watchers == 1, "the watch")
+        for i in range(100):  # written at once, before the stream can send any: far over 4 KiB
+            s.store.put(f"k{i}", "v" * 100)
+        assert s.face.watch_backlog_bytes <= 4096
+        lines = response.aiter_lines()
+        events = await read_events(lines, until="overflow")
+        kept = len(events) - 1
+        assert events[-1] == ("overflow", {"overflow": True})
+        assert 0 < kept < 100
+        assert [data["key"] for _, data in events[:kept]] == [f"k{i}" for i in range(kept)]
+        s.store.put("after", 1)  # the stream goes on after the notice
+        assert (await read_events(lines, 1))[0][1]["key"] == "after"
 
 
 # -- routing, methods, keep-alive -----------------------------------------------------------------
@@ -348,10 +348,15 @@ async def test_head_answers_the_headers_of_get_without_a_body() -> None:
         assert s.face.watchers == 0
 
 
-def raw_exchange(port: int, data: bytes, until: bytes | None = None) -> bytes:
-    """Send ``data`` on a new connection and read until the server closes it (or ``until`` shows)."""
+def raw_exchange(port: int, data: bytes, until: bytes | None = None, half_close: bool = False) -> bytes:
+    """Send ``data`` on a new connection and read until the server closes it (or ``until`` shows).
+
+    ``half_close``: end the sending side after ``data``.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as sock:
         sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         received = b""
         while until is None or until not in received:
             chunk = sock.recv(65536)
