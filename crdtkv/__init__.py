@@ -15,6 +15,7 @@ from .ratelimit import Decision
 from .store import KvStore, Record
 
 if TYPE_CHECKING:
+    from .blocking import BlockingClient
     from .client import Client
     from .document import Document
     from .node import Node, NodeSettings
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockingClient",
     "Change",
     "Client",
     "Decision",
@@ -44,6 +46,7 @@ _LAZY = {
     "Node": "node",
     "NodeSettings": "node",
     "Client": "client",
+    "BlockingClient": "blocking",
     "Change": "watch",
     "Document": "document",
 }

@@ -29,7 +29,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any
 
@@ -100,14 +100,18 @@ class _Link:
         self.watches: dict[int, ChangeQueue[tuple[bool, Any]]] = {}
         #: requests whose callers gave up (timed out): their late answers are dropped
         self.abandoned: set[int] = set()
-        self.arrived = anyio.Event()
+        #: request id -> the event its caller waits on (one each: calls may run concurrently)
+        self.waiting: dict[int, anyio.Event] = {}
         #: why the link ended, once it has
         self.closed: Closed | None = None
+        #: one sender at a time, so messages leave in the order the session queued them
+        self.sending = anyio.Lock()
 
     async def flush(self) -> None:
         """Send what the session has queued; note a close it decided on."""
-        for data in self.session.outgoing(time.monotonic()):
-            await self.connection.send(data)
+        async with self.sending:
+            for data in self.session.outgoing(time.monotonic()):
+                await self.connection.send(data)
         for event in self.session.events():  # a close by a timer or by close()
             if isinstance(event, Closed):
                 self.closed = self.closed or event
@@ -132,7 +136,9 @@ class _Link:
                             self.abandoned.discard(answer.id)
                             continue
                         self.answers[answer.id] = (answer.ok, answer.value)
-                        self.arrived.set()
+                        waiter = self.waiting.get(answer.id)
+                        if waiter is not None:
+                            waiter.set()
                     elif isinstance(event, Closed):
                         self.closed = event
                 await self.flush()
@@ -146,7 +152,8 @@ class _Link:
             for watch in self.watches.values():
                 watch.finish()
             self.opened.set()
-            self.arrived.set()
+            for waiter in self.waiting.values():
+                waiter.set()
 
 
 class Client:
@@ -211,6 +218,12 @@ class Client:
         self._rng = random.Random()
         #: links opened so far (1 after ``async with``; each reconnection adds one)
         self.connections = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while the current link is open (False before ``async with``, and once it ended)."""
+        link = self._active
+        return link is not None and link.closed is None
 
     async def __aenter__(self) -> Client:
         self._group = anyio.create_task_group()
@@ -364,24 +377,27 @@ class Client:
         link = await self._current_link()
         self._next_id += 1
         request_id = self._next_id
-        link.session.request(request_id, op, list(args))
-        await link.flush()
+        arrived = link.waiting[request_id] = anyio.Event()
         try:
+            link.session.request(request_id, op, list(args))
+            await link.flush()
             with anyio.fail_after(self.timeout):
                 while request_id not in link.answers:
                     if link.closed is not None:
                         raise _closed_error(link.closed)
-                    link.arrived = anyio.Event()
-                    await link.arrived.wait()
+                    await arrived.wait()
+                    arrived = link.waiting[request_id] = anyio.Event()
         except TimeoutError as exc:
             link.abandoned.add(request_id)  # a late answer is dropped, not kept forever
             raise RequestTimeout(f"no answer from {self.url} to {op} within {self.timeout:g} s") from exc
+        finally:
+            del link.waiting[request_id]
         ok, value = link.answers.pop(request_id)
         if not ok:
             raise _refusal(value)
         return value
 
-    async def watch(self, prefix: str = "", *, buffer: int = 10_000) -> AsyncIterator[Change]:
+    async def watch(self, prefix: str = "", *, buffer: int = 10_000) -> AsyncGenerator[Change, None]:
         """Changes under ``prefix`` at the node, as :class:`~crdtkv.watch.Change` objects.
 
         If this consumer falls more than ``buffer`` changes behind, the changes

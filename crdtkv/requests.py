@@ -107,10 +107,13 @@ def _get_many(store: KvStore, keys: Any) -> list[list[Any]]:
     budget = store.limits.max_value_bytes
     answers: list[list[Any]] = []
     for value in store.get_many(keys[:MAX_KEYS_PER_GET_MANY], _MISSING):
+        if value is _MISSING:
+            answers.append([False, None])
+            continue
         budget -= _encoded_size(value)
         if answers and budget < 0:
             break
-        answers.append([False, None] if value is _MISSING else [True, value])
+        answers.append([True, value])
     return answers
 
 
