@@ -30,10 +30,10 @@ import importlib.metadata
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -79,6 +79,8 @@ from .watch import OVERFLOW, ChangeQueue, Follower
 
 log = logging.getLogger("crdtkv.node")
 
+T = TypeVar("T")
+
 #: Entries merged from peers after which the garbage collector freezes what it tracks.
 FREEZE_AFTER_ENTRIES = 100_000
 
@@ -108,11 +110,43 @@ COUNTED_OPERATIONS = frozenset(OPERATIONS) | {
     "snapshot_end",
 }
 
-#: The key and tombstone counts (a walk over every entry) take at most this share of
-#: the time: a count is reused until ``1 / COUNT_SHARE`` times its own duration has passed.
+#: Key counts and the digest for operators (walks over every entry) take at most this share
+#: of the time: one is reused until ``1 / COUNT_SHARE`` times its own duration has passed.
 COUNT_SHARE = 0.1
 #: Counts that take less than this (seconds; stores of a few thousand keys) are always fresh.
 CHEAP_COUNT = 0.002
+
+
+class Reused(Generic[T]):
+    """A value that costs a walk over the whole store (key counts, the digest), for operators.
+
+    Computed again when the store moved since (or after ``max_age`` seconds),
+    except that a computation taking more than :data:`CHEAP_COUNT` is reused
+    until ``1 / COUNT_SHARE`` times its duration has passed: on a large store
+    that changes all the time, answering status and metrics takes at most
+    that share of the node's time, and the answer may be that old.
+    """
+
+    def __init__(self, max_age: float | None) -> None:
+        self.max_age = max_age
+        self.value: T | None = None
+        self.shape: object = None
+        self.at = 0.0
+        self.cost = 0.0
+
+    def get(self, shape: object, compute: Callable[[], T]) -> T:
+        now = time.monotonic()
+        value = self.value
+        if value is not None:
+            age = now - self.at
+            if shape == self.shape and (self.max_age is None or age < self.max_age):
+                return value
+            if self.cost > CHEAP_COUNT and age < self.cost / COUNT_SHARE:
+                return value
+        value = self.value = compute()
+        done = time.monotonic()
+        self.shape, self.at, self.cost = shape, done, done - now
+        return value
 
 
 def package_version() -> str:
@@ -366,11 +400,8 @@ class Node:
         self.garbage_collected = 0
         #: operations served, by (face, kind, result): counted by the faces and client links
         self.operations: dict[tuple[str, str, str], int] = {}
-        self._counts: tuple[int, int] = (0, 0)
-        self._counted_at = -1.0
-        #: what the store looked like at the last count (see :meth:`count_keys`)
-        self._counted_shape: tuple[int, int] = (-1, -1)
-        self._count_cost = 0.0
+        self._key_counts: Reused[tuple[int, int]] = Reused(max_age=1.0)
+        self._digest: Reused[str] = Reused(max_age=None)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -485,23 +516,22 @@ class Node:
         operations = self.operations
         operations[key] = operations.get(key, 0) + 1
 
+    def _shape(self) -> tuple[int, int]:
+        """Moves with every write, merge and collection: the entry count and the version vector's sum."""
+        state = self.store.replica
+        return len(state.entries), sum(state.vv.values())
+
     def count_keys(self) -> tuple[int, int]:
         """``(live keys, entries kept for deleted or expired keys)``, crdtkv's reserved keys aside.
 
         A walk over every entry, done again once the store changed (or a
-        second passed: values expire without a change). On a large, busy
-        store, where a count takes more than :data:`CHEAP_COUNT`, it is reused
-        until :data:`COUNT_SHARE` of the time since covers what it cost.
+        second passed: values expire without a change), within the share of
+        time :class:`Reused` allows.
         """
-        now = time.monotonic()
+        return self._key_counts.get(self._shape(), self._count_keys)
+
+    def _count_keys(self) -> tuple[int, int]:
         state = self.store.replica
-        # every write, merge and collection changes the entry count or moves the version vector
-        shape = (len(state.entries), sum(state.vv.values()))
-        if shape == self._counted_shape and now - self._counted_at < 1.0:
-            return self._counts
-        cost = self._count_cost
-        if cost > CHEAP_COUNT and now - self._counted_at < cost / COUNT_SHARE:
-            return self._counts
         now_ms = state.clock.now_ms()
         live = gone = 0
         missing = Kind.MISSING
@@ -512,10 +542,11 @@ class Node:
                 gone += 1
             else:
                 live += 1
-        done = time.monotonic()
-        self._counts = (live, gone)
-        self._counted_at, self._count_cost, self._counted_shape = done, done - now, shape
-        return self._counts
+        return live, gone
+
+    def digest(self) -> str:
+        """The store's digest, within the share of time :class:`Reused` allows (a hash of every entry)."""
+        return self._digest.get(self._shape(), self.store.digest)
 
     def peer_infos(self) -> list[PeerInfo]:
         """Every replication peer: its links up now, and dialed peers without one."""
@@ -577,7 +608,7 @@ class Node:
             "ready": self.ready,
             "keys": keys,
             "tombstones": tombstones,
-            "digest": store.digest(),
+            "digest": self.digest(),
             "peers": [info.as_dict() for info in self.peer_infos()],
         }
 
