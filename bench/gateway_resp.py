@@ -121,8 +121,20 @@ def redis_server() -> Iterator[int]:
     """A real ``redis-server`` on a free loopback port, without persistence."""
     with tempfile.TemporaryDirectory(prefix="crdtkv-bench-redis-") as tmp:
         port = free_port()
-        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        process = subprocess.Popen([*args, "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        process = subprocess.Popen(
+            [*args, "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             wait_until_answers(port)
             yield port
@@ -171,7 +183,9 @@ def measure(quick: bool = False, *, requests: int | None = None, repeats: int | 
         for round_number in range(rounds):
             for pipeline in PIPELINES:
                 for name, port, into in (("crdtkv", ours, result.crdtkv), ("redis", theirs, result.redis)):
-                    progress(f"redis-benchmark -P {pipeline} against {name} (round {round_number + 1}/{rounds})")
+                    progress(
+                        f"redis-benchmark -P {pipeline} against {name} (round {round_number + 1}/{rounds})"
+                    )
                     for test, rate in run_benchmark(port, n, pipeline).items():
                         into[(test, pipeline)] = max(into.get((test, pipeline), 0.0), rate)
     return result
