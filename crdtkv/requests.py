@@ -1,9 +1,12 @@
 """Client requests against a node's store: one table from op name to call.
 
 Every reply must fit in one message, so requests that could return a lot
-are paged: ``list`` returns keys up to a byte budget with a cursor, and a
+are paged: ``list`` returns keys (and, detailed, their expiration and
+metadata) up to a byte budget with a cursor, ``get_many`` answers the first
+keys whose values fit and the client asks again for the rest, and a
 snapshot is encoded once by ``snapshot_begin`` and handed out in chunks by
-``snapshot_read``. The encoded snapshots waiting to be read are held in a
+``snapshot_read``. Operations only ever gain optional trailing arguments, so
+older clients keep working. The encoded snapshots waiting to be read are held in a
 :class:`SnapshotTransfers` with a byte budget.
 """
 
