@@ -31,7 +31,7 @@ from pathlib import Path
 from report import CASES, ROOT, Options, Row, exit_status, progress, render
 
 #: the case modules: importing one registers its cases, so this is the table's order
-MODULES = ("local_ops", "replication", "durability", "rate_limit", "documents", "scale")
+MODULES = ("local_ops", "replication", "durability", "rate_limit", "documents", "scale", "gateway")
 
 
 def revision() -> str:
