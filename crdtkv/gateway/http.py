@@ -46,6 +46,7 @@ ONE_WRITE_BYTES = 16 * 1024
 #: client still sends, so the client reads the refusal instead of a connection reset.
 LINGER_SECONDS = 1.0
 
+INFINITY = float("inf")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -75,6 +76,7 @@ class HttpServer:
         self.connections = 0
         #: connections refused because ``max_connections`` were open
         self.refused_connections = 0
+        self._live: set[_Connection] = set()
 
     async def serve(
         self,
@@ -93,7 +95,24 @@ class HttpServer:
             async with anyio.create_task_group() as group:
                 for one in listener.listeners:
                     group.start_soon(self._accept_loop, one, group)
+                group.start_soon(self._watchdog)
                 task_status.started((host, bound))
+
+    async def _watchdog(self) -> None:
+        """Cancel every connection whose deadline passed.
+
+        One task for the whole server instead of a timer per read and per write
+        (each would cost a cancel scope per request); a deadline fires up to a
+        quarter of the shortest timeout late.
+        """
+        settings = self.settings
+        tick = min(settings.request_timeout, settings.idle_timeout, settings.send_timeout) / 4
+        while True:
+            await anyio.sleep(tick)
+            now = anyio.current_time()
+            for connection in self._live:
+                if connection.deadline < now:
+                    connection.scope.cancel()
 
     async def _accept_loop(
         self, listener: anyio.abc.Listener[anyio.abc.SocketStream], group: anyio.abc.TaskGroup
@@ -117,11 +136,14 @@ class HttpServer:
                 await stream.aclose()
             return
         self.connections += 1
+        connection = _Connection(self.handler, self.settings, stream)
+        self._live.add(connection)
         try:
-            await _Connection(self.handler, self.settings, stream).run()
+            await connection.run()
         except Exception:  # a bug in one connection must not stop the server
             log.exception("http: connection failed")
         finally:
+            self._live.discard(connection)
             self.connections -= 1
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
@@ -138,20 +160,36 @@ def _busy_response() -> bytes:
 class _Connection:
     """The request-response cycles of one client connection."""
 
-    __slots__ = ("h11", "handler", "settings", "stream")
+    __slots__ = ("deadline", "h11", "handler", "scope", "settings", "slow", "stream")
 
     def __init__(self, handler: Handler, settings: HttpSettings, stream: anyio.abc.SocketStream) -> None:
         self.handler = handler
         self.settings = settings
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_header_bytes)
+        #: the server's watchdog cancels ``scope`` once ``deadline`` (event-loop time) passed ...
+        self.scope = anyio.CancelScope()
+        self.deadline = INFINITY
+        #: ... and then answers 408 if ``slow`` (a request was under way), else closes quietly
+        self.slow = False
 
     async def run(self) -> None:
-        try:
-            while await self._cycle():
+        with self.scope:
+            try:
+                while await self._cycle():
+                    pass
+            except _Gone:
                 pass
-        except _Gone:
-            pass
+        if self.scope.cancelled_caught and self.slow:
+            with anyio.move_on_after(self.settings.send_timeout):
+                await self._refuse(
+                    RequestTimedOut(f"the request took over {self.settings.request_timeout} seconds")
+                )
+
+    def _expect(self, deadline: float, slow: bool) -> None:
+        """From now on, wait at most until ``deadline``; then answer 408 if ``slow``, else close quietly."""
+        self.deadline = deadline
+        self.slow = slow
 
     async def _cycle(self) -> bool:
         """Serve one request; False when the connection should close."""
@@ -179,50 +217,46 @@ class _Connection:
             else:
                 await self._refuse(MalformedRequest(f"not a valid HTTP/1.1 request: {exc}"))
             return False
-        except (RequestTooLarge, RequestTimedOut) as error:
+        except RequestTooLarge as error:
             await self._refuse(error)
             return False
         return await self._respond(self.handler.respond(request), request)
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _receive(self, timeout: float, deadline_error: CrdtKvError | None) -> bytes:
-        """Bytes from the client (b"" at its end); on timeout raise ``deadline_error`` or end quietly."""
-        with anyio.move_on_after(timeout):
-            try:
-                return await self.stream.receive(RECEIVE_BYTES)
-            except anyio.EndOfStream:
-                return b""
-            except _SOCKET_ERRORS as exc:
-                raise _Gone from exc
-        if deadline_error is None:
-            raise _Gone
-        raise deadline_error
+    async def _receive(self) -> bytes:
+        """Bytes from the client (b"" at its end), within the deadline set by :meth:`_expect`."""
+        try:
+            return await self.stream.receive(RECEIVE_BYTES)
+        except anyio.EndOfStream:
+            return b""
+        except _SOCKET_ERRORS as exc:
+            raise _Gone from exc
 
     async def _read_head(self) -> tuple[h11.Request, float] | None:
         """The next request's head and the deadline of the whole request; None if the client left."""
         conn = self.h11
-        deadline: float | None = None
+        settings = self.settings
+        started = False
         event = conn.next_event()
-        if event is h11.NEED_DATA and conn.trailing_data[0]:  # part of a pipelined request
-            deadline = anyio.current_time() + self.settings.request_timeout
-        while event is h11.NEED_DATA:
-            if deadline is None:
-                data = await self._receive(self.settings.idle_timeout, None)
-                if data:
-                    deadline = anyio.current_time() + self.settings.request_timeout
+        if event is h11.NEED_DATA:
+            if conn.trailing_data[0]:  # part of a pipelined request
+                started = True
+                self._expect(anyio.current_time() + settings.request_timeout, True)
             else:
-                data = await self._receive(deadline - anyio.current_time(), self._too_slow())
+                self._expect(anyio.current_time() + settings.idle_timeout, False)
+        while event is h11.NEED_DATA:
+            data = await self._receive()
+            if data and not started:
+                started = True
+                self._expect(anyio.current_time() + settings.request_timeout, True)
             conn.receive_data(data)
             event = conn.next_event()
         if type(event) is h11.Request:
-            if deadline is None:
-                deadline = anyio.current_time() + self.settings.request_timeout
-            return event, deadline
+            if not started:
+                self._expect(anyio.current_time() + settings.request_timeout, True)
+            return event, self.deadline
         return None  # ConnectionClosed
-
-    def _too_slow(self) -> RequestTimedOut:
-        return RequestTimedOut(f"the request took over {self.settings.request_timeout} seconds")
 
     def _request(self, head: h11.Request) -> tuple[Request, bool]:
         """The request (body still unread) and whether it has a body; 413 from ``Content-Length``."""
@@ -240,13 +274,14 @@ class _Connection:
 
     async def _read_body(self, deadline: float) -> bytes:
         conn = self.h11
+        self._expect(deadline, True)
         parts: list[bytes] = []
         size = 0
         limit = self.settings.max_body_bytes
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await self._receive(deadline - anyio.current_time(), self._too_slow()))
+                conn.receive_data(await self._receive())
             elif type(event) is h11.Data:
                 size += len(event.data)
                 if size > limit:
@@ -261,13 +296,12 @@ class _Connection:
 
     async def _send(self, data: bytes) -> None:
         """Write ``data``; a client that takes none of it within ``send_timeout`` is dropped."""
-        with anyio.move_on_after(self.settings.send_timeout):
-            try:
-                await self.stream.send(data)
-                return
-            except _SOCKET_ERRORS as exc:
-                raise _Gone from exc
-        raise _Gone
+        self._expect(anyio.current_time() + self.settings.send_timeout, False)
+        try:
+            await self.stream.send(data)
+        except _SOCKET_ERRORS as exc:
+            raise _Gone from exc
+        self.deadline = INFINITY
 
     async def _respond(self, response: Response, request: Request, close: bool = False) -> bool:
         """Send ``response``; True if the connection serves another request."""
