@@ -9,8 +9,8 @@ and the server reads nothing more from a connection while a response to it is
 being written. Every wait has a deadline: ``idle_timeout`` for the first byte
 of a request, ``request_timeout`` for the whole request once it started (408:
 slowloris), ``send_timeout`` for a client to take a response (a client that
-never reads is closed). A refusal or a broken client closes only its own
-connection. :class:`HttpFace` is that server with crdtkv's routes
+never reads is closed); one watchdog task per server keeps them all. A
+refusal or a broken client closes only its own connection. :class:`HttpFace` is that server with crdtkv's routes
 (:mod:`crdtkv.gateway.http_routes`).
 """
 
