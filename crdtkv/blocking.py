@@ -70,7 +70,7 @@ class BlockingClient:
         )
         self.url = self._client.url
         #: serialises open and close
-        self._state = threading.Lock()
+        self._opening = threading.Lock()
         self._portal_context: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
         #: set (in the loop) to make the holding task leave ``async with``
@@ -82,7 +82,7 @@ class BlockingClient:
 
     def open(self) -> BlockingClient:
         """Start the background loop and connect; raises what ``Client`` raises when connecting."""
-        with self._state:
+        with self._opening:
             if self._portal is not None:
                 return self
             context = start_blocking_portal()
@@ -108,7 +108,7 @@ class BlockingClient:
 
     def close(self) -> None:
         """Disconnect and stop the background loop (idempotent)."""
-        with self._state:
+        with self._opening:
             portal, context = self._portal, self._portal_context
             self._portal = self._portal_context = None
             if portal is None or context is None:
