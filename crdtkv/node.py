@@ -814,7 +814,11 @@ class Node:
                 session.respond(request.id, True, self.status())
                 self.count_operation("ws", kind, "ok")
             else:
-                ok, value = execute(self.store, op, request.args, link, self._snapshots)
+                try:
+                    ok, value = execute(self.store, op, request.args, link, self._snapshots)
+                except Exception as exc:  # a bug behind one request answers it; the link stays
+                    log.exception("request %r from %s failed", op, link.label)
+                    ok, value = False, ["InternalError", f"{type(exc).__name__}: {exc}"]
                 session.respond(request.id, ok, value)
                 self.count_operation("ws", kind, "ok" if ok else str(value[0]))
         elif isinstance(event, Applied):

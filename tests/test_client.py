@@ -242,3 +242,29 @@ def test_a_snapshot_chunk_always_fits_in_one_message() -> None:
     ok, error = execute(store, "snapshot_read", [token, size, 10], "link", transfers)
     assert not ok and error[0] == "InvalidArgument"
     assert execute(store, "snapshot_end", [token], "link", transfers) == (True, True)
+
+
+async def test_a_request_that_fails_with_a_bug_is_answered_and_the_link_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unexpected error behind one request (a bug: nothing real raises one on purpose,
+    hence the patched operation) answers that request with InternalError, and the same
+    link keeps serving."""
+    from crdtkv import requests
+
+    def broken(store: KvStore, key: object) -> object:
+        raise RuntimeError("a bug in a request handler")
+
+    store = KvStore.open()
+    store.put("k", "v")
+    async with Node(store, listen="ws://127.0.0.1:0") as node:
+        assert node.url is not None
+        async with Client(node.url, reconnect=False) as client:
+            monkeypatch.setitem(requests.OPERATIONS, "get", broken)
+            with pytest.raises(RemoteCallError) as refused:
+                await client.get("k")
+            assert refused.value.kind == "InternalError"
+            assert "a bug in a request handler" in str(refused.value)
+            monkeypatch.undo()
+            assert await client.get("k") == "v"  # the same link, still open
+    store.close()
