@@ -1,4 +1,4 @@
-"""The HTTP face of a PoP node: h11 over anyio sockets, inside the node's event loop.
+"""The HTTP face of a PoP node: h11 over non-blocking sockets, inside the node's anyio event loop.
 
 :class:`HttpServer` is the connection loop, with no knowledge of crdtkv: it
 reads each request with h11 (sans-I/O, like crdtkv's core), hands it to a
@@ -10,24 +10,34 @@ being written. Every wait has a deadline: ``idle_timeout`` for the first byte
 of a request, ``request_timeout`` for the whole request once it started (408:
 slowloris), ``send_timeout`` for a client to take a response (a client that
 never reads is closed); one watchdog task per server keeps them all. A
-refusal or a broken client closes only its own connection. :class:`HttpFace` is that server with crdtkv's routes
-(:mod:`crdtkv.gateway.http_routes`).
+refusal or a broken client closes only its own connection.
+
+The sockets are plain non-blocking sockets awaited with
+:func:`anyio.wait_readable` and :func:`anyio.wait_writable` (any anyio
+backend), so a socket is read only when a request needs more bytes: anyio's
+``SocketStream`` on asyncio keeps reading an accepted connection into memory
+until a receive first has to wait, without bound for a client that pipelines
+requests and never reads the answers. :class:`HttpFace` is that server with
+crdtkv's routes (:mod:`crdtkv.gateway.http_routes`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import h11
 
-from ..errors import CrdtKvError, MalformedRequest, RequestTooLarge
+from ..errors import CrdtKvError, ListenFailed, MalformedRequest, RequestTooLarge
 from .http_errors import HeadersTooLarge, RequestTimedOut, error_body, status_of
 from .http_messages import JSON, BodyStream, Handler, Request, Response
 from .http_routes import HttpRoutes
@@ -48,7 +58,10 @@ LINGER_SECONDS = 1.0
 
 INFINITY = float("inf")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
-_SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+#: Connections accepted per wake-up of the accept loop.
+ACCEPT_BATCH = 64
+#: The listening socket's backlog.
+BACKLOG = 1024
 
 
 _date = [0, b""]
@@ -60,6 +73,35 @@ def http_date() -> bytes:
     if now != _date[0]:
         _date[0], _date[1] = now, formatdate(now, usegmt=True).encode()
     return _date[1]  # type: ignore[return-value]
+
+
+async def _wait(wait: Callable[[socket.socket], Awaitable[None]], sock: socket.socket) -> None:
+    """Wait until ``sock`` is ready; a socket closed meanwhile ends the connection."""
+    try:
+        await wait(sock)
+    except (anyio.ClosedResourceError, OSError) as exc:
+        raise _Gone from exc
+
+
+async def _drain(sock: socket.socket, most: int) -> None:
+    """Read and drop what a client still sends, for ``LINGER_SECONDS`` and ``most`` bytes at most.
+
+    Closing a socket with unread input resets the connection, and the client
+    could lose the answer it was just sent.
+    """
+    dropped = 0
+    with anyio.move_on_after(LINGER_SECONDS), contextlib.suppress(_Gone):
+        while dropped <= most:
+            try:
+                received = sock.recv(RECEIVE_BYTES)
+            except BlockingIOError:
+                await _wait(anyio.wait_readable, sock)
+                continue
+            except OSError:
+                return
+            if not received:
+                return
+            dropped += len(received)
 
 
 class _Gone(Exception):
@@ -89,14 +131,15 @@ class HttpServer:
 
         Calls ``task_status.started((host, bound_port))`` once listening.
         """
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-        async with listener:
-            bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+        listener = _listen(host, port)
+        try:
             async with anyio.create_task_group() as group:
-                for one in listener.listeners:
-                    group.start_soon(self._accept_loop, one, group)
+                group.start_soon(self._accept_loop, listener, group)
                 group.start_soon(self._watchdog)
-                task_status.started((host, bound))
+                task_status.started((host, listener.getsockname()[1]))
+        finally:
+            anyio.notify_closing(listener)
+            listener.close()
 
     async def _watchdog(self) -> None:
         """Cancel every connection whose deadline passed.
@@ -114,39 +157,65 @@ class HttpServer:
                 if connection.deadline < now:
                     connection.scope.cancel()
 
-    async def _accept_loop(
-        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], group: anyio.abc.TaskGroup
-    ) -> None:
+    async def _accept_loop(self, listener: socket.socket, group: anyio.abc.TaskGroup) -> None:
         while True:
-            try:
-                stream = await listener.accept()  # type: ignore[attr-defined]
-            except OSError as exc:  # out of file descriptors, for instance: keep serving the rest
-                log.warning("http: accept failed: %s", exc)
-                await anyio.sleep(0.1)
-                continue
-            group.start_soon(self._serve_one, stream)
+            await anyio.wait_readable(listener)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    sock, _address = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # out of file descriptors, for instance: keep serving the rest
+                    log.warning("http: accept failed: %s", exc)
+                    await anyio.sleep(0.1)
+                    break
+                sock.setblocking(False)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                group.start_soon(self._serve_one, sock)
 
-    async def _serve_one(self, stream: anyio.abc.SocketStream) -> None:
+    async def _serve_one(self, sock: socket.socket) -> None:
         """One connection, in its own error boundary."""
-        if self.connections >= self.settings.max_connections:
-            self.refused_connections += 1
-            with anyio.move_on_after(1.0, shield=True):
-                with contextlib.suppress(*_SOCKET_ERRORS):
-                    await stream.send(_busy_response())
-                await stream.aclose()
-            return
-        self.connections += 1
-        connection = _Connection(self.handler, self.settings, stream)
-        self._live.add(connection)
         try:
-            await connection.run()
-        except Exception:  # a bug in one connection must not stop the server
-            log.exception("http: connection failed")
+            if self.connections >= self.settings.max_connections:
+                self.refused_connections += 1
+                with contextlib.suppress(OSError):
+                    sock.send(_busy_response())  # what fits now; the connection closes anyway
+                    sock.shutdown(socket.SHUT_WR)
+                await _drain(sock, RECEIVE_BYTES)
+                return
+            self.connections += 1
+            connection = _Connection(self.handler, self.settings, sock)
+            self._live.add(connection)
+            try:
+                await connection.run()
+            except Exception:  # a bug in one connection must not stop the server
+                log.exception("http: connection failed")
+            finally:
+                self._live.discard(connection)
+                self.connections -= 1
         finally:
-            self._live.discard(connection)
-            self.connections -= 1
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
+            sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A non-blocking listening socket on the first address ``host`` resolves to."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenFailed(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(BACKLOG)
+        listener.setblocking(False)
+    except OSError as exc:
+        listener.close()
+        raise ListenFailed(f"cannot listen on {host}:{port}: {exc}") from exc
+    return listener
 
 
 def _busy_response() -> bytes:
@@ -160,12 +229,12 @@ def _busy_response() -> bytes:
 class _Connection:
     """The request-response cycles of one client connection."""
 
-    __slots__ = ("deadline", "h11", "handler", "scope", "settings", "slow", "stream")
+    __slots__ = ("deadline", "h11", "handler", "scope", "settings", "slow", "sock")
 
-    def __init__(self, handler: Handler, settings: HttpSettings, stream: anyio.abc.SocketStream) -> None:
+    def __init__(self, handler: Handler, settings: HttpSettings, sock: socket.socket) -> None:
         self.handler = handler
         self.settings = settings
-        self.stream = stream
+        self.sock = sock
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_header_bytes)
         #: the server's watchdog cancels ``scope`` once ``deadline`` (event-loop time) passed ...
         self.scope = anyio.CancelScope()
@@ -225,13 +294,20 @@ class _Connection:
     # -- reading -------------------------------------------------------------------------
 
     async def _receive(self) -> bytes:
-        """Bytes from the client (b"" at its end), within the deadline set by :meth:`_expect`."""
-        try:
-            return await self.stream.receive(RECEIVE_BYTES)
-        except anyio.EndOfStream:
-            return b""
-        except _SOCKET_ERRORS as exc:
-            raise _Gone from exc
+        """Bytes from the client (b"" at its end), within the deadline set by :meth:`_expect`.
+
+        The socket is read only here, only when the connection needs more of a
+        request: nothing is buffered for a client the server is not reading.
+        """
+        sock = self.sock
+        while True:
+            try:
+                return sock.recv(RECEIVE_BYTES)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _Gone from exc
+            await _wait(anyio.wait_readable, sock)
 
     async def _read_head(self) -> tuple[h11.Request, float] | None:
         """The next request's head and the deadline of the whole request; None if the client left."""
@@ -297,11 +373,21 @@ class _Connection:
     async def _send(self, data: bytes) -> None:
         """Write ``data``; a client that takes none of it within ``send_timeout`` is dropped."""
         self._expect(anyio.current_time() + self.settings.send_timeout, False)
-        try:
-            await self.stream.send(data)
-        except _SOCKET_ERRORS as exc:
-            raise _Gone from exc
+        sock = self.sock
+        view = memoryview(data)
+        while True:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise _Gone from exc
+            if sent == len(view):
+                break
+            view = view[sent:]
+            await _wait(anyio.wait_writable, sock)
         self.deadline = INFINITY
+        await anyio.lowlevel.checkpoint()  # one turn for the other connections per write
 
     async def _respond(self, response: Response, request: Request, close: bool = False) -> bool:
         """Send ``response``; True if the connection serves another request."""
@@ -356,11 +442,9 @@ class _Connection:
 
     async def _until_client_leaves(self, scope: anyio.CancelScope) -> None:
         """Read (and drop) what the client sends during a stream; end the stream when it leaves."""
-        try:
-            while True:
-                await self.stream.receive(RECEIVE_BYTES)
-        except (anyio.EndOfStream, *_SOCKET_ERRORS):
-            pass
+        with contextlib.suppress(_Gone):
+            while await self._receive():
+                pass
         scope.cancel()
 
     async def _refuse(self, error: CrdtKvError) -> None:
@@ -398,14 +482,9 @@ class _Connection:
         Closing a socket with unread input resets the connection, and the client
         could lose the response it was sent.
         """
-        with anyio.move_on_after(LINGER_SECONDS):
-            try:
-                await self.stream.send_eof()
-                dropped = 0
-                while dropped <= self.settings.max_body_bytes:
-                    dropped += len(await self.stream.receive(RECEIVE_BYTES))
-            except (anyio.EndOfStream, *_SOCKET_ERRORS):
-                pass
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        await _drain(self.sock, self.settings.max_body_bytes)
 
 
 class HttpFace:
