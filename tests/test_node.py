@@ -248,7 +248,7 @@ async def test_a_client_watcher_that_falls_behind_is_told() -> None:
             while not any(c.overflow for c in seen):
                 seen.append(await changes.__anext__())
         assert len(seen) <= 5 + 1  # what fit in the buffer, then the notice, not 200 changes
-        await changes.aclose()  # type: ignore[attr-defined]
+        await changes.aclose()
 
 
 async def test_a_node_shuts_down_cleanly_after_its_store_was_closed() -> None:
