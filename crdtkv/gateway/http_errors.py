@@ -43,10 +43,6 @@ class HeadersTooLarge(RequestTooLarge):
     """A request line and headers over ``HttpSettings.max_header_bytes`` (431)."""
 
 
-class Unavailable(GatewayError):
-    """The node cannot serve this now (503): its store is closed or it is not ready."""
-
-
 #: most specific first: the first class an error is an instance of gives its status
 _STATUS: tuple[tuple[type[CrdtKvError], int], ...] = (
     (HeadersTooLarge, 431),
@@ -56,7 +52,6 @@ _STATUS: tuple[tuple[type[CrdtKvError], int], ...] = (
     (MethodNotAllowed, 405),
     (RequestTimedOut, 408),
     (WrongType, 409),
-    (Unavailable, 503),
     (StoreClosed, 503),
     (MalformedRequest, 400),
     (InvalidArgument, 400),
@@ -82,7 +77,6 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "RequestTimedOut",
-    "Unavailable",
     "error_body",
     "status_of",
 ]
