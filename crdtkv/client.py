@@ -423,8 +423,10 @@ class Client:
                 ok, value = answer
                 if not ok:
                     raise _refusal(value)
-                if value and value[0] == "change" and len(value) == 4:
-                    yield Change(value[1], value[2], value[3])
+                if value and value[0] == "change" and len(value) in (4, 5):
+                    # a node before the delete flag sends four items: None meant deleted
+                    deleted = bool(value[4]) if len(value) == 5 else value[2] is None
+                    yield Change(value[1], value[2], value[3], deleted=deleted)
                 elif value and value[0] == "overflow":  # the node's notice, or this client's own
                     yield OVERFLOW
         finally:

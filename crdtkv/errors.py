@@ -47,6 +47,10 @@ class InvalidValueType(InvalidValue, TypeError):
     """A value (or something inside it) has a type CBOR values may not hold."""
 
 
+class ValueTooLarge(InvalidValue):
+    """A value or its metadata over its byte limit (``max_value_bytes``, ``max_metadata_bytes``)."""
+
+
 class WrongType(LocalError, TypeError):
     """An operation does not apply to the kind of value the key holds.
 
@@ -190,3 +194,23 @@ class UnknownCommand(GatewayError, ValueError):
 
 class NotAuthenticated(GatewayError):
     """A data request on a face of a node with a secret, before authenticating."""
+
+
+class NotFound(GatewayError, LookupError):
+    """No HTTP route has this path, or the key asked for is missing (404)."""
+
+
+class MethodNotAllowed(GatewayError):
+    """The HTTP route exists but not with this method (405, with ``Allow``)."""
+
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
+class RequestTimedOut(GatewayError, TimeoutError):
+    """A client took longer than ``HttpSettings.request_timeout`` to send one request (408)."""
+
+
+class HeadersTooLarge(RequestTooLarge):
+    """A request line and headers over ``HttpSettings.max_header_bytes`` (431)."""

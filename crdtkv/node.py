@@ -955,7 +955,9 @@ class Node:
                 if change.overflow:
                     session.respond(request_id, True, ["overflow"])
                 else:
-                    session.respond(request_id, True, ["change", change.key, change.value, change.origin])
+                    session.respond(
+                        request_id, True, ["change", change.key, change.value, change.origin, change.deleted]
+                    )
                 sent = True
             if sent:
                 link._note()

@@ -32,8 +32,8 @@ from .cursor import MAX_PAGE, KeyInfo, Page, decode_cursor, encode_cursor
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
-    InvalidValue,
     StoreClosed,
+    ValueTooLarge,
     WrongType,
 )
 from .ratelimit import RATE_LIMIT_PREFIX, Decision, RateLimiter  # noqa: F401 (the prefix moved)
@@ -260,7 +260,7 @@ class KvStore:
         packed = pack_value(metadata, self._limits)
         assert isinstance(packed, Packed)
         if len(packed.data) > self._limits.max_metadata_bytes:
-            raise InvalidValue(
+            raise ValueTooLarge(
                 f"metadata is {len(packed.data)} bytes; the limit (max_metadata_bytes) is "
                 f"{self._limits.max_metadata_bytes}"
             )

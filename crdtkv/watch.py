@@ -68,7 +68,12 @@ class Change:
     origin: str | None
     #: True: changes were lost because this watcher fell behind; resync
     overflow: bool = False
+    #: True when the key was deleted (``value`` is then None; a stored None is not a delete)
+    deleted: bool = False
 
+
+#: What a key that reads as missing is looked up as, to tell a delete from a stored None.
+_DELETED = object()
 
 #: The notice a watcher gets in place of the changes it lost.
 OVERFLOW = Change(None, None, None, overflow=True)
@@ -195,10 +200,12 @@ class Follower:
         for key in keys:
             if not key.startswith(prefix) or key.startswith(INTERNAL_PREFIX) or queue.lost:
                 continue  # after a loss, drop until the watcher has drained and been told
-            stored = replica.lookup(key, None)
-            size = CHANGE_OVERHEAD + len(key) + stored_size(stored)
+            stored = replica.lookup(key, _DELETED)
+            deleted = stored is _DELETED
+            size = CHANGE_OVERHEAD + len(key) + (0 if deleted else stored_size(stored))
             if queue.admit(size):
-                queue.put(Change(key, unpack_value(stored), replica.origin_of(key)), size)
+                value = None if deleted else unpack_value(stored)
+                queue.put(Change(key, value, replica.origin_of(key), deleted=deleted), size)
         if self.forward is not None:
             self.forward()
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtkv import KvStore, Limits
-from crdtkv.errors import InvalidArgument, InvalidArgumentType, InvalidValue
+from crdtkv.errors import InvalidArgument, InvalidArgumentType, ValueTooLarge
 
 from .helpers import FakeClock
 
@@ -48,7 +48,7 @@ def test_metadata_is_checked() -> None:
     a = KvStore.open("t", limits=Limits(max_metadata_bytes=32))
     with pytest.raises(InvalidArgumentType, match="dict"):
         a.put("k", 1, metadata=["not", "a", "dict"])
-    with pytest.raises(InvalidValue, match="max_metadata_bytes"):
+    with pytest.raises(ValueTooLarge, match="max_metadata_bytes"):
         a.put("k", 1, metadata={"big": "x" * 40})
     assert a.get("k") is None
 

@@ -168,8 +168,7 @@ async def test_bad_bodies_and_metadata_answer_400_and_change_nothing() -> None:
             ({"Content-Type": "text/plain; charset=no-such-charset"}, b"x"),
             ({"X-Crdtkv-Metadata": "not json"}, b"x"),
             ({"X-Crdtkv-Metadata": "[1, 2]"}, b"x"),
-            ({"X-Crdtkv-Metadata": json.dumps({"m": "x" * 5000})}, b"x"),
-        ]
+        ]  # metadata over its size limit is a 413: test_a_value_over_the_store_limit_answers_413
         for headers, body in cases:
             answer = await s.client.put("/v1/kv/k", content=body, headers=headers)
             assert answer.status_code == 400, (headers, body[:20], answer.text)
@@ -182,7 +181,18 @@ async def test_a_value_over_the_store_limit_answers_413() -> None:
     async with served() as s:
         limit = s.store.limits.max_value_bytes
         answer = await s.client.put("/v1/kv/big", content=b"x" * (limit + 1))
-        assert answer.status_code == 413 and answer.json()["error"] == "RequestTooLarge"
+        assert answer.status_code == 413 and answer.json()["error"] == "ValueTooLarge"
+        assert "big" not in s.store
+        text = await s.client.put(
+            "/v1/kv/big", content="é" * (limit // 2 + 1), headers={"Content-Type": "text/plain"}
+        )
+        assert text.status_code == 413 and text.json()["error"] == "ValueTooLarge"  # counted in UTF-8 bytes
+        as_json = await s.client.put("/v1/kv/big", json=["x" * (limit // 2)] * 3)
+        assert as_json.status_code == 413 and as_json.json()["error"] == "ValueTooLarge"
+        metadata = await s.client.put(
+            "/v1/kv/big", content=b"v", headers={"X-Crdtkv-Metadata": json.dumps({"m": "x" * 2000})}
+        )
+        assert metadata.status_code == 413 and metadata.json()["error"] == "ValueTooLarge"
         assert "big" not in s.store
         assert (await s.client.put("/v1/kv/big", content=b"x" * limit)).status_code == 204
 
@@ -294,12 +304,14 @@ async def test_watch_streams_changes_as_server_sent_events() -> None:
             s.store.put("flag:dark", "on")
             s.store.put("flag:bytes", b"\x00")
             s.store.delete("flag:dark")
-            events = await read_events(response.aiter_lines(), 3)
+            s.store.put("flag:none", None)  # a stored null is a value, not a delete
+            events = await read_events(response.aiter_lines(), 4)
         origin = s.store.origin
         assert events == [
             ("message", {"key": "flag:dark", "value": "on", "origin": origin, "deleted": False}),
             ("message", {"key": "flag:bytes", "value": "AA==", "origin": origin, "deleted": False}),
             ("message", {"key": "flag:dark", "value": None, "origin": origin, "deleted": True}),
+            ("message", {"key": "flag:none", "value": None, "origin": origin, "deleted": False}),
         ]
         await wait_until(lambda: s.face.watchers == 0, "the watch to end with its client")
 

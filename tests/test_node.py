@@ -202,7 +202,7 @@ async def test_a_client_watches_changes_at_a_node(network: Network) -> None:
         async def watch() -> None:
             async for change in client.watch("flag:"):
                 seen.append(change)
-                if len(seen) == 3:
+                if len(seen) == 4:
                     return
 
         async with anyio.create_task_group() as group:
@@ -215,7 +215,13 @@ async def test_a_client_watches_changes_at_a_node(network: Network) -> None:
                 while store.get("flag:b") is None:
                     await anyio.sleep(0.005)
             store.delete("flag:a")
-        assert [(c.key, c.value) for c in seen] == [("flag:a", True), ("flag:b", "remote"), ("flag:a", None)]
+            store.put("flag:c", None)  # a stored None, not a delete
+        assert [(c.key, c.value, c.deleted) for c in seen] == [
+            ("flag:a", True, False),
+            ("flag:b", "remote", False),
+            ("flag:a", None, True),
+            ("flag:c", None, False),
+        ]
         assert seen[1].origin == peer.origin
         assert await client.incr("n", 2, ttl=60) == 2
         assert store.get_with_metadata("n").expires_at is not None  # type: ignore[union-attr]

@@ -16,6 +16,7 @@ from crdtkv.errors import (
     InvalidValue,
     InvalidValueType,
     StoreClosed,
+    ValueTooLarge,
     WrongType,
 )
 
@@ -199,11 +200,11 @@ def test_values_cbor_cannot_carry_are_type_errors(store: KvStore, value: Any) ->
 def test_value_limits() -> None:
     small = KvStore.open(limits=Limits(max_value_bytes=16, max_value_depth=3))
     small.put("k", "x" * 16)
-    with pytest.raises(InvalidValue, match="max_value_bytes"):
+    with pytest.raises(ValueTooLarge, match="max_value_bytes"):
         small.put("k", "x" * 17)
-    with pytest.raises(InvalidValue, match="max_value_bytes"):
+    with pytest.raises(ValueTooLarge, match="max_value_bytes"):
         small.put("k", b"x" * 17)
-    with pytest.raises(InvalidValue, match="max_value_bytes"):
+    with pytest.raises(ValueTooLarge, match="max_value_bytes"):
         small.put("k", ["x" * 10, "y" * 10])
     with pytest.raises(InvalidValue, match="max_value_depth"):
         small.put("k", [[[[1]]]])

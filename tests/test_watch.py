@@ -161,3 +161,15 @@ async def test_a_bad_byte_budget_is_refused() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InvalidArgument):
             store.watch("", buffer_bytes=bad)  # type: ignore[arg-type]
+
+
+async def test_a_delete_is_flagged_and_a_stored_none_is_not() -> None:
+    store = KvStore.open("t")
+    async with store.watch("k") as changes:
+        store.put("k1", None)
+        store.delete("k1")
+        stored_none = await changes.__anext__()
+        deleted = await changes.__anext__()
+    assert (stored_none.value, stored_none.deleted) == (None, False)
+    assert (deleted.value, deleted.deleted) == (None, True)
+    store.close()

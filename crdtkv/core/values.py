@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import cbor2
 
-from ..errors import DecodeError, InvalidKey, InvalidKeyType, InvalidValue, InvalidValueType
+from ..errors import DecodeError, InvalidKey, InvalidKeyType, InvalidValue, InvalidValueType, ValueTooLarge
 from .cbor import strict_loads
 from .limits import Limits
 
@@ -60,8 +60,8 @@ def check_key(key: object, limits: Limits) -> str:
     return key
 
 
-def _too_large(size: int, limits: Limits) -> InvalidValue:
-    return InvalidValue(f"value is {size} bytes; the limit (max_value_bytes) is {limits.max_value_bytes}")
+def _too_large(size: int, limits: Limits) -> ValueTooLarge:
+    return ValueTooLarge(f"value is {size} bytes; the limit (max_value_bytes) is {limits.max_value_bytes}")
 
 
 def _check_tree(value: object, depth: int, limits: Limits) -> None:

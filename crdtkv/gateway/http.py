@@ -37,8 +37,15 @@ import anyio.abc
 import anyio.lowlevel
 import h11
 
-from ..errors import CrdtKvError, ListenFailed, MalformedRequest, RequestTooLarge
-from .http_errors import HeadersTooLarge, RequestTimedOut, error_body, status_of
+from ..errors import (
+    CrdtKvError,
+    HeadersTooLarge,
+    ListenFailed,
+    MalformedRequest,
+    RequestTimedOut,
+    RequestTooLarge,
+)
+from .http_errors import error_body, status_of
 from .http_messages import JSON, BodyStream, Handler, Request, Response
 from .http_routes import HttpRoutes
 from .settings import HttpSettings

@@ -32,12 +32,12 @@ from ..errors import (
     InvalidKey,
     InvalidValue,
     MalformedRequest,
+    MethodNotAllowed,
     NotAuthenticated,
-    RequestTooLarge,
+    NotFound,
 )
 from ..metrics import node_metrics
 from ..status import node_status
-from .http_errors import MethodNotAllowed, NotFound
 from .http_messages import JSON, Request, Response, error_response, json_bytes
 from .http_sse import EVENT_STREAM, stream_changes
 from .settings import HttpSettings
@@ -227,9 +227,6 @@ class HttpRoutes:
         content_type = content_type.strip().lower()
         if content_type == b"application/json" or content_type.endswith(b"+json"):
             return _json(body, "the body")
-        limit = self.store.limits.max_value_bytes
-        if len(body) > limit:  # exactly the store's own rule for strings and bytes
-            raise RequestTooLarge(f"value is {len(body)} bytes; the limit (max_value_bytes) is {limit}")
         if content_type.startswith(b"text/"):
             charset = "utf-8"
             for parameter in parameters.split(b";"):

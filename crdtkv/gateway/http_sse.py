@@ -34,7 +34,7 @@ def event_bytes(change: Change) -> bytes:
         "key": change.key,
         "value": change.value,
         "origin": change.origin,
-        "deleted": change.value is None,
+        "deleted": change.deleted,
     }
     return b"data: " + json_bytes(body) + b"\n\n"
 
