@@ -12,12 +12,8 @@ slowloris), ``send_timeout`` for a client to take a response (a client that
 never reads is closed); one watchdog task per server keeps them all. A
 refusal or a broken client closes only its own connection.
 
-The sockets are plain non-blocking sockets awaited with
-:func:`anyio.wait_readable` and :func:`anyio.wait_writable` (any anyio
-backend), so a socket is read only when a request needs more bytes: anyio's
-``SocketStream`` on asyncio keeps reading an accepted connection into memory
-until a receive first has to wait, without bound for a client that pipelines
-requests and never reads the answers. :class:`HttpFace` is that server with
+The sockets are plain non-blocking sockets (:mod:`crdtkv.gateway.sockets`),
+read only when a request needs more bytes. :class:`HttpFace` is that server with
 crdtkv's routes (:mod:`crdtkv.gateway.http_routes`).
 """
 
@@ -27,7 +23,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -40,7 +35,6 @@ import h11
 from ..errors import (
     CrdtKvError,
     HeadersTooLarge,
-    ListenFailed,
     MalformedRequest,
     RequestTimedOut,
     RequestTooLarge,
@@ -49,14 +43,13 @@ from .http_errors import error_body, status_of
 from .http_messages import JSON, BodyStream, Handler, Request, Response
 from .http_routes import HttpRoutes
 from .settings import HttpSettings
+from .sockets import RECEIVE_BYTES, Gone, accept_forever, drain, listen, receive, send_all
 
 if TYPE_CHECKING:
     from ..node import Node
 
 log = logging.getLogger("crdtkv.http")
 
-#: Bytes asked of the socket per read (h11 holds at most this beyond ``max_header_bytes``).
-RECEIVE_BYTES = 64 * 1024
 #: Responses up to this size go out in one write with their head.
 ONE_WRITE_BYTES = 16 * 1024
 #: After a refusal, how long (seconds) the server keeps reading and dropping what the
@@ -65,10 +58,6 @@ LINGER_SECONDS = 1.0
 
 INFINITY = float("inf")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
-#: Connections accepted per wake-up of the accept loop.
-ACCEPT_BATCH = 64
-#: The listening socket's backlog.
-BACKLOG = 1024
 
 
 _date = [0, b""]
@@ -80,39 +69,6 @@ def http_date() -> bytes:
     if now != _date[0]:
         _date[0], _date[1] = now, formatdate(now, usegmt=True).encode()
     return _date[1]  # type: ignore[return-value]
-
-
-async def _wait(wait: Callable[[socket.socket], Awaitable[None]], sock: socket.socket) -> None:
-    """Wait until ``sock`` is ready; a socket closed meanwhile ends the connection."""
-    try:
-        await wait(sock)
-    except (anyio.ClosedResourceError, OSError) as exc:
-        raise _Gone from exc
-
-
-async def _drain(sock: socket.socket, most: int) -> None:
-    """Read and drop what a client still sends, for ``LINGER_SECONDS`` and ``most`` bytes at most.
-
-    Closing a socket with unread input resets the connection, and the client
-    could lose the answer it was just sent.
-    """
-    dropped = 0
-    with anyio.move_on_after(LINGER_SECONDS), contextlib.suppress(_Gone):
-        while dropped <= most:
-            try:
-                received = sock.recv(RECEIVE_BYTES)
-            except BlockingIOError:
-                await _wait(anyio.wait_readable, sock)
-                continue
-            except OSError:
-                return
-            if not received:
-                return
-            dropped += len(received)
-
-
-class _Gone(Exception):
-    """The connection is over: the client left, did not read in time, or was refused."""
 
 
 class HttpServer:
@@ -138,10 +94,10 @@ class HttpServer:
 
         Calls ``task_status.started((host, bound_port))`` once listening.
         """
-        listener = _listen(host, port)
+        listener = listen(host, port, "HTTP")
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self._accept_loop, listener, group)
+                group.start_soon(accept_forever, listener, self._serve_one, group, log)
                 group.start_soon(self._watchdog)
                 task_status.started((host, listener.getsockname()[1]))
         finally:
@@ -164,23 +120,6 @@ class HttpServer:
                 if connection.deadline < now:
                     connection.scope.cancel()
 
-    async def _accept_loop(self, listener: socket.socket, group: anyio.abc.TaskGroup) -> None:
-        while True:
-            await anyio.wait_readable(listener)
-            for _ in range(ACCEPT_BATCH):
-                try:
-                    sock, _address = listener.accept()
-                except BlockingIOError:
-                    break
-                except OSError as exc:  # out of file descriptors, for instance: keep serving the rest
-                    log.warning("http: accept failed: %s", exc)
-                    await anyio.sleep(0.1)
-                    break
-                sock.setblocking(False)
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                group.start_soon(self._serve_one, sock)
-
     async def _serve_one(self, sock: socket.socket) -> None:
         """One connection, in its own error boundary."""
         try:
@@ -189,7 +128,7 @@ class HttpServer:
                 with contextlib.suppress(OSError):
                     sock.send(_busy_response())  # what fits now; the connection closes anyway
                     sock.shutdown(socket.SHUT_WR)
-                await _drain(sock, RECEIVE_BYTES)
+                await drain(sock, RECEIVE_BYTES, LINGER_SECONDS)
                 return
             self.connections += 1
             connection = _Connection(self.handler, self.settings, sock)
@@ -203,26 +142,6 @@ class HttpServer:
                 self.connections -= 1
         finally:
             sock.close()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A non-blocking listening socket on the first address ``host`` resolves to."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listener = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ListenFailed(f"cannot listen on {host}:{port}: {exc}") from exc
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-        listener.listen(BACKLOG)
-        listener.setblocking(False)
-    except OSError as exc:
-        listener.close()
-        raise ListenFailed(f"cannot listen on {host}:{port}: {exc}") from exc
-    return listener
 
 
 def _busy_response() -> bytes:
@@ -254,7 +173,7 @@ class _Connection:
             try:
                 while await self._cycle():
                     pass
-            except _Gone:
+            except Gone:
                 pass
         if self.scope.cancelled_caught and self.slow:
             with anyio.move_on_after(self.settings.send_timeout):
@@ -306,15 +225,7 @@ class _Connection:
         The socket is read only here, only when the connection needs more of a
         request: nothing is buffered for a client the server is not reading.
         """
-        sock = self.sock
-        while True:
-            try:
-                return sock.recv(RECEIVE_BYTES)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise _Gone from exc
-            await _wait(anyio.wait_readable, sock)
+        return await receive(self.sock)
 
     async def _read_head(self) -> tuple[h11.Request, float] | None:
         """The next request's head and the deadline of the whole request; None if the client left."""
@@ -373,26 +284,14 @@ class _Connection:
             elif type(event) is h11.EndOfMessage:
                 return b"".join(parts)  # bytes (h11 may hand out bytearrays)
             else:
-                raise _Gone
+                raise Gone
 
     # -- writing -------------------------------------------------------------------------
 
     async def _send(self, data: bytes) -> None:
         """Write ``data``; a client that takes none of it within ``send_timeout`` is dropped."""
         self._expect(anyio.current_time() + self.settings.send_timeout, False)
-        sock = self.sock
-        view = memoryview(data)
-        while True:
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise _Gone from exc
-            if sent == len(view):
-                break
-            view = view[sent:]
-            await _wait(anyio.wait_writable, sock)
+        await send_all(self.sock, data)
         self.deadline = INFINITY
         await anyio.lowlevel.checkpoint()  # one turn for the other connections per write
 
@@ -442,14 +341,14 @@ class _Connection:
             try:
                 await body(send_chunk)
                 await self._send(conn.send(h11.EndOfMessage()))
-            except _Gone:
+            except Gone:
                 pass
             finally:
                 group.cancel_scope.cancel()
 
     async def _until_client_leaves(self, scope: anyio.CancelScope) -> None:
         """Read (and drop) what the client sends during a stream; end the stream when it leaves."""
-        with contextlib.suppress(_Gone):
+        with contextlib.suppress(Gone):
             while await self._receive():
                 pass
         scope.cancel()
@@ -479,7 +378,7 @@ class _Connection:
             return
         try:
             await self._send(data)
-        except _Gone:
+        except Gone:
             return
         await self._linger()
 
@@ -491,7 +390,7 @@ class _Connection:
         """
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        await _drain(self.sock, self.settings.max_body_bytes)
+        await drain(self.sock, self.settings.max_body_bytes, LINGER_SECONDS)
 
 
 class HttpFace:

@@ -16,25 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-from anyio.abc import SocketAttribute
 
-from ..errors import ListenFailed
 from .resp_commands import FaceState, execute
 from .resp_protocol import CommandReader, encode_error
 from .settings import RespSettings
+from .sockets import Gone, accept_forever, listen, receive, send_all
 
 if TYPE_CHECKING:
     from ..node import Node
 
 log = logging.getLogger("crdtkv.gateway.resp")
 
-#: Bytes read from a socket at a time.
-READ_BYTES = 64 * 1024
 #: What a connection over ``max_connections`` is told before it is closed (Redis's words).
 TOO_MANY_CLIENTS = encode_error("ERR max number of clients reached")
 #: Seconds a goodbye (the error before a close) may take to go out.
@@ -96,16 +94,17 @@ class RespFace:
         Calls ``task_status.started((host, bound_port))`` once listening.
         Raises :class:`~crdtkv.errors.ListenFailed` if the address cannot be bound.
         """
+        listener = listen(host, port, "RESP")
         try:
-            listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-        except OSError as exc:
-            raise ListenFailed(f"cannot listen for RESP on {host}:{port}: {exc}") from exc
-        async with listener, anyio.create_task_group() as group:
-            bound = listener.extra(SocketAttribute.local_port)
-            self.state.port = bound
-            group.start_soon(self.watch_sends)
-            task_status.started((host, bound))
-            await listener.serve(self.handle, task_group=group)
+            async with anyio.create_task_group() as group:
+                bound = listener.getsockname()[1]
+                self.state.port = bound
+                group.start_soon(self.watch_sends)
+                group.start_soon(accept_forever, listener, self.handle, group, log)
+                task_status.started((host, bound))
+        finally:
+            anyio.notify_closing(listener)
+            listener.close()
 
     async def watch_sends(self) -> None:
         """Close every connection whose reply has waited more than ``send_timeout`` for its client.
@@ -121,21 +120,21 @@ class RespFace:
                     connection.timed_out = True
                     connection.scope.cancel()
 
-    async def handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def handle(self, sock: socket.socket) -> None:
         """Serve one connection until it closes; a failure closes it alone."""
         state = self.state
-        async with stream:
+        try:
             if state.clients >= self.settings.max_connections:
                 self.refused += 1
-                await self.goodbye(stream, TOO_MANY_CLIENTS)
+                await self.goodbye(sock, TOO_MANY_CLIENTS)
                 return
             state.clients += 1
             connection = Connection()
             self.connections.add(connection)
             try:
                 with connection.scope:
-                    await self.converse(stream, connection)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                    await self.converse(sock, connection)
+            except Gone:
                 pass
             except Exception:
                 log.exception("RESP connection failed")
@@ -144,17 +143,20 @@ class RespFace:
                 state.clients -= 1
                 if connection.timed_out:
                     self.send_timeouts += 1
+        finally:
+            sock.close()
 
-    async def converse(self, stream: anyio.abc.SocketStream, connection: Connection) -> None:
+    async def converse(self, sock: socket.socket, connection: Connection) -> None:
         """Read commands and send replies in order until the client leaves or must go."""
         settings = self.settings
         reader = CommandReader(settings.max_frame_bytes, settings.max_arguments)
         client = self.state.new_client()
         limit = settings.max_reply_bytes
-        receive, send = stream.receive, stream.send
         clock = time.monotonic
         while True:
-            data = await receive(READ_BYTES)
+            data = await receive(sock)
+            if not data:
+                return
             commands = reader.feed(data)
             if len(commands) == 1:  # the common case: one command, one reply
                 reply = execute(client, commands[0])
@@ -170,31 +172,30 @@ class RespFace:
                     if waiting >= limit:  # stop here until the client has taken these
                         self.note_reply(waiting)
                         connection.send_started = clock()
-                        await send(b"".join(replies))
+                        await send_all(sock, b"".join(replies))
                         connection.send_started = 0.0
                         replies, waiting = [], 0
                 reply = b"".join(replies)
             if reply:
                 self.peak_reply_bytes = max(self.peak_reply_bytes, len(reply))
                 connection.send_started = clock()
-                await send(reply)
+                await send_all(sock, reply)
                 connection.send_started = 0.0
             if client.closing:
                 return
             if reader.failure is not None:  # after the replies to the commands before it
                 self.protocol_errors += 1
-                await self.goodbye(stream, encode_error(f"ERR {reader.failure.args[0]}"))
+                await self.goodbye(sock, encode_error(f"ERR {reader.failure.args[0]}"))
                 return
 
     def note_reply(self, size: int) -> None:
         """Keep the largest reply bytes handed to a socket at once."""
         self.peak_reply_bytes = max(self.peak_reply_bytes, size)
 
-    async def goodbye(self, stream: anyio.abc.SocketStream, reply: bytes) -> None:
+    async def goodbye(self, sock: socket.socket, reply: bytes) -> None:
         """Send a last error reply if the client takes it soon; the caller closes the connection."""
-        with anyio.move_on_after(GOODBYE_TIMEOUT):
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-                await stream.send(reply)
+        with anyio.move_on_after(GOODBYE_TIMEOUT), contextlib.suppress(Gone):
+            await send_all(sock, reply)
 
 
 __all__ = ["RespFace"]
