@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The package as a user installs it: build the wheel, install it into a fresh venv
 # outside the source tree, and from outside the tree import it, run `crdtkv --version`,
-# and replicate one increment between two `crdtkv serve` processes on loopback.
+# replicate one increment between two `crdtkv serve` processes on loopback, and read it
+# through the faces the wheel ships: RESP at one node (redis-cli), HTTP at the other (curl,
+# the status page included).
 #
 # Usage: .ci/wheel-smoke.sh [PYTHON]   (default: python3.11, else python3)
 # Needs the package index for the build backend and the dependencies.
@@ -87,13 +89,13 @@ node_url() { # the URL a `crdtkv serve` prints once listening
     fail "crdtkv serve printed no URL within ${DEADLINE_S} s: $(cat "$log")"
 }
 
-"$VENV/crdtkv" serve --id london --listen ws://127.0.0.1:0 --secret-file "$WORK/secret" \
+"$VENV/crdtkv" serve --id london --listen ws://127.0.0.1:0 --resp 127.0.0.1:0 --secret-file "$WORK/secret" \
     >"$WORK/london.log" 2>&1 &
 PIDS+=($!)
 LONDON_PID=$!
 LONDON="$(node_url "$WORK/london.log" "$LONDON_PID")"
-"$VENV/crdtkv" serve --id sydney --listen ws://127.0.0.1:0 --peer "$LONDON" --secret-file "$WORK/secret" \
-    >"$WORK/sydney.log" 2>&1 &
+"$VENV/crdtkv" serve --id sydney --listen ws://127.0.0.1:0 --peer "$LONDON" --http 127.0.0.1:0 \
+    --secret-file "$WORK/secret" >"$WORK/sydney.log" 2>&1 &
 PIDS+=($!)
 SYDNEY_PID=$!
 SYDNEY="$(node_url "$WORK/sydney.log" "$SYDNEY_PID")"
@@ -109,6 +111,30 @@ for ((i = 0; i < DEADLINE_S * 10; i++)); do
 done
 [ "$seen" = 3 ] || fail "sydney did not show smoke:views = 3 within ${DEADLINE_S} s (last: '$seen')"
 say "incr at london (3) read at sydney: $seen"
+
+# 5. The faces, from the installed wheel: RESP at london, HTTP (and its status page) at sydney.
+RESP_PORT="$(sed -n 's/^resp on redis:\/\/[^ ]*:\([0-9]*\)$/\1/p' "$WORK/london.log")"
+HTTP_URL="$(sed -n 's/^http on \(http:\/\/[^ ]*\)$/\1/p' "$WORK/sydney.log")"
+[ -n "$RESP_PORT" ] && [ -n "$HTTP_URL" ] || fail "no face address printed: $(cat "$WORK/london.log" "$WORK/sydney.log")"
+SECRET="$(cat "$WORK/secret")"
+[ "$(redis-cli -p "$RESP_PORT" --no-auth-warning -a "$SECRET" GET smoke:views)" = 3 ] ||
+    fail "redis-cli GET at london did not answer 3"
+[ "$(redis-cli -p "$RESP_PORT" --no-auth-warning -a "$SECRET" SET smoke:flag on)" = OK ] ||
+    fail "redis-cli SET at london did not answer OK"
+[ "$(curl -sf -H "Authorization: Bearer $SECRET" "$HTTP_URL/v1/kv/smoke:views")" = 3 ] ||
+    fail "curl GET /v1/kv/smoke:views at sydney did not answer 3"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP_URL/v1/kv/smoke:views")" = 401 ] ||
+    fail "curl without the secret was not refused with 401"
+curl -sf "$HTTP_URL/" | grep -qi '<html' || fail "the status page is missing from the wheel"
+curl -sf "$HTTP_URL/metrics" | grep -q '^crdtkv_info' || fail "/metrics has no crdtkv_info"
+seen=""
+for ((i = 0; i < DEADLINE_S * 10; i++)); do
+    seen="$(curl -s -H "Authorization: Bearer $SECRET" "$HTTP_URL/v1/kv/smoke:flag" || true)"
+    [ "$seen" = on ] && break
+    sleep 0.1
+done
+[ "$seen" = on ] || fail "SET over RESP at london did not show over HTTP at sydney (last: '$seen')"
+say "RESP at london and HTTP at sydney (status page, metrics, 401 without the secret): OK"
 
 for pid in "$LONDON_PID" "$SYDNEY_PID"; do
     kill -TERM "$pid"
