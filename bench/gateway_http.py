@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import httpx
+from harness import face_child
 from report import ROOT, Options, Row, progress
 
 from crdtkv.gateway.http import HttpServer
@@ -83,17 +84,8 @@ class HttpBench:
 
 @contextmanager
 def child(args: list[str]) -> Iterator[str]:
-    """A child that prints ``http on URL``; yields the URL, stops the child afterwards."""
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        url = ""
-        for line in process.stdout:
-            if line.startswith("http on "):
-                url = line.split()[-1]
-                break
-        if not url:
-            raise RuntimeError(f"no `http on URL` line from {args}")
+    """A child that prints ``http on URL``; yields the URL once it answers, stops the child afterwards."""
+    with face_child(args, "http on ", cwd=ROOT) as url:
         deadline = time.monotonic() + 30
         while True:  # a hang guard: until it answers
             try:
@@ -104,13 +96,6 @@ def child(args: list[str]) -> Iterator[str]:
                     raise
                 time.sleep(0.05)
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def crdtkv_serve() -> list[str]:

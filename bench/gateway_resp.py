@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from harness import face_child
 from report import ROOT, Options, Row, progress
 
 TESTS = ("set", "get", "incr")
@@ -94,26 +95,10 @@ def crdtkv_serve() -> Iterator[int]:
     """A real ``crdtkv serve --resp`` child; yields the RESP port it printed."""
     args = [sys.executable, "-m", "crdtkv.cli", "serve", "--id", "bench-resp"]
     args += ["--listen", "ws://127.0.0.1:0", "--resp", "127.0.0.1:0"]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        port = 0
-        for line in process.stdout:
-            if line.startswith("resp on "):
-                port = int(line.split()[-1].rsplit(":", 1)[1])
-            if line.startswith("serving store "):
-                break
-        if not port:
-            raise RuntimeError("crdtkv serve did not print its RESP address")
+    with face_child(args, "resp on ", cwd=ROOT) as address:
+        port = int(address.rsplit(":", 1)[1])
         wait_until_answers(port)
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 @contextmanager

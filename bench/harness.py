@@ -19,11 +19,12 @@ import dataclasses
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -227,3 +228,31 @@ def child_main(module: str, function: str, params: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(child_main(*sys.argv[1:4]))
+
+
+@contextmanager
+def face_child(args: list[str], prefix: str, cwd: str | os.PathLike[str] | None = None) -> Iterator[str]:
+    """A child process that prints ``<prefix> ADDRESS`` (``http on ...``, ``resp on ...``).
+
+    Yields that address once printed (a ``crdtkv serve`` child prints its face
+    lines before its ``serving store`` line); stops the child afterwards
+    (SIGTERM, then SIGKILL after 30 s).
+    """
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd)
+    try:
+        assert process.stdout is not None
+        address = ""
+        for line in process.stdout:
+            if line.startswith(prefix):
+                address = line.split()[-1]
+                break
+        if not address:
+            raise RuntimeError(f"no `{prefix}ADDRESS` line from {args}")
+        yield address
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from crdtkv import KvStore, Limits
 
@@ -144,3 +145,12 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    """Poll ``check()`` until it is true, from synchronous test code (a hang guard, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)

@@ -18,13 +18,6 @@ from .helpers import ServeProcess
 GUARD = 30.0  # hang guard only
 
 
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + GUARD
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_it_is_exported_lazily_from_the_package() -> None:
     assert crdtkv.BlockingClient is BlockingClient
     assert "BlockingClient" in crdtkv.__all__

@@ -7,25 +7,15 @@ the counter both incremented holds every increment.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from .helpers import ServeProcess
+from .helpers import ServeProcess, wait_for
 
 SECRET = "faces-converge-secret"
-
-
-def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
-    """Poll ``check()`` until it is true (a hang guard, not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("with_secret", [False, True], ids=["open", "secret"])

@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import anyio
@@ -23,7 +22,7 @@ import pytest
 from crdtkv import KvStore, Node
 from crdtkv.gateway.http import HttpFace
 
-from .helpers import ServeProcess
+from .helpers import ServeProcess, wait_for
 from .test_http_face import SECRET, served
 
 JS = Path(__file__).parent / "js" / "http_face.mjs"
@@ -107,15 +106,6 @@ async def test_the_status_page_shows_the_peer_in_a_browser(tmp_path: Path, secre
 
 
 # -- a real crdtkv serve process -----------------------------------------------------------------------
-
-
-def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
-    """Poll ``check()`` (a hang guard, not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("with_secret", [False, True], ids=["open", "secret"])

@@ -60,7 +60,11 @@ def source_files() -> list[str]:
     found = []
     for tree in PACKAGE_TREES:
         for path in sorted((ROOT / tree).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".typed", ".html"):
+            if (
+                path.is_file()
+                and "__pycache__" not in path.parts
+                and path.suffix in (".py", ".typed", ".html")
+            ):
                 found.append(path.relative_to(ROOT).as_posix())
     return found
 

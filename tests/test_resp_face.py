@@ -29,6 +29,8 @@ from crdtkv.gateway.resp_commands import COMMANDS
 from crdtkv.gateway.settings import RespSettings
 from crdtkv.metrics import node_metrics
 
+from .helpers import wait_for
+
 T = TypeVar("T")
 SECRET = "resp-face-secret"
 
@@ -77,15 +79,6 @@ def serving(
             finally:
                 future.cancel()
         store.close()
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Poll ``check()`` until true (a hang guard, not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from crdtkv.errors import MalformedRequest, RequestTooLarge
 from crdtkv.gateway.resp_protocol import CommandReader
 from crdtkv.gateway.settings import RespSettings
 
-from .test_resp_face import RawClient, Served, serving, wait_for
+from .helpers import wait_for
+from .test_resp_face import RawClient, Served, serving
 
 FRAME_LIMIT = 64 * 1024
 
