@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
+import hiredis
 import pytest
 
 from crdtkv.errors import MalformedRequest, RequestTooLarge
@@ -202,3 +204,34 @@ def test_a_client_that_never_reads_is_bounded_and_dropped(served: Served) -> Non
     assert served.face.peak_reply_bytes <= 64 * 1024 + 32 * 1024 + 64
     others_still_served(served, served.run(served.store.digest))
     assert digest  # GETs changed nothing: only "other" came and went
+
+
+def test_a_long_pipeline_read_late_gets_every_reply_in_order(served: Served) -> None:
+    """A client that sends 600 commands (about 20 MiB of replies, 300x the reply budget) before
+    reading gets every reply, in order: the face pauses at the budget and runs the rest as the
+    client reads, and never holds more than the budget plus one reply."""
+    r = served.client()
+    r.set("big", "b" * 32 * 1024)
+    r.close()
+    count = 600
+    commands = b"".join(
+        b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" if i % 2 == 0 else b"*2\r\n$4\r\nINCR\r\n$5\r\nseq:n\r\n"
+        for i in range(count)
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(commands,))
+        sender.start()
+        time.sleep(0.5)  # the face fills its budget and stops reading this client
+        reader = hiredis.Reader()
+        replies: list[object] = []
+        while len(replies) < count:
+            chunk = sock.recv(65536)
+            assert chunk, "the face closed the connection"
+            reader.feed(chunk)
+            while (reply := reader.gets()) is not False:
+                replies.append(reply)
+        sender.join(timeout=30)
+    assert replies[0::2] == [b"b" * 32 * 1024] * (count // 2)
+    assert replies[1::2] == list(range(1, count // 2 + 1))  # run once each, in order
+    assert served.face.peak_reply_bytes <= 64 * 1024 + 32 * 1024 + 64
+    assert served.face.send_timeouts == 0

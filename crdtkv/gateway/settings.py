@@ -57,7 +57,7 @@ class RespSettings:
     #: Bytes of replies that may wait for a client that does not read them; the face stops
     #: reading that client's commands until it has taken some (pipelining stays bounded).
     max_reply_bytes: int = 4 * MIB
-    #: Seconds a reply may wait for a client that reads nothing before the connection closes.
+    #: Seconds a client's replies may stay over ``max_reply_bytes`` before the connection closes.
     send_timeout: float = 15.0
     #: SCAN cursors the face remembers (each holds one key); the oldest is forgotten first, and
     #: continuing a forgotten cursor answers ``-ERR invalid cursor``.
