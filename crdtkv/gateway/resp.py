@@ -32,8 +32,9 @@ import anyio
 import anyio.abc
 
 from ..errors import ListenFailed
-from .resp_commands import Client, FaceState, execute
+from .resp_commands import execute
 from .resp_protocol import Command, CommandReader, encode_error
+from .resp_state import Client, FaceState
 from .settings import RespSettings
 
 if TYPE_CHECKING:
