@@ -24,7 +24,7 @@ from crdtkv.core.entry import (
 from crdtkv.core.limits import DEFAULT_LIMITS
 from crdtkv.core.wire import Delta, decode_delta, encode_delta
 
-from .test_entry_laws import ORIGINS, entries
+from .test_entry_laws import ORIGINS, entries, joined
 
 NOW_MS = 50
 
@@ -41,13 +41,6 @@ def expiring_entries(draw: st.DrawFn) -> Entry:
         counter.expiry = (epoch, expires)
         counter.expiry_stamp = stamp
     return entry
-
-
-def joined(*parts: Entry) -> Entry:
-    result = Entry(0, "", TOMBSTONE)
-    for part in parts:
-        join_into(result, part)
-    return result
 
 
 any_entry = expiring_entries()
