@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .node import Node, NodeSettings
     from .watch import Change
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "BlockingClient",

@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from . import __version__, demo
+from . import demo
 from .client import Client, check_url
 from .config import ENV_CONFIG, ENVIRONMENT, ConfigError, ServeConfig, parse_address, resolve
 from .cursor import MAX_PAGE
@@ -33,6 +33,7 @@ from .logs import configure_logging
 from .node import Node
 from .status import format_status
 from .store import KvStore
+from .version import __version__
 
 log = logging.getLogger("crdtkv.cli")
 

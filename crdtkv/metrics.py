@@ -28,9 +28,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .core.feed import Stage
-from .node import Node, PeerInfo, package_version
+from .node import Node, PeerInfo
 from .stats import Buckets
 from .storage import storage_of
+from .version import __version__
 from .watch import Follower
 
 #: Every metric exported, with its type and meaning (names as scraped; counters end in ``_total``).
@@ -110,7 +111,7 @@ class _NodeCollector(Collector):
             return
         store = node.store
         info = _gauge("crdtkv_info", ["id", "origin", "version"])
-        info.add_metric([store.replica_id, store.origin, package_version()], 1)
+        info.add_metric([store.replica_id, store.origin, __version__], 1)
         yield info
         start = _gauge("crdtkv_start_time_seconds")
         start.add_metric([], node.started_at)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import importlib.metadata
 import logging
 import random
 import time
@@ -75,6 +74,7 @@ from .requests import MAX_SNAPSHOT_TRANSFER_BYTES, OPERATIONS, SnapshotTransfers
 from .stats import DELAY_BUCKETS, Buckets
 from .store import KvStore
 from .transport import Connection, Listener, Transport, TransportSettings, find_transport
+from .version import __version__
 from .watch import OVERFLOW, ChangeQueue, Follower
 
 log = logging.getLogger("crdtkv.node")
@@ -147,14 +147,6 @@ class Reused(Generic[T]):
         done = time.monotonic()
         self.shape, self.at, self.cost = shape, done, done - now
         return value
-
-
-def package_version() -> str:
-    """The installed crdtkv version (what status and metrics report)."""
-    try:
-        return importlib.metadata.version("crdtkv")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree
-        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -602,7 +594,7 @@ class Node:
         return {
             "id": store.replica_id,
             "origin": store.origin,
-            "version": package_version(),
+            "version": __version__,
             "uptime": max(0.0, time.time() - self.started_at),
             "started_at": self.started_at,
             "ready": self.ready,

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import crdtkv
+
 from .helpers import ServeProcess
 
 SECRET = "status-secret"
@@ -53,6 +55,7 @@ def test_status_shows_the_node_and_its_peers_as_json_and_as_a_table(tmp_path: Pa
             "keys", "tombstones", "digest", "peers",
         }  # fmt: skip
         assert found["id"] == "paris" and found["origin"].startswith("paris")
+        assert found["version"] == crdtkv.__version__  # the one source, also in a source tree
         assert found["uptime"] >= 0 and found["keys"] == 0
         [peer] = found["peers"]
         assert set(peer) == {

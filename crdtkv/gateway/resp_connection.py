@@ -7,7 +7,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from ..version import __version__
 from .resp_protocol import (
     OK,
     PONG,
