@@ -146,6 +146,9 @@ def test_get_answers_json_for_values_that_are_not_strings(served: Served, protoc
     assert r.get("number") == b"7"
     assert json.loads(r.get("raw") or b"") == ["AQ=="]  # bytes inside JSON: base64
     assert r.mget("doc", "number") == [b'{"a":[1,2.5,null,true]}', b"7"]
+    served.run(lambda: store.put("odd", [float("nan"), float("-inf"), 1.5]))
+    # strict JSON, the same text the HTTP face answers: no bare NaN or -Infinity
+    assert r.get("odd") == b'["NaN","-Infinity",1.5]'
     r.close()
 
 

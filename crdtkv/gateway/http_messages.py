@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..errors import CrdtKvError
 from .http_errors import error_body, status_of
@@ -58,28 +55,4 @@ def error_response(error: CrdtKvError, headers: list[tuple[bytes, bytes]] | None
     return Response(status_of(error), error_body(error), JSON, headers or [])
 
 
-def json_bytes(value: Any) -> bytes:
-    """``value`` as compact ASCII JSON (bytes as base64 text, non-finite floats as text)."""
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_bytes_as_text).encode()
-    except ValueError:  # NaN or an infinity somewhere inside
-        return json.dumps(_finite(value), separators=(",", ":"), default=_bytes_as_text).encode()
-
-
-def _bytes_as_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    return value
-
-
-__all__ = ["JSON", "BodyStream", "Handler", "Request", "Response", "error_response", "json_bytes"]
+__all__ = ["JSON", "BodyStream", "Handler", "Request", "Response", "error_response"]

@@ -38,8 +38,9 @@ from ..errors import (
 )
 from ..metrics import node_metrics
 from ..status import node_status
-from .http_messages import JSON, Request, Response, error_response, json_bytes
+from .http_messages import JSON, Request, Response, error_response
 from .http_sse import EVENT_STREAM, stream_changes
+from .jsonvalues import json_bytes
 from .settings import HttpSettings
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from ..watch import Change, Watch
-from .http_messages import json_bytes
+from .jsonvalues import json_bytes
 
 EVENT_STREAM = b"text/event-stream"
 #: The first bytes of every stream (a comment): the client knows the watch is registered.

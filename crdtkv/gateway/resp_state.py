@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import time
 from collections import OrderedDict
@@ -11,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
+from .jsonvalues import json_bytes
 from .resp_protocol import (
     Command,
     encode_bulk,
@@ -159,15 +158,9 @@ def stored_value(raw: bytes) -> str | bytes:
         return raw
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
 def value_bytes(value: Any) -> bytes:
     """A value as ``GET`` answers it: strings as UTF-8, bytes as they are, a counter's decimal,
-    anything else as JSON (bytes inside lists or dicts as base64 strings)."""
+    anything else as JSON (:func:`~crdtkv.gateway.jsonvalues.json_bytes`, as the HTTP face)."""
     kind = type(value)
     if kind is str:
         return value.encode("utf-8")  # type: ignore[no-any-return]
@@ -175,7 +168,7 @@ def value_bytes(value: Any) -> bytes:
         return value  # type: ignore[no-any-return]
     if kind is int:
         return b"%d" % value
-    return json.dumps(value, default=_json_default, separators=(",", ":")).encode("utf-8")
+    return json_bytes(value)
 
 
 def reply_value(client: Client, value: Any) -> bytes:
