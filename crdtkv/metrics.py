@@ -30,7 +30,6 @@ from prometheus_client.registry import Collector
 from .core.feed import Stage
 from .node import Node, PeerInfo
 from .stats import Buckets
-from .storage import storage_of
 from .version import __version__
 from .watch import Follower
 
@@ -180,7 +179,7 @@ class _NodeCollector(Collector):
             backlog.add_metric([], sum(follower.queue.queued_bytes for follower in followers))
             yield backlog
 
-            storage = storage_of(store.replica)
+            storage = store.storage
             seconds = getattr(storage, "commit_seconds", None)
             rows = getattr(storage, "commit_rows", None)
             if isinstance(seconds, Buckets) and isinstance(rows, Buckets):

@@ -560,6 +560,11 @@ class KvStore:
     def durable(self) -> bool:
         return self._storage is not None
 
+    @property
+    def storage(self) -> Storage | None:
+        """The backend this store's changes are committed to (None in memory), for operators' tools."""
+        return self._storage
+
     def close(self) -> None:
         """Flush and release the store; later calls raise :class:`~crdtkv.errors.StoreClosed`.
 

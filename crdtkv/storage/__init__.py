@@ -5,7 +5,7 @@ an in-memory store loads neither sqlite3 nor threads.
 """
 
 from .base import DURABILITY_MODES, Recovered, RowDecoder, Storage, new_replica_id
-from .journal import attach, storage_of
+from .journal import attach
 from .memory import MemoryStorage
 from .recovery import recover
 
@@ -18,5 +18,4 @@ __all__ = [
     "attach",
     "new_replica_id",
     "recover",
-    "storage_of",
 ]
