@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import random
 import re
 import ssl
@@ -606,8 +607,8 @@ class Client:
         return result
 
 
-_RECORD_FIELDS = ("value", "metadata", "expires_at", "replica", "origin", "stamp", "written_at", "kind")
-_DECISION_FIELDS = ("allowed", "count", "remaining", "reset_after", "limit", "window_start")
+_RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(Record))
+_DECISION_FIELDS = tuple(field.name for field in dataclasses.fields(Decision))
 
 
 def _refusal(value: Any) -> RemoteCallError:

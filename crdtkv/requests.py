@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import islice
 from typing import Any
 
@@ -24,7 +24,8 @@ import cbor2
 from .checks import count
 from .cursor import MAX_PAGE
 from .errors import CrdtKvError, InvalidArgument, InvalidArgumentType
-from .store import KvStore
+from .ratelimit import Decision
+from .store import KvStore, Record
 
 #: Most keys one ``keys`` request returns (a response must fit in one message).
 MAX_KEYS_PER_RESPONSE = 10_000
@@ -69,21 +70,15 @@ def _incr(store: KvStore, key: Any, by: Any = 1, ttl: Any = None, expiration: An
     return store.incr(key, by, ttl=ttl, expiration=expiration)
 
 
+def fields_of(answer: Record | Decision) -> dict[str, Any]:
+    """A record or decision as a map of its fields, the form a reply carries (no deep copy)."""
+    return {field.name: getattr(answer, field.name) for field in fields(answer)}
+
+
 def _get_with_metadata(store: KvStore, key: Any) -> dict[str, Any] | None:
     """The :class:`~crdtkv.Record` of ``key`` as a map of its fields, or None if missing."""
     record = store.get_with_metadata(key)
-    if record is None:
-        return None
-    return {
-        "value": record.value,
-        "metadata": record.metadata,
-        "expires_at": record.expires_at,
-        "replica": record.replica,
-        "origin": record.origin,
-        "stamp": record.stamp,
-        "written_at": record.written_at,
-        "kind": record.kind,
-    }
+    return None if record is None else fields_of(record)
 
 
 def _encoded_size(value: Any) -> int:
@@ -121,15 +116,7 @@ def _get_many(store: KvStore, keys: Any) -> list[list[Any]]:
 
 
 def _rate_limit(store: KvStore, key: Any, limit: Any, window: Any, cost: Any = 1) -> dict[str, Any]:
-    decision = store.rate_limit(key, limit, window, cost=cost)
-    return {
-        "allowed": decision.allowed,
-        "count": decision.count,
-        "remaining": decision.remaining,
-        "reset_after": decision.reset_after,
-        "limit": decision.limit,
-        "window_start": decision.window_start,
-    }
+    return fields_of(store.rate_limit(key, limit, window, cost=cost))
 
 
 def _keys(store: KvStore, prefix: Any = "") -> list[str]:
