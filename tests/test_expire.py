@@ -25,6 +25,7 @@ from crdtkv.storage.rows import decode_rows, encode_row
 
 from .helpers import TRUSTING, FakeClock, assert_logs_cover_dots, copy_of, observer_clock
 from .model import CounterModel
+from .test_store_properties import converge
 
 
 def pair(skew: float = 0.0) -> tuple[FakeClock, FakeClock, KvStore, KvStore]:
@@ -449,14 +450,6 @@ def run(
 
 def reads(store: KvStore) -> list[Any]:
     return [(store.get(k), store.ttl(k)) for k in KEYS]
-
-
-def converge(stores: list[KvStore], order: list[int]) -> KvStore:
-    sink = KvStore.open("t", replica_id="sink", limits=TRUSTING, clock=observer_clock())
-    for index in order:
-        sink.merge(stores[index].snapshot())
-    assert_logs_cover_dots(sink)
-    return sink
 
 
 @given(programs, offsets, st.randoms(use_true_random=False))
