@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from .checks import (  # noqa: F401 (moved, importable here)
     INCARNATION_SEPARATOR,
@@ -67,13 +67,6 @@ class Record:
     kind: str
 
 
-class _Closed:
-    """Stands in for the state of a closed store: every use raises."""
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise StoreClosed("the store is closed")
-
-
 class KvStore:
     """A replica of a named key-value store whose state is a CRDT.
 
@@ -84,7 +77,8 @@ class KvStore:
 
     def __init__(self, state: ReplicaState, replica_id: str, limits: Limits) -> None:
         """Use :meth:`open`; this constructor is internal."""
-        self._state: ReplicaState = state
+        #: the replica, None once the store is closed (every use then raises StoreClosed)
+        self._open_state: ReplicaState | None = state
         self._replica_id = replica_id
         self._limits = limits
         # Plain ASCII keys and string values up to these lengths are valid
@@ -187,6 +181,18 @@ class KvStore:
         store = cls.open(delta.name, replica_id=replica_id, limits=limits, clock=clock)
         store._state.apply(delta)
         return store
+
+    @property
+    def _state(self) -> ReplicaState:
+        """The replica; :class:`~crdtkv.errors.StoreClosed` once the store is closed.
+
+        A typed property rather than a stand-in object, so the compiled build
+        checks the replica's type and calls its methods directly.
+        """
+        state = self._open_state
+        if state is None:
+            raise StoreClosed("the store is closed")
+        return state
 
     # -- identity -----------------------------------------------------------------
 
@@ -476,6 +482,8 @@ class KvStore:
         the limit on its own. A PoP never refuses while the count it sees is
         below the limit.
         """
+        if self._open_state is None:
+            raise StoreClosed("the store is closed")
         return self._limiter.decide(key, limit, window, cost)
 
     def watch(self, prefix: str = "", *, buffer: int = 1000, buffer_bytes: int | None = None) -> Watch:
@@ -546,7 +554,7 @@ class KvStore:
         Raises :class:`~crdtkv.errors.StorageError` if the commit fails; the
         changes stay staged and the next flush tries again.
         """
-        if isinstance(self._state, _Closed):
+        if self._open_state is None:
             raise StoreClosed("the store is closed")
         if self._storage is not None:
             self._storage.flush()
@@ -570,21 +578,20 @@ class KvStore:
 
         Raises :class:`~crdtkv.errors.StorageError` if the final commit fails.
         """
-        if isinstance(self._state, _Closed):
+        if self._open_state is None:
             return
         for document in list(self._documents.values()):
             document.close()
         if self._detach is not None:
             self._detach()
-        self._state = _Closed()  # type: ignore[assignment]
-        self._limiter = RateLimiter(self._state, self._limits)  # raises StoreClosed once used
+        self._open_state = None
         storage, self._storage = self._storage, None
         if storage is not None:
             storage.close()
 
     @property
     def closed(self) -> bool:
-        return isinstance(self._state, _Closed)
+        return self._open_state is None
 
     def __enter__(self) -> KvStore:
         return self
