@@ -315,8 +315,14 @@ def _checked_int(text: str) -> int | float:
     value = int(text)
     if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
         return value
-    if float(value) == value:
-        return float(value)
+    try:
+        whole = float(value)
+    except OverflowError:  # beyond every float: refused below
+        whole = 0.0
+    # Compared as integers: a float comparison (as the compiled build makes of
+    # `float(value) == value`) rounds the int first and would accept 2**53 + 1.
+    if int(whole) == value:
+        return whole
     check_number(value)
     return value
 
