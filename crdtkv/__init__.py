@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# First: with CRDTKV_PURE=1 this puts the finder of the pure-Python modules in place
+# before anything below imports the core (crdtkv/build.py).
+from .build import loaded_build
 from .core.limits import Limits
 from .cursor import KeyInfo, Page
 from .ratelimit import Decision
@@ -23,7 +26,12 @@ if TYPE_CHECKING:
 
 from .version import __version__
 
+#: The build loaded: "compiled" (the hot modules built by mypyc) or "pure" (pure Python,
+#: or CRDTKV_PURE=1); ``crdtkv --version`` prints it too.
+BUILD = loaded_build()
+
 __all__ = [
+    "BUILD",
     "BlockingClient",
     "Change",
     "Client",

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from . import demo
+from .build import describe_build
 from .client import Client, check_url
 from .config import ENV_CONFIG, ENVIRONMENT, ConfigError, ServeConfig, parse_address, resolve
 from .cursor import MAX_PAGE
@@ -492,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"--secret-file. {EXIT_CODES}."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"crdtkv {__version__}")
+    parser.add_argument("--version", action="version", version=f"crdtkv {__version__} ({describe_build()})")
     commands = parser.add_subparsers(dest="command", required=True)
 
     merge = commands.add_parser("merge", help="merge snapshot files offline", epilog=EXIT_CODES)
