@@ -90,7 +90,7 @@ class Base(NamedTuple):
 class CounterState:
     """The counter half of an entry (a PN-counter with observed-remove)."""
 
-    __slots__ = ("base", "context", "expiry", "expiry_stamp", "removed", "totals")
+    __slots__ = ("base", "context", "expiry", "expiry_stamp", "net", "removed", "totals")
 
     def __init__(
         self,
@@ -119,6 +119,10 @@ class CounterState:
         self.expiry_stamp = expiry_stamp
         #: the folded totals of retired origins, or None
         self.base = base
+        #: the counter's value, kept up to date by every change of ``totals``,
+        #: ``removed`` and ``base`` (an increment adds to it; joins, deletes and
+        #: folds count it again), so reading it costs nothing
+        self.net = self.tally()
 
     def full_context(self) -> dict[str, int]:
         """origin -> stamp of its latest operation of any kind on this key."""
@@ -128,6 +132,10 @@ class CounterState:
 
     def value(self) -> int:
         """The counter's value: everything added minus everything removed."""
+        return self.net
+
+    def tally(self) -> int:
+        """The value counted from the rows: what ``net`` holds after every change."""
         total = 0
         for inc, dec, _ in self.totals.values():
             total += inc - dec
@@ -154,6 +162,7 @@ class CounterState:
     def remove_observed(self) -> None:
         """Record a delete: everything currently counted is removed."""
         self.removed = dict(self.totals)
+        self.net = self.tally()
 
     def fold(self, last: Mapping[str, int], zero_after: int) -> bool:
         """Fold the rows of retired origins into the base; True if any was folded.
@@ -180,9 +189,11 @@ class CounterState:
             if row[2] > gone_stamp:
                 top = max(top, row[2])
         self.base = Base(cut, cut + zero_after, inc, dec, top)
+        self.net = self.tally()
         return True
 
     def copy(self) -> CounterState:
+        """An independent copy (the rows' tuples are immutable and shared)."""
         return CounterState(
             dict(self.totals),
             dict(self.removed),
@@ -379,9 +390,14 @@ def max_stamp(entry: Entry) -> int:
     counter = entry.counter
     top = entry.stamp
     if counter is not None:
-        top = max(top, max(counter.full_context().values(), default=0))
-        if counter.base is not None:
-            top = max(top, counter.base.top)
+        # the largest of full_context()'s stamps, without building it
+        for row in counter.totals.values():
+            top = max(top, row[2])
+        for stamp in counter.context.values():
+            top = max(top, stamp)
+        base = counter.base
+        if base is not None and base.top > top:
+            top = base.top
         top = max(top, counter.expiry_stamp)
     if entry.doc is not None:
         top = max(top, max_doc_stamp(entry.doc))
@@ -437,7 +453,10 @@ def join_into(local: Entry, remote: Entry) -> bool:
             lc.expiry_stamp = rc.expiry_stamp
             changed = True
     changed = join_vv(lc.context, context) or changed
-    return settle_base(local) or changed
+    changed = settle_base(local) or changed
+    if changed:
+        lc.net = lc.tally()
+    return changed
 
 
 def _join_bases(
@@ -486,6 +505,7 @@ def settle_base(entry: Entry) -> bool:
     base = counter.base
     if base is not None and entry.stamp >= base.zero_at and (base.inc or base.dec or base.top):
         counter.base = Base(base.cut, base.zero_at, 0, 0, 0)
+        counter.net = counter.tally()
         return True
     return False
 

@@ -55,6 +55,17 @@ class HybridClock:
         self._last = stamp
         return stamp
 
+    def tick_at(self, now_ms: int) -> int:
+        """Return a stamp for a new local event at ``now_ms``, a reading of :meth:`now_ms`.
+
+        For an operation that also needs the time itself: one clock read serves both.
+        """
+        physical = now_ms << LOGICAL_BITS
+        last = self._last
+        stamp = physical if physical > last else last + 1
+        self._last = stamp
+        return stamp
+
     def check(self, stamp: int) -> None:
         """Raise :class:`ClockSkewError` if ``stamp`` is too far in the future."""
         limit_ms = self._now_ns() // NANOS_PER_MS + self._max_skew_ms

@@ -70,6 +70,7 @@ def _without_pruned(entry: Entry, pruned: dict[str, int]) -> Entry:
     for table in (counter.totals, counter.removed, counter.context):
         for origin in [origin for origin in table if origin in pruned]:
             del table[origin]
+    counter.net = counter.tally()
     return entry
 
 
@@ -111,6 +112,7 @@ class ReplicaState:
         self.name = name
         self.limits = limits
         self._max_total = limits.max_counter_total
+        self._grace_ms = int(limits.gc_grace * 1000)
         #: the id this replica's operations are stamped with
         self.origin = origin
         self.clock = clock
@@ -184,8 +186,8 @@ class ReplicaState:
             if origin not in after:
                 self._forget_dot(origin, key)
 
-    def _current_entry(self, key: str) -> Entry | None:
-        """The entry a local operation on ``key`` builds on.
+    def _current_entry(self, key: str, now_ms: int) -> Entry | None:
+        """The entry a local operation on ``key`` at ``now_ms`` builds on.
 
         An entry that any replica following the grace rule may already have
         garbage-collected is collected first, as if on time (see :meth:`apply`):
@@ -194,8 +196,7 @@ class ReplicaState:
         entry = self.entries.get(key)
         if entry is None:
             return None
-        now_ms = self.clock.now_ms()
-        if not outlived(entry, (now_ms - int(self.limits.gc_grace * 1000)) << 16, now_ms):
+        if not outlived(entry, (now_ms - self._grace_ms) << 16, now_ms):
             return entry
         self._collect_entries([(key, entry)])
         return None
@@ -219,8 +220,11 @@ class ReplicaState:
 
         Overwriting a counter removes every increment this replica has seen.
         """
-        stamp = self.clock.tick()
-        if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
+        clock = self.clock
+        now_ms = clock.now_ms()  # one clock read: the stamp and the grace test share it
+        stamp = clock.tick_at(now_ms)
+        vv = self.vv
+        if stamp - vv.get(self.origin, stamp) >= self._rotate_after:
             self._rotate(stamp)
         if value is TOMBSTONE:
             self._gc.tombstone(stamp, key)
@@ -228,9 +232,19 @@ class ReplicaState:
             self._gc.expires(expires, key)
         origin = self.origin
         own = self._own_log.latest
-        entry = self._current_entry(key)
+        entries = self.entries
+        entry = entries.get(key)
+        # (_current_entry inlined: only a tombstone, an expiry or a counter can have outlived the
+        # grace period, so a plain overwrite skips the test)
+        if (
+            entry is not None
+            and (entry.value is TOMBSTONE or entry.expires is not None or entry.counter is not None)
+            and outlived(entry, (now_ms - self._grace_ms) << 16, now_ms)
+        ):
+            self._collect_entries([(key, entry)])
+            entry = None
         if entry is None:
-            self.entries[key] = Entry(stamp, origin, value, expires, meta)
+            entries[key] = Entry(stamp, origin, value, expires, meta)
             self._keys.added(key)
         else:
             counter = entry.counter
@@ -252,7 +266,12 @@ class ReplicaState:
                 settle_base(entry)
             own.pop(key, None)
         own[key] = stamp
-        self._local_change(key, stamp)
+        # (_local_change inlined)
+        vv[origin] = stamp
+        self._digest = None
+        feed = self.feed
+        if feed.subscribers:
+            feed.publish((key,), _WRITE)
         return stamp
 
     def delete(self, key: str) -> bool:
@@ -272,13 +291,48 @@ class ReplicaState:
         resulting total reaches ``Limits.max_counter_total`` (so every peer with
         the same limits can take the counter); both change nothing.
         """
+        return self._incr(key, by, expires, self.clock.now_ms(), None)
+
+    def admit(self, key: str, cost: int, limit: int, expires: int, now_ms: int) -> tuple[bool, int]:
+        """Add ``cost`` to the counter at ``key`` if its value stays at most ``limit``.
+
+        Return whether it did and the value: the new one, or the one that
+        refused (nothing is written then). One reading of the key at ``now_ms``
+        (a reading of the clock) serves the decision and the increment, which is
+        :meth:`incr` with ``expires``. A rate limiter's step.
+        """
+        entry = self.entries.get(key)
+        seen = 0
+        kind: Kind | None = None
+        if entry is not None:
+            kind = resolve(entry, now_ms)
+            if kind == _COUNTER:
+                counter = entry.counter
+                assert counter is not None
+                seen = counter.net
+            # a register or document: incr raises WrongType below
+        if kind not in (_REGISTER, _DOCUMENT) and seen + cost > limit:
+            return False, seen
+        return True, self._incr(key, cost, expires, now_ms, kind)
+
+    def _incr(self, key: str, by: int, expires: int | None, now_ms: int, known: Kind | None) -> int:
+        """:meth:`incr` at ``now_ms``; ``known``: what :func:`resolve` says of the entry then, if known."""
         top = self._max_total
         if not -top < by < top:
             raise InvalidValue(
                 f"incr by a {by.bit_length()}-bit amount; the limit (max_counter_bytes) is "
                 f"{self.limits.max_counter_bytes} bytes"
             )
-        entry = self._current_entry(key)
+        entry = self.entries.get(key)
+        # (_current_entry inlined: only an entry with a tombstone, an expiry or a counter
+        # can pass outlived's test, so a plain register skips it)
+        if (
+            entry is not None
+            and (entry.value is TOMBSTONE or entry.expires is not None or entry.counter is not None)
+            and outlived(entry, (now_ms - self._grace_ms) << 16, now_ms)
+        ):
+            self._collect_entries([(key, entry)])
+            entry = None
         if entry is not None and entry.counter is not None:
             have = entry.counter.totals.get(self.origin)
             if have is not None and (have[0] + by if by >= 0 else have[1] - by) >= top:
@@ -294,7 +348,7 @@ class ReplicaState:
                 and (entry.value is not TOMBSTONE or entry.counter.expiry is not None)
             )
         ):
-            kind = resolve(entry, self.clock.now_ms())
+            kind = resolve(entry, now_ms) if known is None else known
             if kind in (_REGISTER, _DOCUMENT):
                 what = "a register value" if kind == _REGISTER else "a document"
                 raise WrongType(f"key {key!r} holds {what}; incr needs a counter or a missing key")
@@ -302,8 +356,9 @@ class ReplicaState:
                 # expired, or hidden behind a value that expired: start afresh, without
                 # the old increments or expiry (a delete that removes what it counted)
                 self.write(key, TOMBSTONE)
-        stamp = self.clock.tick()
-        if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
+        stamp = self.clock.tick_at(now_ms)
+        vv = self.vv
+        if stamp - vv.get(self.origin, stamp) >= self._rotate_after:
             self._rotate(stamp)
         origin = self.origin
         own = self._own_log.latest
@@ -311,28 +366,29 @@ class ReplicaState:
             counter = CounterState()
             self.entries[key] = Entry(0, "", TOMBSTONE, None, None, counter)
             self._keys.added(key)
+            totals = counter.totals
+            # A plain tuple with the fields of Totals, in their order: building and unpacking a
+            # NamedTuple costs 10-15% of an incr (measured), and no reader takes the fields by name.
+            totals[origin] = (by, 0, stamp) if by >= 0 else (0, -by, stamp)  # type: ignore[assignment]
         else:
-            if (
-                entry.counter is None
-                and entry.value is not TOMBSTONE
-                and register_live(entry, self.clock.now_ms())
-            ):
-                raise WrongType(f"key {key!r} holds a register value; incr needs a counter or a missing key")
             counter_or_none = entry.counter
             if counter_or_none is None:
+                if entry.value is not TOMBSTONE and register_live(entry, now_ms):
+                    raise WrongType(
+                        f"key {key!r} holds a register value; incr needs a counter or a missing key"
+                    )
                 counter = entry.counter = CounterState()
             else:
                 counter = counter_or_none
             own.pop(key, None)
-        totals = counter.totals
-        inc, dec, _ = totals.get(origin, (0, 0, 0))
-        # A plain tuple with the fields of Totals, in their order: building and unpacking a
-        # NamedTuple costs 10-15% of an incr (measured), and no reader takes the fields by name.
-        if by >= 0:
-            totals[origin] = (inc + by, dec, stamp)  # type: ignore[assignment]
-        else:
-            totals[origin] = (inc, dec - by, stamp)  # type: ignore[assignment]
-        counter.context.pop(origin, None)  # the totals now carry this origin's latest dot
+            totals = counter.totals
+            inc, dec, _ = totals.get(origin, (0, 0, 0))
+            if by >= 0:
+                totals[origin] = (inc + by, dec, stamp)  # type: ignore[assignment]
+            else:
+                totals[origin] = (inc, dec - by, stamp)  # type: ignore[assignment]
+            counter.context.pop(origin, None)  # the totals now carry this origin's latest dot
+        counter.net += by  # the value moves by exactly what this origin's totals moved
         if expires is not None:
             # the longest of the expiries set on top of the same expire or persist wins
             # (see entry.expiry_rank); an expiry from before the last reset is void
@@ -345,8 +401,13 @@ class ReplicaState:
                 counter.expiry = (epoch, expires)
             self._gc.expires(expires, key)
         own[key] = stamp
-        self._local_change(key, stamp)
-        return counter.value()
+        # (_local_change inlined)
+        vv[origin] = stamp
+        self._digest = None
+        feed = self.feed
+        if feed.subscribers:
+            feed.publish((key,), _WRITE)
+        return counter.net
 
     def expire(self, key: str, expires: int | None) -> bool:
         """Give the live key ``key`` the expiry ``expires`` (epoch ms; None: none); False if missing.
@@ -360,10 +421,10 @@ class ReplicaState:
         :class:`~crdtkv.errors.WrongType` for a document (documents do not
         expire); a missing key changes nothing.
         """
-        entry = self._current_entry(key)
+        now_ms = self.clock.now_ms()
+        entry = self._current_entry(key, now_ms)
         if entry is None:
             return False
-        now_ms = self.clock.now_ms()
         kind = resolve(entry, now_ms)
         if kind == _MISSING:
             return False
@@ -377,7 +438,7 @@ class ReplicaState:
             return True
         counter = entry.counter
         assert counter is not None
-        stamp = self.clock.tick()
+        stamp = self.clock.tick_at(now_ms)
         if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
             self._rotate(stamp)
         origin = self.origin
@@ -416,11 +477,12 @@ class ReplicaState:
         (changing nothing) if the result holds a number beyond 2**53 or
         exceeds ``max_value_bytes``.
         """
-        stamp = self.clock.tick()
+        now_ms = self.clock.now_ms()
+        stamp = self.clock.tick_at(now_ms)
         if stamp - self.vv.get(self.origin, stamp) >= self._rotate_after:
             self._rotate(stamp)
         origin = self.origin
-        entry = self._current_entry(key)
+        entry = self._current_entry(key, now_ms)
         current = self.document(key)
         max_bytes = self.limits.max_value_bytes
         try:  # every check comes before anything changes
@@ -625,9 +687,11 @@ class ReplicaState:
         if delta.name != self.name:
             raise StoreMismatch(f"state of store {delta.name!r} cannot merge into store {self.name!r}")
         top = max(delta.vv.values(), default=0)
-        for _, remote in delta.entries:
-            stamp = max_stamp(remote)
-            top = max(top, stamp)
+        entries_top = delta.top  # the decoder found it while checking the entries
+        if entries_top < 0:
+            for _, remote in delta.entries:
+                entries_top = max(entries_top, max_stamp(remote))
+        top = max(top, entries_top)
         if top:
             self.clock.check(top)
         entries = self.entries
@@ -658,8 +722,10 @@ class ReplicaState:
             self._collect_entries(stale)
         feed = self.feed
         published: list[str] | None = [] if feed.subscribers else None
+        owned = delta.owned
+        delta.owned = False  # its entries may be kept here: a second apply copies them
         with collector_paused(len(delta.entries)):
-            changed = self._join_all(delta, published, documents, horizon, now_ms)
+            changed = self._join_all(delta, published, documents, horizon, now_ms, owned)
         for key, document in documents.items():
             if document is not None:
                 self._live_docs.keep(key, document)
@@ -683,6 +749,7 @@ class ReplicaState:
         documents: dict[str, DocState | None],
         horizon: int,
         now_ms: int,
+        owned: bool,
     ) -> int:
         """Join every entry of ``delta``; log the new dots in stamp order per origin.
 
@@ -690,7 +757,8 @@ class ReplicaState:
         remote entry has one (None: nothing new). A counter entry that
         outlived ``horizon`` is collected before it is joined (see
         :meth:`apply`). Changed keys are appended to ``published`` when it is
-        a list.
+        a list. With ``owned``, a new plain register's entry is kept as it is
+        (nothing else holds it) instead of copied.
         """
         changed = 0
         entries = self.entries
@@ -717,11 +785,14 @@ class ReplicaState:
                 continue
             if local is None and fresh is not None:
                 fresh.append(key)
-            gc.track(key, remote)
+            if remote.value is TOMBSTONE or remote.expires is not None or remote.counter is not None:
+                gc.track(key, remote)  # (nothing else can make an entry garbage later)
             if local is None:
-                if remote.counter is None and remote.doc is None:  # a new plain register: adopt a copy
-                    entries[key] = Entry(
-                        remote.stamp, remote.writer, remote.value, remote.expires, remote.meta
+                if remote.counter is None and remote.doc is None:  # a new plain register: adopt it
+                    entries[key] = (
+                        remote
+                        if owned
+                        else Entry(remote.stamp, remote.writer, remote.value, remote.expires, remote.meta)
                     )
                     pending.setdefault(remote.writer, []).append((remote.stamp, key))
                 else:

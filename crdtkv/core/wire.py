@@ -43,7 +43,7 @@ from ..errors import DecodeError, InvalidKey, TooLarge
 from .bulk import collector_paused
 from .cbor import as_array, as_count, as_expiry, as_origin, as_stamp, fail, load_bounded, origin_rows
 from .document import MAX_CLOCK_PAIRS, DocState
-from .entry import TOMBSTONE, Base, CounterState, Entry, Totals
+from .entry import TOMBSTONE, Base, CounterState, Entry, Totals, max_stamp
 from .hlc import MAX_STAMP
 from .limits import Limits
 from .values import SCALAR_TYPES, Packed, check_key, packed_from_wire
@@ -71,6 +71,12 @@ class Delta:
     name: str
     vv: dict[str, int] = field(default_factory=dict)
     entries: list[tuple[str, Entry]] = field(default_factory=list)
+    #: the largest stamp in ``entries`` when whoever built them knew it (the decoder
+    #: does), else -1: :meth:`~.replica.ReplicaState.apply` then finds it itself
+    top: int = -1
+    #: True when nothing else holds the entries (a decoder's fresh ones): the first
+    #: :meth:`~.replica.ReplicaState.apply` may keep them instead of copying, and clears it
+    owned: bool = False
 
 
 # -- encoding -------------------------------------------------------------------
@@ -211,6 +217,8 @@ class EntryReader:
         self.max_key = limits.max_key_bytes
         self.max_value = limits.max_value_bytes
         self.max_total = limits.max_counter_total - 1
+        #: the largest stamp in the register blocks read so far
+        self.top = 0
 
     def origin(self, item: object) -> str:
         """The origin a row names (subclasses read origins written another way)."""
@@ -298,8 +306,12 @@ class EntryReader:
             or max(map(len, keys)) > self.max_key
         ):
             keys = [self.key(key) for key in keys]
-        if set(map(type, stamps)) != {int} or min(stamps) <= 0 or max(stamps) > MAX_STAMP:
+        if set(map(type, stamps)) != {int}:
             fail("register stamps must be integers in 1..2**64-1")
+        top = max(stamps)
+        if min(stamps) <= 0 or top > MAX_STAMP:
+            fail("register stamps must be integers in 1..2**64-1")
+        self.top = max(self.top, top)
         if set(map(type, refs)) != {int} or min(refs) < 0 or max(refs) >= len(self.origins):
             fail("origin reference out of range")
         if (
@@ -454,10 +466,14 @@ def _decode_delta_tree(tree: object, limits: Limits) -> Delta:
     reader = EntryReader(origins, limits)
     vv = read_rows(vv_rows, "the version vector", reader.origin)
     entries = reader.registers(register_block)
-    entries.extend(reader.entry(row) for row in as_array(entry_rows, "the entries"))
+    top = reader.top
+    for row in as_array(entry_rows, "the entries"):
+        item = reader.entry(row)
+        top = max(top, max_stamp(item[1]))
+        entries.append(item)
     if len({key for key, _ in entries}) != len(entries):
         fail("a delta names a key twice")
-    return Delta(name, vv, entries)
+    return Delta(name, vv, entries, top, owned=True)
 
 
 def decode_snapshot(data: bytes, limits: Limits) -> Delta:
