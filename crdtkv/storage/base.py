@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -41,13 +41,46 @@ class Recovered:
     collected: dict[str, int] = field(default_factory=dict)
 
 
+class Batch:
+    """One commit's worth of changes: encoded rows (None: delete the row), the vector, clock and marks."""
+
+    __slots__ = ("clock_last", "collected", "rows", "vv")
+
+    def __init__(
+        self, rows: dict[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
+    ) -> None:
+        self.rows = rows
+        self.vv = vv
+        self.clock_last = clock_last
+        self.collected = collected
+
+    def after(self, older: Batch) -> Batch:
+        """This batch on top of ``older`` (one that failed to commit): its rows, then these."""
+        rows = dict(older.rows)
+        rows.update(self.rows)
+        return Batch(rows, self.vv, max(self.clock_last, older.clock_last), self.collected)
+
+
+class Source(Protocol):
+    """Where a backend takes the changes to commit from (a :class:`~.journal.Journal`)."""
+
+    #: True while the backend wants :meth:`Storage.staged` called after the next change;
+    #: the backend clears it, and every drain sets it again
+    waiting: bool
+
+    def drain(self) -> Batch | None:
+        """Everything changed since the last drain, encoded; None if nothing. One drain at a time."""
+        ...
+
+
 class Storage(Protocol):
     """A place for one replica's entries, version vector and clock.
 
     Call order: :meth:`read` (through :func:`crdtkv.storage.recover`),
-    :meth:`begin`, then any number of :meth:`stage` and :meth:`flush`, then
-    :meth:`close`. Rows are opaque bytes (see :mod:`crdtkv.storage.rows`):
-    backends store them and hand them back, and never interpret them.
+    :meth:`begin`, :meth:`track`, then any number of :meth:`staged` and
+    :meth:`flush`, then :meth:`close`. Rows are opaque bytes (see
+    :mod:`crdtkv.storage.rows`): backends store them and hand them back, and
+    never interpret them.
     """
 
     def read(self, name: str, replica_id: str | None, decode: RowDecoder) -> Recovered:
@@ -66,13 +99,16 @@ class Storage(Protocol):
         """Record the origin this run writes as, and that a run is in progress."""
         ...
 
-    def stage(
-        self, rows: Mapping[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
-    ) -> None:
-        """Queue changed rows (None: delete the row), the vv, clock and GC marks for the next commit.
+    def track(self, source: Source) -> None:
+        """Commit what ``source`` stages from now on (drained at each commit, on the committing thread)."""
+        ...
 
-        In ``sync`` durability this commits before returning and raises
-        StorageError if the commit fails.
+    def staged(self) -> None:
+        """Hear that ``source`` holds a change, on the writing thread, while ``source.waiting`` is True.
+
+        A backend starts its commit window here, commits a window that is
+        due, or (``sync`` durability) commits before returning, raising
+        StorageError if that commit fails.
         """
         ...
 

@@ -6,10 +6,8 @@ a replica by opening a new store on the same ``MemoryStorage`` object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from ..errors import CorruptionError, DecodeError, IncompatibleFile, StoreMismatch
-from .base import Recovered, RowDecoder, new_replica_id
+from .base import Recovered, RowDecoder, Source, new_replica_id
 
 
 class MemoryStorage:
@@ -25,6 +23,8 @@ class MemoryStorage:
         self.clean = True
         self.commits = 0
         self.collected: dict[str, int] = {}
+        #: the journal this storage commits from (set by :meth:`track`)
+        self.source: Source | None = None
 
     def read(self, name: str, replica_id: str | None, decode: RowDecoder) -> Recovered:
         if self.name is not None and self.name != name:
@@ -51,23 +51,30 @@ class MemoryStorage:
         self.origin = origin
         self.clean = False
 
-    def stage(
-        self, rows: Mapping[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
-    ) -> None:
-        self.collected = collected
-        for key, row in rows.items():
-            if row is None:
-                self.rows.pop(key, None)
-            else:
-                self.rows[key] = row
-        self.vv = vv
-        self.clock_last = max(self.clock_last, clock_last)
-        self.commits += 1
+    def track(self, source: Source) -> None:
+        self.source = source
+
+    def staged(self) -> None:
+        """Commit at once: a memory commit cannot fail, and costs what the change does."""
+        self.flush()
 
     def flush(self) -> None:
-        return None
+        batch = self.source.drain() if self.source is not None else None
+        if batch is None:
+            return
+        self.collected = batch.collected
+        rows = self.rows
+        for key, row in batch.rows.items():
+            if row is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = row
+        self.vv = batch.vv
+        self.clock_last = max(self.clock_last, batch.clock_last)
+        self.commits += 1
 
     def close(self) -> None:
+        self.flush()
         self.clean = True
 
     @property

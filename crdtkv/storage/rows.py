@@ -9,13 +9,16 @@ changes and decodes them when a store opens; backends only store the bytes.
 
 from __future__ import annotations
 
+import struct
 import zlib
+from typing import Final
 
 import cbor2
 
 from ..core.cbor import as_array, as_origin, fail, strict_loads
-from ..core.entry import Entry
+from ..core.entry import TOMBSTONE, Entry
 from ..core.limits import Limits
+from ..core.values import Packed
 from ..core.wire import EntryReader, entry_to_wire
 
 
@@ -35,6 +38,76 @@ class _RowReader(EntryReader):
 def encode_row(key: str, entry: Entry) -> bytes:
     """The row of ``entry`` under ``key``."""
     body = cbor2.dumps(entry_to_wire(key, entry, str)[1:])
+    return zlib.crc32(body, zlib.crc32(key.encode("utf-8"))).to_bytes(4, "big") + body
+
+
+#: A register's fields (stamp, writer, value, expires, meta): all an entry without a counter or
+#: a document holds.
+Register = tuple[int, str, object, "int | None", object]
+
+
+#: A row's array head (one item), the register's array head (2 or 3 items), and its stamp (uint64).
+_STAMPED: Final = struct.Struct(">BBBQ")
+
+
+def _head(major: int, length: int) -> bytes:
+    """A CBOR head: major type (shifted) and a length or value below 2**64, in the shortest form."""
+    if length < 24:
+        return bytes((major | length,))
+    if length < 0x100:
+        return bytes((major | 24, length))
+    if length < 0x10000:
+        return bytes((major | 25,)) + length.to_bytes(2, "big")
+    if length < 0x100000000:
+        return bytes((major | 26,)) + length.to_bytes(4, "big")
+    return bytes((major | 27,)) + length.to_bytes(8, "big")
+
+
+def _value(value: object) -> bytes:
+    """A stored value as CBOR: the bytes ``cbor2.dumps`` writes for it inside a row."""
+    kind = type(value)
+    if kind is str:
+        assert isinstance(value, str)
+        data = value.encode("utf-8")
+        return _head(0x60, len(data)) + data
+    if kind is bytes:
+        assert isinstance(value, bytes)
+        return _head(0x40, len(value)) + value
+    if kind is Packed:
+        assert isinstance(value, Packed)
+        return b"\x81" + _head(0x40, len(value.data)) + value.data
+    if kind is int:
+        assert isinstance(value, int)
+        if 0 <= value < 0x10000000000000000:
+            return _head(0x00, value)
+        if -0x10000000000000000 <= value < 0:
+            return _head(0x20, -1 - value)
+    return cbor2.dumps(value)  # floats, bools, None, big integers
+
+
+def encode_register_row(key: str, register: Register, names: dict[str, bytes]) -> bytes:
+    """The row of an entry holding only ``register``: the same bytes as :func:`encode_row`, faster.
+
+    CBOR items concatenate, so the row's heads and stamp (one struct), the
+    writer's name (cached in ``names``) and the value are written one by one.
+    """
+    stamp, writer, value, expires, meta = register
+    if expires is not None or meta is not None or not 0x100000000 <= stamp < 0x10000000000000000:
+        return encode_row(key, Entry(stamp, writer, value, expires, meta))  # not a stamp a clock gives
+    name = names.get(writer)
+    if name is None:
+        data = writer.encode("utf-8")
+        name = names[writer] = _head(0x60, len(data)) + data
+    if value is TOMBSTONE:
+        body = _STAMPED.pack(0x81, 0x82, 0x1B, stamp) + name
+    elif type(value) is str:
+        assert isinstance(value, str)
+        data = value.encode("utf-8")
+        size = len(data)
+        text = bytes((0x60 | size,)) if size < 24 else _head(0x60, size)
+        body = _STAMPED.pack(0x81, 0x83, 0x1B, stamp) + name + text + data
+    else:
+        body = _STAMPED.pack(0x81, 0x83, 0x1B, stamp) + name + _value(value)
     return zlib.crc32(body, zlib.crc32(key.encode("utf-8"))).to_bytes(4, "big") + body
 
 
@@ -60,4 +133,4 @@ def decode_rows(rows: list[tuple[str, bytes]], limits: Limits) -> list[tuple[str
     return [reader.entry([key, *as_array(item, "a row")]) for (key, _), item in zip(rows, tree, strict=True)]
 
 
-__all__ = ["decode_rows", "encode_row"]
+__all__ = ["Register", "decode_rows", "encode_register_row", "encode_row"]
