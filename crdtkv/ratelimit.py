@@ -47,11 +47,19 @@ class RateLimiter:
     def __init__(self, replica: ReplicaState, limits: Limits) -> None:
         self._replica = replica
         self._limits = limits
+        self._max_key = limits.max_key_bytes
         #: start (epoch ms) of the window of the last decision
         self._last_window = -1
+        #: the window length (seconds) of the last decision, and it in milliseconds
+        self._window = 0.0
+        self._window_ms = 1
 
     def decide(self, key: str, limit: int, window: float, cost: int) -> Decision:
-        """Admit (and count) or refuse one request of ``cost``; typed errors for bad arguments."""
+        """Admit (and count) or refuse one request of ``cost``; typed errors for bad arguments.
+
+        One clock reading serves the whole decision: the window, the counter's
+        expiry and liveness, and the increment.
+        """
         if not isinstance(key, str):
             raise InvalidKeyType(f"keys must be str, not {type(key).__name__}")
         limit = count(limit, "limit", zero=True)
@@ -59,20 +67,22 @@ class RateLimiter:
         window = seconds(window, "window")
         replica = self._replica
         now_ms = replica.clock.now_ms()
-        window_ms = max(1, math.ceil(window * 1000))
+        if window != self._window:
+            self._window = window
+            self._window_ms = max(1, math.ceil(window * 1000))
+        window_ms = self._window_ms
         start = now_ms - now_ms % window_ms
-        counter_key = check_key(f"{RATE_LIMIT_PREFIX}{key}\x00{start}", self._limits)
+        counter_key = f"{RATE_LIMIT_PREFIX}{key}\x00{start}"
+        if not (counter_key.isascii() and len(counter_key) <= self._max_key):
+            counter_key = check_key(counter_key, self._limits)
         if start != self._last_window:  # a window ended somewhere: drop expired window counters
             self._last_window = start
             replica.collect_expired_internal()
-        seen = replica.lookup(counter_key, 0)
-        assert isinstance(seen, int)
-        allowed = seen + cost <= limit
-        if allowed:
-            # keep the window one extra window, so late increments still merge into it
-            seen = replica.incr(counter_key, cost, start + 2 * window_ms)
+        # keep the window one extra window, so late increments still merge into it
+        allowed, seen = replica.admit(counter_key, cost, limit, start + 2 * window_ms, now_ms)
         reset_after = (start + window_ms - now_ms) / 1000
-        return Decision(allowed, seen, max(0, limit - seen), reset_after, limit, start / 1000)
+        remaining = limit - seen if seen < limit else 0
+        return Decision(allowed, seen, remaining, reset_after, limit, start / 1000)
 
 
 __all__ = ["RATE_LIMIT_PREFIX", "Decision", "RateLimiter"]

@@ -86,6 +86,10 @@ class Collector:
         heap = self._expiring_internal if key.startswith(INTERNAL_PREFIX) else self._expiring
         heap.append((expires, key))
 
+    def rows(self) -> int:
+        """How many (time, key) rows wait in the schedule."""
+        return len(self._graves) + len(self._expiring) + len(self._expiring_internal)
+
     def remember(self, dots: dict[str, int]) -> None:
         """Mark the operations ``dots`` of a collected entry as collected (the grace rule's marks)."""
         join_into(self.collected, dots)

@@ -324,22 +324,27 @@ class ReplicaState:
                 f"{self.limits.max_counter_bytes} bytes"
             )
         entry = self.entries.get(key)
-        # (_current_entry inlined: only an entry with a tombstone, an expiry or a counter
-        # can pass outlived's test, so a plain register skips it)
-        if (
-            entry is not None
-            and (entry.value is TOMBSTONE or entry.expires is not None or entry.counter is not None)
-            and outlived(entry, (now_ms - self._grace_ms) << 16, now_ms)
-        ):
-            self._collect_entries([(key, entry)])
-            entry = None
-        if entry is not None and entry.counter is not None:
-            have = entry.counter.totals.get(self.origin)
-            if have is not None and (have[0] + by if by >= 0 else have[1] - by) >= top:
-                raise InvalidValue(
-                    f"incr would take this replica's total on key {key!r} beyond the limit "
-                    f"(max_counter_bytes: {self.limits.max_counter_bytes} bytes)"
-                )
+        have = None  # this origin's totals on the key
+        have_origin = self.origin
+        if entry is not None:
+            if entry.counter is not None:
+                have = entry.counter.totals.get(have_origin)
+            horizon = (now_ms - self._grace_ms) << 16
+            # (_current_entry inlined: only an entry with a tombstone, an expiry or a counter
+            # can pass outlived's test, and none with an operation after the horizon)
+            if (
+                (have is None or have[2] < horizon)
+                and (entry.value is TOMBSTONE or entry.expires is not None or entry.counter is not None)
+                and outlived(entry, horizon, now_ms)
+            ):
+                self._collect_entries([(key, entry)])
+                entry = None
+                have = None
+        if have is not None and (have[0] + by if by >= 0 else have[1] - by) >= top:
+            raise InvalidValue(
+                f"incr would take this replica's total on key {key!r} beyond the limit "
+                f"(max_counter_bytes: {self.limits.max_counter_bytes} bytes)"
+            )
         # a plain counter (no register value, no expiry) can neither refuse nor need a reset
         if entry is not None and (
             entry.doc is not None
@@ -382,24 +387,32 @@ class ReplicaState:
                 counter = counter_or_none
             own.pop(key, None)
             totals = counter.totals
-            inc, dec, _ = totals.get(origin, (0, 0, 0))
+            if origin != have_origin:  # a new incarnation (here, or in the reset's write)
+                have = totals.get(origin)
+            # (else ``have`` is still this origin's row: a reset removes rows, it does not change them)
+            inc, dec, _ = (0, 0, 0) if have is None else have
             if by >= 0:
                 totals[origin] = (inc + by, dec, stamp)  # type: ignore[assignment]
             else:
                 totals[origin] = (inc, dec - by, stamp)  # type: ignore[assignment]
-            counter.context.pop(origin, None)  # the totals now carry this origin's latest dot
+            context = counter.context
+            if context:
+                context.pop(origin, None)  # the totals now carry this origin's latest dot
         counter.net += by  # the value moves by exactly what this origin's totals moved
         if expires is not None:
             # the longest of the expiries set on top of the same expire or persist wins
             # (see entry.expiry_rank); an expiry from before the last reset is void
+            # (the collector hears of each new expiry once: not of every incr under one
+            # expiry, which would grow its heap by one row per incr until the window ends)
             epoch = self.entries[key].stamp
             current = counter.expiry
             if current is None or current[0] < epoch:
                 counter.expiry = (epoch, expires)
                 counter.expiry_stamp = 0
+                self._gc.expires(expires, key)
             elif current[0] == epoch and expires > current[1]:
                 counter.expiry = (epoch, expires)
-            self._gc.expires(expires, key)
+                self._gc.expires(expires, key)
         own[key] = stamp
         # (_local_change inlined)
         vv[origin] = stamp
@@ -1009,6 +1022,10 @@ class ReplicaState:
         if self._digest is None:
             self._digest = digest_entries(self.entries.items())
         return self._digest
+
+    def gc_rows(self) -> int:
+        """Rows held by the garbage collector's schedule: for memory checks."""
+        return self._gc.rows()
 
     def log_rows(self) -> int:
         """Rows held across all change logs: for memory checks."""
