@@ -4,19 +4,45 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: demo test lint bench clean
+COMPILED := $(VENV)/.compiled
 
-$(READY): pyproject.toml
+.PHONY: demo test lint bench clean compiled pure
+
+# The venv holds an editable install of the pure-Python build (quick: no compiler run), which
+# is what `make demo` uses on a fresh clone. `make compiled` builds the compiled modules in
+# place (setup.py: mypyc, under a minute); from then on the same venv loads them, unless
+# CRDTKV_PURE=1. `crdtkv --version` names the build loaded.
+$(READY): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	CRDTKV_PURE=1 $(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(COMPILED)
 	touch $(READY)
+
+# Rebuilt whenever a module of the package changes, so no stale compiled module runs old code
+# (tests/test_build.py fails on one).
+$(COMPILED): $(READY) $(wildcard crdtkv/*.py crdtkv/core/*.py crdtkv/storage/*.py)
+	find crdtkv -name '*.so' -delete  # none left over from a longer list of compiled modules
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -c 'import crdtkv, sys; sys.exit(crdtkv.BUILD != "compiled")' || \
+		{ echo "make: the compiled build did not load (no C compiler or Python headers?)" >&2; exit 1; }
+	touch $(COMPILED)
+
+compiled: $(COMPILED)
+
+# Back to the pure-Python build in the venv: the compiled modules leave the tree.
+pure:
+	find crdtkv -name '*.so' -delete
+	rm -f $(COMPILED)
 
 demo: $(READY)
 	$(BIN)/crdtkv demo
 
-test: $(READY)
-	$(BIN)/python -m pytest -q
+# The whole suite against both builds: the compiled one, then pure Python (CRDTKV_PURE=1).
+# CRDTKV_EXPECT_BUILD makes tests/test_build.py fail if the build loaded is not that one.
+test: $(COMPILED)
+	CRDTKV_EXPECT_BUILD=compiled $(BIN)/python -m pytest -q
+	CRDTKV_PURE=1 CRDTKV_EXPECT_BUILD=pure $(BIN)/python -m pytest -q
 
 # Every Python tree is linted, formatted and type-checked (mypy strict; its `files` in pyproject.toml).
 LINTED := crdtkv transports tests bench examples
@@ -33,4 +59,5 @@ bench: $(READY)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info
+	find crdtkv -name '*.so' -delete

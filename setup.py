@@ -24,7 +24,6 @@ COMPILED = [
     "crdtkv/core/feed.py",
     "crdtkv/core/hlc.py",
     "crdtkv/core/keyindex.py",
-    "crdtkv/core/limits.py",
     "crdtkv/core/replica.py",
     "crdtkv/core/sync.py",
     "crdtkv/core/values.py",
@@ -39,10 +38,8 @@ COMPILED = [
     "crdtkv/core/messages.py",
     "crdtkv/core/prune.py",
     "crdtkv/core/yrs.py",
-    "crdtkv/store.py",
     "crdtkv/storage/journal.py",
     "crdtkv/storage/rows.py",
-    "crdtkv/ratelimit.py",
 ]
 
 #: The extension group's shared library is ``crdtkv/compiled__mypyc``: inside the package,

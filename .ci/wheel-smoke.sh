@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The package as a user installs it: build the wheel, install it into a fresh venv
+# The package as a user installs it: build the (compiled) wheel, install it into a fresh venv
 # outside the source tree, and from outside the tree import it, run `crdtkv --version`,
 # replicate one increment between two `crdtkv serve` processes on loopback, and read it
 # through the faces the wheel ships: RESP at one node (redis-cli), HTTP at the other (curl,
@@ -40,7 +40,8 @@ import shutil, sys
 ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis")
 shutil.copytree(sys.argv[1], sys.argv[2], ignore=ignore)
 EOF
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$WORK/dist" "$WORK/src"
+# The compiled build: a wheel that fell back to pure Python (no compiler) fails below.
+env -u CRDTKV_PURE "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$WORK/dist" "$WORK/src"
 WHEEL="$(ls "$WORK"/dist/crdtkv-*.whl)"
 say "built $(basename "$WHEEL")"
 
@@ -60,6 +61,12 @@ from crdtkv.storage.sqlite import SqliteStorage
 for module in (crdtkv, transports):
     assert module.__file__.startswith(sys.argv[1]), f"{module.__name__} imported from {module.__file__}"
 assert importlib.metadata.version("crdtkv") == crdtkv.__version__, "wheel and __version__ differ"
+assert crdtkv.BUILD == "compiled", f"the wheel's build loaded is {crdtkv.BUILD!r}, not the compiled one"
+import pathlib  # every compiled module ships its .py too (what CRDTKV_PURE=1 loads)
+compiled = [p for p in pathlib.Path(crdtkv.__file__).parent.rglob("*.so") if not p.name.startswith("compiled__mypyc.")]
+assert compiled, "the wheel holds no compiled module"
+missing = [str(p) for p in compiled if not p.with_name(p.name.split(".")[0] + ".py").is_file()]
+assert not missing, f"compiled modules without their .py: {missing}"
 schemes = {ep.name for ep in importlib.metadata.entry_points(group="crdtkv.transports")}
 assert {"ws", "wss", "memory"} <= schemes, schemes
 store = KvStore.open(replica_id="smoke")
@@ -68,8 +75,11 @@ assert store.get("n") == 2
 print(crdtkv.__version__)
 EOF
 )"
-[ "$("$VENV/crdtkv" --version)" = "crdtkv $VERSION" ] || fail "crdtkv --version printed '$("$VENV/crdtkv" --version)'"
-say "imports and crdtkv --version: crdtkv $VERSION"
+[ "$("$VENV/crdtkv" --version)" = "crdtkv $VERSION (compiled: mypyc)" ] ||
+    fail "crdtkv --version printed '$("$VENV/crdtkv" --version)'"
+[ "$(CRDTKV_PURE=1 "$VENV/crdtkv" --version)" = "crdtkv $VERSION (pure Python)" ] ||
+    fail "CRDTKV_PURE=1 crdtkv --version printed '$(CRDTKV_PURE=1 "$VENV/crdtkv" --version)'"
+say "imports and crdtkv --version: crdtkv $VERSION (compiled: mypyc); with CRDTKV_PURE=1: (pure Python)"
 
 # 4. Two nodes on loopback (free ports: the OS picks), an incr at one, read at the other.
 printf 'wheel-smoke-secret\n' >"$WORK/secret"

@@ -28,7 +28,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_TREES = ("crdtkv", "transports")
 #: never copied into the build: caches, environments, earlier build output
 NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "*.snapshot"
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+    "*.snapshot",
+    "*.so",
 )
 
 pytestmark = pytest.mark.slow  # one `pip wheel` for the module: a few seconds
@@ -36,11 +45,15 @@ pytestmark = pytest.mark.slow  # one `pip wheel` for the module: a few seconds
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    """The wheel ``pip wheel`` builds from a fresh copy of the source tree."""
+    """The wheel ``pip wheel`` builds from a fresh copy of the source tree.
+
+    The pure-Python wheel (CRDTKV_PURE=1), to keep this quick: .ci/wheel-smoke.sh
+    builds and runs the compiled one, which ships every ``.py`` file as well.
+    """
     base = tmp_path_factory.mktemp("wheel")
     source, out = base / "source", base / "out"
     shutil.copytree(ROOT, source, ignore=NOT_COPIED)
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "CRDTKV_PURE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
         capture_output=True,
