@@ -21,7 +21,7 @@ from .checks import (  # noqa: F401 (moved, importable here)
     expiry_ms,
 )
 from .core.bulk import collector_paused
-from .core.entry import Kind, resolve
+from .core.entry import TOMBSTONE, Kind, resolve
 from .core.feed import Cause
 from .core.hlc import HybridClock, stamp_ms
 from .core.limits import DEFAULT_LIMITS, Limits
@@ -247,7 +247,9 @@ class KvStore:
         travels with this write; see :meth:`get_with_metadata`. Overwriting a
         counter removes the increments this replica has seen.
         """
-        state = self._state
+        state = self._open_state  # (the _state property inlined: hot path)
+        if state is None:
+            raise StoreClosed("the store is closed")
         if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
             key = check_key(key, self._limits)
         if type(value) is str and value.isascii() and len(value) <= self._max_str:
@@ -296,7 +298,17 @@ class KvStore:
         """
         if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
             key = check_key(key, self._limits)
-        stored = self._state.lookup(key, default)
+        state = self._open_state  # (the _state property inlined: hot path)
+        if state is None:
+            raise StoreClosed("the store is closed")
+        entry = state.entries.get(key)
+        if entry is not None and entry.counter is None and entry.doc is None and entry.expires is None:
+            # a plain register that never expires: what ReplicaState.lookup reads, one call sooner
+            stored = entry.value
+            if stored is TOMBSTONE:
+                return default
+        else:
+            stored = state.lookup(key, default)
         if type(stored) is Packed:
             return unpack_value(stored)
         return stored
@@ -327,9 +339,12 @@ class KvStore:
             raise InvalidArgumentType(f"incr takes an int amount, not {type(by).__name__}")
         if not (type(key) is str and key.isascii() and 0 < len(key) <= self._max_key):
             key = check_key(key, self._limits)
+        state = self._open_state  # (the _state property inlined: hot path)
+        if state is None:
+            raise StoreClosed("the store is closed")
         if ttl is None and expiration is None:
-            return self._state.incr(key, by)
-        return self._state.incr(key, by, expires_at(ttl, expiration, self._state.clock.now_ms()))
+            return state.incr(key, by)
+        return state.incr(key, by, expires_at(ttl, expiration, state.clock.now_ms()))
 
     def expire(self, key: str, ttl: float | None = None, *, expiration: float | None = None) -> bool:
         """Make the live key ``key`` expire ``ttl`` seconds from now, or at ``expiration`` (epoch seconds).

@@ -36,7 +36,7 @@ from .entry import (
 )
 from .feed import Cause, ChangeFeed
 from .gc import Collector, outlived
-from .hlc import HybridClock
+from .hlc import NANOS_PER_MS, HybridClock
 from .keyindex import KeyIndex
 from .limits import DEFAULT_LIMITS, Limits
 from .prune import HEARTBEAT_PREFIX, marks, next_incarnation, retired, split_marks, window_ms
@@ -221,7 +221,7 @@ class ReplicaState:
         Overwriting a counter removes every increment this replica has seen.
         """
         clock = self.clock
-        now_ms = clock.now_ms()  # one clock read: the stamp and the grace test share it
+        now_ms = clock.now_ns() // NANOS_PER_MS  # one clock read: the stamp and the grace test share it
         stamp = clock.tick_at(now_ms)
         vv = self.vv
         if stamp - vv.get(self.origin, stamp) >= self._rotate_after:
@@ -291,7 +291,7 @@ class ReplicaState:
         resulting total reaches ``Limits.max_counter_total`` (so every peer with
         the same limits can take the counter); both change nothing.
         """
-        return self._incr(key, by, expires, self.clock.now_ms(), None)
+        return self._incr(key, by, expires, self.clock.now_ns() // NANOS_PER_MS, None)
 
     def admit(self, key: str, cost: int, limit: int, expires: int, now_ms: int) -> tuple[bool, int]:
         """Add ``cost`` to the counter at ``key`` if its value stays at most ``limit``.
