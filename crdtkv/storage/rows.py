@@ -50,6 +50,10 @@ Register = tuple[int, str, object, "int | None", object]
 _STAMPED: Final = struct.Struct(">BBBQ")
 
 
+#: The heads of text strings shorter than 24 bytes, by length.
+_TEXT: Final = [bytes((0x60 | size,)) for size in range(24)]
+
+
 def _head(major: int, length: int) -> bytes:
     """A CBOR head: major type (shifted) and a length or value below 2**64, in the shortest form."""
     if length < 24:
@@ -101,11 +105,14 @@ def encode_register_row(key: str, register: Register, names: dict[str, bytes]) -
     if value is TOMBSTONE:
         body = _STAMPED.pack(0x81, 0x82, 0x1B, stamp) + name
     elif type(value) is str:
-        assert isinstance(value, str)
         data = value.encode("utf-8")
         size = len(data)
-        text = bytes((0x60 | size,)) if size < 24 else _head(0x60, size)
-        body = _STAMPED.pack(0x81, 0x83, 0x1B, stamp) + name + text + data
+        body = (
+            _STAMPED.pack(0x81, 0x83, 0x1B, stamp)
+            + name
+            + (_TEXT[size] if size < 24 else _head(0x60, size))
+            + data
+        )
     else:
         body = _STAMPED.pack(0x81, 0x83, 0x1B, stamp) + name + _value(value)
     return zlib.crc32(body, zlib.crc32(key.encode("utf-8"))).to_bytes(4, "big") + body

@@ -107,6 +107,7 @@ class SqliteStorage:
         self._clock_last = 0
         self._error: Exception | None = None
         self._wake = threading.Event()
+        self._halt = threading.Event()  # set by close(): ends the commit thread's waits
         self._stop = False
         self._thread: threading.Thread | None = None
         #: statistics: commits done, rows written
@@ -260,7 +261,7 @@ class SqliteStorage:
             source.waiting = False
             self._staged_at = time.monotonic()
             self._wake.set()
-        elif time.monotonic() - self._staged_at >= self.commit_window:
+        elif self._window_over():
             try:
                 self._commit(full=False)
             except StorageError as exc:  # batch mode reports through flush() and .error
@@ -270,37 +271,48 @@ class SqliteStorage:
         self._commit(full=True)
 
     def _run(self) -> None:
-        """Background group commit: wait for a change, then commit once its window has passed.
+        """Background group commit: wait for a change, then commit each window once it is over.
 
         The wait ends at ``staged_at + commit_window`` however long this thread
         took to wake up (it needs the interpreter lock, which a busy writing
         thread hands over only every ``sys.getswitchinterval()``), so waking late
-        does not add a whole window on top.
+        does not add a whole window on top. A window the writing thread
+        committed meanwhile is not committed again.
         """
         while True:
             self._wake.wait()
-            if self._stop:
-                return
-            delay = self._staged_at + self.commit_window - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self._wake.clear()
-            try:
-                self._commit(full=False)
-            except StorageError as exc:
-                log.error("background commit to %s failed (will retry): %s", self.path, exc)
-                time.sleep(max(self.commit_window, 0.1))
-                self._wake.set()
+            self._wake.clear()  # a change staged from now on sets it again
+            while not self._stop and self._pending():
+                delay = self._staged_at + self.commit_window - time.monotonic()
+                if delay > 0:
+                    self._halt.wait(delay)  # close() ends the wait (a window may be long)
+                    continue  # the writer may have committed this window and started another
+                try:
+                    self._commit(full=False, due=True)
+                except StorageError as exc:
+                    log.error("background commit to %s failed (will retry): %s", self.path, exc)
+                    self._halt.wait(max(self.commit_window, 0.1))
             if self._stop:
                 return
 
-    def _commit(self, *, full: bool) -> None:
+    def _pending(self) -> bool:
+        """True if a change is staged (or a failed commit waits for its retry)."""
+        source = self._source
+        return self._failed is not None or (source is not None and not source.waiting)
+
+    def _commit(self, *, full: bool, due: bool = False) -> None:
+        """Commit what is staged; with ``due``, only if the oldest staged change's window is over."""
         with self._commit_lock:
+            if due and self._failed is None and not (self._pending() and self._window_over()):
+                return  # the writing thread committed it meanwhile
             self._committing = True  # before the drain: a writer that hears of it waits for this commit
             try:
                 self._commit_locked(full=full)
             finally:
                 self._committing = False
+
+    def _window_over(self) -> bool:
+        return time.monotonic() - self._staged_at >= self.commit_window
 
     def _commit_locked(self, *, full: bool) -> None:
         """Drain the journal and commit what it held (and any batch that failed before)."""
@@ -380,6 +392,7 @@ class SqliteStorage:
         if db is None:
             return
         self._stop = True
+        self._halt.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
