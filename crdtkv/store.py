@@ -541,6 +541,7 @@ class KvStore:
         state = self._state
         if isinstance(other, KvStore):
             delta = other.replica.delta_since(state.vv)
+            delta.owned = True  # fresh copies, seen by nothing else: apply keeps them
         elif isinstance(other, (bytes, bytearray, memoryview)):
             delta = decode_snapshot(bytes(other), self._limits)
         else:

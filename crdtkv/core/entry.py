@@ -122,7 +122,7 @@ class CounterState:
         #: the counter's value, kept up to date by every change of ``totals``,
         #: ``removed`` and ``base`` (an increment adds to it; joins, deletes and
         #: folds count it again), so reading it costs nothing
-        self.net = self.tally()
+        self.net = 0 if totals is None and removed is None and base is None else self.tally()
 
     def full_context(self) -> dict[str, int]:
         """origin -> stamp of its latest operation of any kind on this key."""

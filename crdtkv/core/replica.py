@@ -281,7 +281,9 @@ class ReplicaState:
         self.write(key, TOMBSTONE)
         return was_live
 
-    def incr(self, key: str, by: int, expires: int | None = None) -> int:
+    def incr(
+        self, key: str, by: int, expires: int | None = None, *, now_ms: int = -1, kind: Kind | None = None
+    ) -> int:
         """Add ``by`` to the counter at ``key``; return its new value here.
 
         With ``expires`` (epoch ms) the counter expires then, unless a longer
@@ -290,33 +292,13 @@ class ReplicaState:
         and :class:`~crdtkv.errors.InvalidValue` if ``by`` or this replica's
         resulting total reaches ``Limits.max_counter_total`` (so every peer with
         the same limits can take the counter); both change nothing.
+
+        A caller that already read the clock passes the reading as ``now_ms``
+        (default: read it now), and one that resolved the key at that time
+        passes what :func:`~.entry.resolve` said as ``kind``.
         """
-        return self._incr(key, by, expires, self.clock.now_ns() // NANOS_PER_MS, None)
-
-    def admit(self, key: str, cost: int, limit: int, expires: int, now_ms: int) -> tuple[bool, int]:
-        """Add ``cost`` to the counter at ``key`` if its value stays at most ``limit``.
-
-        Return whether it did and the value: the new one, or the one that
-        refused (nothing is written then). One reading of the key at ``now_ms``
-        (a reading of the clock) serves the decision and the increment, which is
-        :meth:`incr` with ``expires``. A rate limiter's step.
-        """
-        entry = self.entries.get(key)
-        seen = 0
-        kind: Kind | None = None
-        if entry is not None:
-            kind = resolve(entry, now_ms)
-            if kind == _COUNTER:
-                counter = entry.counter
-                assert counter is not None
-                seen = counter.net
-            # a register or document: incr raises WrongType below
-        if kind not in (_REGISTER, _DOCUMENT) and seen + cost > limit:
-            return False, seen
-        return True, self._incr(key, cost, expires, now_ms, kind)
-
-    def _incr(self, key: str, by: int, expires: int | None, now_ms: int, known: Kind | None) -> int:
-        """:meth:`incr` at ``now_ms``; ``known``: what :func:`resolve` says of the entry then, if known."""
+        if now_ms < 0:
+            now_ms = self.clock.now_ns() // NANOS_PER_MS
         top = self._max_total
         if not -top < by < top:
             raise InvalidValue(
@@ -353,7 +335,8 @@ class ReplicaState:
                 and (entry.value is not TOMBSTONE or entry.counter.expiry is not None)
             )
         ):
-            kind = resolve(entry, now_ms) if known is None else known
+            if kind is None:
+                kind = resolve(entry, now_ms)
             if kind in (_REGISTER, _DOCUMENT):
                 what = "a register value" if kind == _REGISTER else "a document"
                 raise WrongType(f"key {key!r} holds {what}; incr needs a counter or a missing key")
@@ -421,6 +404,28 @@ class ReplicaState:
         if feed.subscribers:
             feed.publish((key,), _WRITE)
         return counter.net
+
+    def admit(self, key: str, cost: int, limit: int, expires: int, now_ms: int) -> tuple[bool, int]:
+        """Add ``cost`` to the counter at ``key`` if its value stays at most ``limit``.
+
+        Return whether it did and the value: the new one, or the one that
+        refused (nothing is written then). One reading of the key at ``now_ms``
+        (a reading of the clock) serves the decision and the increment, which is
+        :meth:`incr` with ``expires``. A rate limiter's step.
+        """
+        entry = self.entries.get(key)
+        seen = 0
+        kind: Kind | None = None
+        if entry is not None:
+            kind = resolve(entry, now_ms)
+            if kind == _COUNTER:
+                counter = entry.counter
+                assert counter is not None
+                seen = counter.net
+            # a register or document: incr raises WrongType below
+        if kind not in (_REGISTER, _DOCUMENT) and seen + cost > limit:
+            return False, seen
+        return True, self.incr(key, cost, expires, now_ms=now_ms, kind=kind)
 
     def expire(self, key: str, expires: int | None) -> bool:
         """Give the live key ``key`` the expiry ``expires`` (epoch ms; None: none); False if missing.

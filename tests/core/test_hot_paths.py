@@ -106,3 +106,14 @@ def test_the_decoder_finds_the_largest_stamp_wherever_it_is() -> None:
     with pytest.raises(ClockSkewError):
         target.apply(delta)
     assert target.entries == {}
+
+
+def test_merging_a_store_keeps_its_delta_copies_and_shares_nothing() -> None:
+    clock = FakeClock()
+    a, b = KvStore.open("t", clock=clock), KvStore.open("t", clock=clock)
+    b.put("k", "old")
+    assert a.merge(b) == 1
+    assert a.replica.entries["k"] is not b.replica.entries["k"]
+    b.put("k", "new")
+    a.put("mine", 1)
+    assert a.get("k") == "old" and b.get("mine") is None
