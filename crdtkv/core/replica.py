@@ -812,7 +812,10 @@ class ReplicaState:
                         if owned
                         else Entry(remote.stamp, remote.writer, remote.value, remote.expires, remote.meta)
                     )
-                    pending.setdefault(remote.writer, []).append((remote.stamp, key))
+                    rows = pending.get(remote.writer)  # (not setdefault: no empty list per entry)
+                    if rows is None:
+                        rows = pending[remote.writer] = []
+                    rows.append((remote.stamp, key))
                 else:
                     local = entries[key] = Entry(0, "", TOMBSTONE)
                     join_into(local, remote)
@@ -829,7 +832,10 @@ class ReplicaState:
                     if local.stamp:
                         self._forget_dot(local.writer, key)
                     join_into(local, remote)
-                    pending.setdefault(local.writer, []).append((local.stamp, key))
+                    rows = pending.get(local.writer)
+                    if rows is None:
+                        rows = pending[local.writer] = []
+                    rows.append((local.stamp, key))
                     changed += 1
                     if published is not None:
                         published.append(key)
