@@ -7,14 +7,18 @@ overwriting keys replaces rows and the file does not grow. The file carries
 
 Durability:
 
-* ``batch`` (default): changes are staged in memory and committed with
-  ``synchronous=NORMAL`` once the oldest staged change is ``commit_window``
-  seconds old: by the writing thread itself when it writes again, or by a
-  background thread when writes stop. A process crash loses the writes of
-  about the last window plus however long the commit thread waited to run
-  (for the interpreter lock while the writing thread is busy, up to
-  ``sys.getswitchinterval()``; for a CPU on a loaded machine) and the commit
-  took: there is no hard bound in time (the README gives measured figures).
+* ``batch`` (default): changes wait in the journal (:mod:`.journal`) and are
+  committed with ``synchronous=NORMAL`` once the oldest of them is
+  ``commit_window`` seconds old: by the writing thread itself when it checks
+  (every :data:`~.journal.CHECK_EVERY` changes; it reads no clock between),
+  or by a background thread (when writes stop, or it comes first). The
+  commit drains the journal and encodes each changed key's row once. A
+  process crash loses the writes of about the last window plus however long
+  the committing thread took to get there (the writing thread: up to
+  ``CHECK_EVERY`` changes; the commit thread: the interpreter lock while the
+  writing thread is busy, up to ``sys.getswitchinterval()``; either: a CPU on
+  a loaded machine) and the commit took: there is no hard bound in time (the
+  README gives measured figures).
   A power loss can also lose commits not yet synced by a WAL checkpoint.
   :meth:`flush` commits with ``synchronous=FULL``: everything before it
   survives a power loss.
