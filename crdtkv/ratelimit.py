@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from .checks import count, seconds
+from .core.hlc import NANOS_PER_MS
 from .core.keyindex import INTERNAL_PREFIX
 from .core.limits import Limits
 from .core.replica import ReplicaState
@@ -66,7 +67,7 @@ class RateLimiter:
         cost = count(cost, "cost")
         window = seconds(window, "window")
         replica = self._replica
-        now_ms = replica.clock.now_ms()
+        now_ms = replica.clock.now_ns() // NANOS_PER_MS  # (the one clock reading of the decision)
         if window != self._window:
             self._window = window
             self._window_ms = max(1, math.ceil(window * 1000))

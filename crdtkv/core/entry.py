@@ -357,8 +357,11 @@ def resolve(entry: Entry, now_ms: int) -> Kind:
         return _REGISTER if register_live(entry, now_ms) else _MISSING
     if kind is _DOCUMENT:
         return _DOCUMENT
-    expires = counter_expires(entry)
-    return _MISSING if expires is not None and expires <= now_ms else _COUNTER
+    assert counter is not None  # (the live write is the counter's)
+    expiry = counter.expiry  # (counter_expires inlined: a rate limiter resolves on every decision)
+    if expiry is not None and expiry[1] and expiry[0] == entry.stamp and expiry[1] <= now_ms:
+        return _MISSING
+    return _COUNTER
 
 
 # -- dots -----------------------------------------------------------------------
