@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .build import loaded_build
 from .core.feed import Stage
 from .node import Node, PeerInfo
 from .stats import Buckets
@@ -35,7 +36,7 @@ from .watch import Follower
 
 #: Every metric exported, with its type and meaning (names as scraped; counters end in ``_total``).
 METRICS: Final[dict[str, tuple[str, str]]] = {
-    "crdtkv_info": ("gauge", "1, labelled with this node's id, origin and crdtkv version"),
+    "crdtkv_info": ("gauge", "1, labelled with this node's id, origin, version and runtime (compiled, pure)"),
     "crdtkv_start_time_seconds": ("gauge", "when the node started serving (epoch seconds)"),
     "crdtkv_ready": ("gauge", "1 once the store is open and the first catch-up from a peer completed"),
     "crdtkv_operations_total": (
@@ -109,8 +110,8 @@ class _NodeCollector(Collector):
         if node is None:
             return
         store = node.store
-        info = _gauge("crdtkv_info", ["id", "origin", "version"])
-        info.add_metric([store.replica_id, store.origin, __version__], 1)
+        info = _gauge("crdtkv_info", ["id", "origin", "version", "runtime"])
+        info.add_metric([store.replica_id, store.origin, __version__, loaded_build()], 1)
         yield info
         start = _gauge("crdtkv_start_time_seconds")
         start.add_metric([], node.started_at)

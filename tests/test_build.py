@@ -16,6 +16,8 @@ import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
+import pytest
+
 import crdtkv
 from crdtkv.build import COMPILED_LIBRARY, PURE_ENV
 
@@ -119,3 +121,14 @@ def test_version_names_the_build() -> None:
         assert unforced == f"crdtkv {crdtkv.__version__} (compiled: mypyc)"
     else:
         assert unforced == f"crdtkv {crdtkv.__version__} (pure Python)"
+
+
+@pytest.mark.anyio
+async def test_the_metrics_label_the_build_loaded() -> None:
+    from crdtkv.metrics import node_metrics
+    from crdtkv.node import Node
+
+    async with Node(crdtkv.KvStore.open(replica_id="london"), listen="ws://127.0.0.1:0") as node:
+        text = node_metrics(node).render().decode()
+    (info,) = [line for line in text.splitlines() if line.startswith("crdtkv_info{")]
+    assert f'runtime="{crdtkv.BUILD}"' in info and 'id="london"' in info
