@@ -44,21 +44,29 @@ class Recovered:
 class Batch:
     """One commit's worth of changes: encoded rows (None: delete the row), the vector, clock and marks."""
 
-    __slots__ = ("clock_last", "collected", "rows", "vv")
+    __slots__ = ("clock_last", "collected", "gone", "rows", "vv")
 
     def __init__(
-        self, rows: dict[str, bytes | None], vv: dict[str, int], clock_last: int, collected: dict[str, int]
+        self,
+        rows: dict[str, bytes | None],
+        vv: dict[str, int],
+        clock_last: int,
+        collected: dict[str, int],
+        gone: int,
     ) -> None:
         self.rows = rows
         self.vv = vv
         self.clock_last = clock_last
         self.collected = collected
+        #: how many of ``rows`` are None (none: the rows go to the backend as they are)
+        self.gone = gone
 
     def after(self, older: Batch) -> Batch:
         """This batch on top of ``older`` (one that failed to commit): its rows, then these."""
         rows = dict(older.rows)
         rows.update(self.rows)
-        return Batch(rows, self.vv, max(self.clock_last, older.clock_last), self.collected)
+        gone = sum(1 for row in rows.values() if row is None)
+        return Batch(rows, self.vv, max(self.clock_last, older.clock_last), self.collected, gone)
 
 
 class Source(Protocol):

@@ -111,14 +111,16 @@ class Journal:
         if len(names) > 4096:  # origins accumulate incarnations over a long life: keep the cache small
             names.clear()
         rows: dict[str, bytes | None] = {}
+        gone = 0
         for key, snap in latest.items():
             if snap is None:
                 rows[key] = None
+                gone += 1
             elif isinstance(snap, Entry):
                 rows[key] = encode_row(key, snap)
             else:
                 rows[key] = encode_register_row(key, snap, names)
-        return Batch(rows, dict(vv), clock_last, dict(self._marks))
+        return Batch(rows, dict(vv), clock_last, dict(self._marks), gone)
 
 
 def attach(state: ReplicaState, storage: Storage) -> Callable[[], None]:

@@ -337,7 +337,7 @@ class SqliteStorage:
             meta["vv"] = write_map(batch.vv)
         started = time.perf_counter()
         try:
-            self._transaction(db, rows, meta, full=full)
+            self._transaction(db, rows, meta, full=full, gone=batch.gone if batch is not None else 0)
         except sqlite3.Error as exc:
             self._failed = batch  # kept for the next attempt, under what is staged meanwhile
             self._error = StorageError(f"commit to {self.path} failed: {exc}")
@@ -356,12 +356,19 @@ class SqliteStorage:
                 raise StorageError(f"writing {self.path} failed: {exc}") from exc
 
     def _transaction(
-        self, db: sqlite3.Connection, rows: Mapping[str, bytes | None], meta: dict[str, object], *, full: bool
+        self,
+        db: sqlite3.Connection,
+        rows: Mapping[str, bytes | None],
+        meta: dict[str, object],
+        *,
+        full: bool,
+        gone: int = 0,
     ) -> None:
-        """Write ``rows`` and ``meta`` in one transaction; on failure leave no transaction open.
+        """Write ``rows`` (``gone`` of them None: delete those) and ``meta`` in one transaction.
 
-        ``full`` commits with ``synchronous=FULL`` in batch mode. Raises the
-        first ``sqlite3.Error``; the callers turn it into a StorageError.
+        ``full`` commits with ``synchronous=FULL`` in batch mode. On failure no
+        transaction is left open, and the first ``sqlite3.Error`` is raised;
+        the callers turn it into a StorageError.
         """
         if db.in_transaction:  # left open by a failed ROLLBACK: start clean
             db.execute("ROLLBACK")
@@ -370,14 +377,17 @@ class SqliteStorage:
             if switch:
                 db.execute("PRAGMA synchronous=FULL")
             db.execute("BEGIN IMMEDIATE")
-            if rows:
+            if not gone:
+                db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", rows.items())
+            else:
                 db.executemany(
                     "INSERT OR REPLACE INTO entries VALUES (?, ?)",
                     [(key, row) for key, row in rows.items() if row is not None],
                 )
-                gone = [(key,) for key, row in rows.items() if row is None]
-                if gone:  # garbage-collected entries
-                    db.executemany("DELETE FROM entries WHERE key = ?", gone)
+                # garbage-collected entries
+                db.executemany(
+                    "DELETE FROM entries WHERE key = ?", [(key,) for key, row in rows.items() if row is None]
+                )
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
             db.execute("COMMIT")
         except sqlite3.Error:

@@ -144,6 +144,30 @@ def test_memory_storage_holds_the_state_after_every_change() -> None:
     store.close()
 
 
+def test_collected_keys_leave_the_file_in_the_commit_that_writes_others(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    now = [1_800_000_000_000_000_000]
+    storage = SqliteStorage(path, commit_window=NEVER)
+    store = KvStore.open(
+        "g", storage=storage, replica_id="a", clock=lambda: now[0], limits=Limits(gc_grace=10.0)
+    )
+    store.put("old", 1)
+    store.delete("old")
+    store.put("kept", 1)
+    store.flush()
+    assert set(file_state(path)[0]) == {"old", "kept"}  # a tombstone, until the grace period is over
+    now[0] += 30_000_000_000
+    assert store.replica.collect_garbage() == 1
+    store.put("new", 2)
+    store.put("kept", 3)
+    store.flush()
+    entries, vv = file_state(path)
+    assert entries == store.replica.entries
+    assert set(entries) == {"kept", "new"}
+    assert vv == store.replica.vv
+    store.close()
+
+
 def test_commits_racing_the_writer_keep_every_change(tmp_path: Path) -> None:
     """The commit thread drains while the writer overwrites registers and counters: nothing is torn."""
     path = tmp_path / "r.db"
