@@ -180,7 +180,7 @@ def documents(o: Options) -> list[Row]:
     for shape in SHAPES:
         n = o.size(shape.edits, 50)
         ops = shape.ops(n)
-        progress(f"{shape.label}: {n} edits, best of {reps}")
+        progress(f"{shape.label}: {n} edits, median of {reps}")
 
         def edits(document: bool, shape: Shape = shape, ops: list[Op] = ops) -> Variant:
             def check(ctx: Any, _: object) -> bool:

@@ -114,7 +114,7 @@ def raw_variant(o: Options, synchronous: str, run: Callable[[sqlite3.Connection]
 def writes(o: Options) -> list[Row]:
     n, m, reps = o.size(200_000, 5_000), o.size(2_000, 100), o.reps(3)
     many, few = pairs_of(n), pairs_of(m)
-    progress(f"{n:,} batch-mode puts and {m:,} sync-mode puts against raw sqlite3, best of {reps}")
+    progress(f"{n:,} batch-mode puts and {m:,} sync-mode puts against raw sqlite3, median of {reps}")
     batch = race(
         [store_variant(o, "batch", many), raw_variant(o, "NORMAL", lambda db: raw_commits(db, many, 100))],
         reps,
@@ -136,7 +136,7 @@ def files(o: Options) -> list[Row]:
     n, m, reps = o.size(1_000_000, 10_000), o.size(200_000, 5_000), o.reps(3)
     pairs = pairs_of(n)
     path, raw_path = new_path(o, "recovery"), new_path(o, "recovery-raw")
-    progress(f"writing {n:,} keys, then open against a raw SELECT, best of {reps}")
+    progress(f"writing {n:,} keys, then open against a raw SELECT, median of {reps}")
     write_both(path, raw_path, pairs, n)
 
     def select(_: None) -> int:
@@ -162,8 +162,8 @@ def files(o: Options) -> list[Row]:
     base = "raw connect + `SELECT` of the same rows"
     row = rate_row("3", what, opened["open"], opened["select"], base, ops=n, unit="keys/s")
     if row.measured != "ERROR":
-        row.measured = f"{fmt_time(opened['open'].best)} ({row.measured})"
-        row.baseline = fmt_time(opened["select"].best)
+        row.measured = f"{fmt_time(opened['open'].seconds)} ({row.measured})"
+        row.baseline = fmt_time(opened["select"].seconds)
 
     def rounds(values: list[int]) -> str:
         grown = values[-1] - values[1]

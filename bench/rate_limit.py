@@ -126,7 +126,7 @@ def rate_limit(o: Options) -> list[Row]:
             ("b", f"one hot key, over its limit ({OVER_LIMIT}): denials", OVER_LIMIT, lambda i: "over"),
             ("c", f"{keys_n:,} keys round-robin", NO_LIMIT, lambda i: many[i % keys_n]),
         ):
-            progress(f"{what}: {', '.join(limiters)}, best of {reps}")
+            progress(f"{what}: {', '.join(limiters)}, median of {reps}")
             variants = []
             for name, fn in limiters.items():
                 keys = [pick(i) for i in range(local_n if name == "crdtkv" else redis_n)]

@@ -355,24 +355,26 @@ async def throughput(o: Options) -> list[Row]:
             await write_loop(KvStore.open(STORE, replica_id="a"), keys, values)
             alone.append((now_ns() - started) / 1e9)
         await b.send(cmd="quit")
-    seconds, written_s, sizes, _ = min(runs)
+    seconds, written_s, sizes, _ = sorted(runs)[(len(runs) - 1) // 2]  # the median run (the lower one of two)
     rate = n / seconds
+    raw_s, small_s, alone_s = (statistics.median_low(times) for times in (raw, small, alone))
     agree = all(run[3] for run in runs)
     equal = "yes" if agree else "UNEXPECTED: no"
+    shape = f"{len(sizes)} messages, {sum(sizes) / 1e6:.2f} MB"
     rated = f"{fmt_num(rate)} entries/s"
     return [
         Row("1a", f"sustained replication: A puts {n:,} keys until B holds all", rated, goal=">= 100 k/s",
             met=met(rate >= 100_000 and agree),
-            notes=f"best of {reps}; {len(sizes)} messages, {sum(sizes) / 1e6:.2f} MB; digests equal {equal}"),
+            notes=f"median of {reps}; {shape}; digests equal {equal}"),
         Row("1b", "same, against raw websockets carrying the same entries", rated,
             f"{len(sizes)} messages: cbor2.dumps, send, cbor2.loads, stored in a dict",
-            f"{fmt_num(n / min(raw))} entries/s", fmt_ratio(min(raw) / seconds), ">= 0.5x",
-            met(min(raw) / seconds >= 0.5)),
+            f"{fmt_num(n / raw_s)} entries/s", fmt_ratio(raw_s / seconds), ">= 0.5x",
+            met(raw_s / seconds >= 0.5)),
         Row("1c", "same, against raw websockets sending one message per entry", rated,
-            f"{n:,} messages of {one} B (one-entry messages)", f"{fmt_num(n / min(small))} msgs/s",
-            fmt_ratio(min(small) / seconds), notes="ratio > 1: crdtkv faster (batching)"),
+            f"{n:,} messages of {one} B (one-entry messages)", f"{fmt_num(n / small_s)} msgs/s",
+            fmt_ratio(small_s / seconds), notes="ratio > 1: crdtkv faster (batching)"),
         Row("1d", "A's put loop while replicating", fmt_time(written_s), "the same loop with no Node",
-            fmt_time(min(alone)), fmt_ratio(min(alone) / written_s), notes="speed with a Node / without"),
+            fmt_time(alone_s), fmt_ratio(alone_s / written_s), notes="speed with a Node / without"),
     ]  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """What every bench case shares: the case table, timing races, number formats and the Markdown table.
 
-Timing rules: each timing is the best (minimum) of ``repeats`` runs; the
+Timing rules: each timing is the median of ``repeats`` runs; the
 variants of one comparison run round-robin (A B C A B C ...), so a slow spell
 on the shared machine hits them alike; the cyclic garbage collector runs just
 before each timed region and is off inside it, for every variant alike. Every
@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import importlib
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -95,20 +96,26 @@ class Variant:
     setup: Callable[[], Any] = lambda: None
     teardown: Callable[[Any, Any], Any] | None = None
     self_timed: bool = False
-    best: float = math.inf
+    #: seconds of each timed run
+    times: list[float] = field(default_factory=list)
     summaries: list[Any] = field(default_factory=list)
     error: str | None = None
 
     @property
+    def seconds(self) -> float:
+        """The median of the timed runs (inf before any)."""
+        return statistics.median(self.times) if self.times else math.inf
+
+    @property
     def ok(self) -> bool:
-        return self.error is None and math.isfinite(self.best)
+        return self.error is None and bool(self.times)
 
     def rate(self, ops: float) -> float:
-        return ops / self.best if self.ok else math.nan
+        return ops / self.seconds if self.ok else math.nan
 
 
 def race(variants: Sequence[Variant], repeats: int, *, warm: bool = False) -> dict[str, Variant]:
-    """Time each variant ``repeats`` times round-robin, keeping each one's minimum.
+    """Time each variant ``repeats`` times round-robin; each one's figure is its median.
 
     With ``warm``, each timed run follows an untimed one on the same setup, so
     each variant finds its own data in the CPU caches.
@@ -133,7 +140,7 @@ def race(variants: Sequence[Variant], repeats: int, *, warm: bool = False) -> di
             except Exception as exc:
                 v.error = f"{type(exc).__name__}: {exc}"
                 continue
-            v.best = min(v.best, float(result) if v.self_timed else elapsed)
+            v.times.append(float(result) if v.self_timed else elapsed)
     return {v.name: v for v in variants}
 
 

@@ -5,7 +5,7 @@ Usage::
 
     python bench/run.py                        # every case, full size (minutes)
     python bench/run.py --quick                # every case as a smoke run in seconds (CI)
-    python bench/run.py --repeats 9 rate-limit # one case, best of 9
+    python bench/run.py --repeats 9 rate-limit # one case, median of 9
     python bench/run.py --list
 
 Each case prints a Markdown table; the figures in docs/performance.md (and the
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("cases", nargs="*", metavar="case", help="cases to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run (CI)")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (best kept)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (the median is kept)")
     parser.add_argument("--dir", type=Path, default=None, help="where cases write files (default: cwd)")
     parser.add_argument("--require-redis", action="store_true", help="fail if the Redis baseline cannot run")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
