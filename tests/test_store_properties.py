@@ -105,7 +105,7 @@ def reads(store: KvStore) -> dict[str, object]:
 
 def align(stores: list[KvStore]) -> None:
     """Set every replica's clock to the same instant: expiry is judged by the local clock."""
-    clocks = [store._state.clock._now_ns for store in stores]
+    clocks = [store.replica.clock.now_ns for store in stores]
     now = max(clock() for clock in clocks if isinstance(clock, FakeClock))
     for clock in clocks:
         if isinstance(clock, FakeClock):

@@ -31,13 +31,12 @@ def stamp_ms(stamp: int) -> int:
 class HybridClock:
     """Hands out strictly increasing stamps and absorbs remote ones."""
 
-    __slots__ = ("_last", "_max_skew_ms", "_now_ns", "now_ns")
+    __slots__ = ("_last", "_max_skew_ms", "now_ns")
 
     def __init__(self, now_ns: Callable[[], int], max_skew: float, last: int = 0) -> None:
         #: the injected wall clock (nanoseconds since the epoch): a hot path that needs
         #: the time calls it directly, ``now_ns() // NANOS_PER_MS`` being :meth:`now_ms`
         self.now_ns = now_ns
-        self._now_ns = now_ns
         self._last = last
         self._max_skew_ms = int(max_skew * 1000)
 
@@ -48,11 +47,11 @@ class HybridClock:
 
     def now_ms(self) -> int:
         """The injected wall clock, in milliseconds."""
-        return self._now_ns() // NANOS_PER_MS
+        return self.now_ns() // NANOS_PER_MS
 
     def tick(self) -> int:
         """Return a stamp for a new local event."""
-        physical = (self._now_ns() // NANOS_PER_MS) << LOGICAL_BITS
+        physical = (self.now_ns() // NANOS_PER_MS) << LOGICAL_BITS
         last = self._last
         stamp = physical if physical > last else last + 1
         self._last = stamp
@@ -71,7 +70,7 @@ class HybridClock:
 
     def check(self, stamp: int) -> None:
         """Raise :class:`ClockSkewError` if ``stamp`` is too far in the future."""
-        limit_ms = self._now_ns() // NANOS_PER_MS + self._max_skew_ms
+        limit_ms = self.now_ns() // NANOS_PER_MS + self._max_skew_ms
         if stamp >> LOGICAL_BITS > limit_ms:
             ahead = (stamp >> LOGICAL_BITS) - (limit_ms - self._max_skew_ms)
             raise ClockSkewError(

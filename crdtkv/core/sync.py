@@ -626,7 +626,7 @@ class Session:
         vv = state.vv
         # the stamps held here before the merge, of the origins whose stamp it may move
         before = {origin: vv.get(origin, 0) for origin in adopt} if adopt else {}
-        changed = state.apply(Delta(delta.name, adopt or {}, delta.entries))
+        changed = state.apply(Delta(delta.name, adopt or {}, delta.entries, delta.top, delta.owned))
         holds = self.holds
         if holds is not None and delta.entries:
             # the origins whose operations this part brought (the replica noted them while
