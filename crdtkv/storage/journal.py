@@ -4,8 +4,10 @@ Every change appends items to the journal's log, on the thread that made it:
 each changed key with a snapshot of its entry at that moment (a register's
 fields, which are immutable values; a copy of an entry with a counter or a
 document; None for a collected key) and, for a local write, the origin and
-stamp it set in the version vector. A merge or a collection, which may move
-any origin, the clock and the collection marks, appends a copy of all three.
+stamp it set in the version vector (a :data:`~crdtkv.core.feed.Cause.WRITE`
+moves that origin's entry only, to the write's stamp, which is also the
+clock's). A merge or a collection, which may move any origin, the clock and
+the collection marks, appends a copy of all three.
 
 The backend drains the log when it commits, on whichever thread commits:
 it takes the items logged so far (the log is only appended to, and only
