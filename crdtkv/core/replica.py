@@ -13,7 +13,7 @@ holds all of that origin's operations.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from ..errors import InvalidValue, StoreMismatch, TooLarge, WrongType
 from .bulk import collector_paused
@@ -89,14 +89,19 @@ def entry_generation(entry: Entry | None) -> Gen:
     return (0, "")
 
 
+#: A stored value or metadata: anything :func:`~.values.pack_value` returns. (An alias,
+#: because mypyc cannot build a NamedTuple with a field annotated plain ``object``.)
+Stored: TypeAlias = object
+
+
 class Reading(NamedTuple):
     """What a read of a key sees, with its provenance (see :meth:`ReplicaState.describe`)."""
 
     kind: Kind
     #: the stored value (a counter's int, a document's plain content packed)
-    value: object
+    value: Stored
     #: the stored metadata of the write (None for counters and documents)
-    meta: object
+    meta: Stored
     #: when it expires, in epoch milliseconds, or None
     expires: int | None
     #: the origin of the winning write (for a counter: its latest live increment)
