@@ -40,6 +40,10 @@ COMPILED = [
     "crdtkv/core/yrs.py",
     "crdtkv/storage/journal.py",
     "crdtkv/storage/rows.py",
+    "crdtkv/gateway/resp_state.py",
+    "crdtkv/gateway/resp_keyspace.py",
+    "crdtkv/gateway/resp_connection.py",
+    "crdtkv/gateway/resp_commands.py",
 ]
 
 #: The extension group's shared library is ``crdtkv/compiled__mypyc``: inside the package,

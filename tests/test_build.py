@@ -132,3 +132,21 @@ async def test_the_metrics_label_the_build_loaded() -> None:
         text = node_metrics(node).render().decode()
     (info,) = [line for line in text.splitlines() if line.startswith("crdtkv_info{")]
     assert f'runtime="{crdtkv.BUILD}"' in info and 'id="london"' in info
+
+
+def test_no_compiled_module_reuses_an_exception_name_across_handlers() -> None:
+    """``except A as exc`` then ``except B as exc`` in one try: compiled, the second raises TypeError.
+
+    mypyc gives the name the first clause's type, so a B caught there fails
+    its runtime type check: the error reply or close the handler was for
+    never happens. Each clause needs its own name.
+    """
+    reused = []
+    for module in compiled_modules():
+        path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Try):
+                names = [handler.name for handler in node.handlers if handler.name is not None]
+                if len(names) != len(set(names)):
+                    reused.append(f"{path.relative_to(ROOT)}:{node.lineno} {names}")
+    assert not reused, reused

@@ -464,12 +464,13 @@ class Session:
             if handler is None or (type(message) in REPLICATION_MESSAGES and not self.replicating):
                 return [self._fail(CLOSE_PROTOCOL, f"unexpected {type(message).__name__} message")]
             return handler(self, message, now)
-        except DecodeError as exc:
-            return [self._fail(CLOSE_PROTOCOL, f"{type(exc).__name__}: {exc}")]
-        except ClockSkewError as exc:
-            return [self._fail(CLOSE_CLOCK, f"ClockSkewError: {exc}")]
-        except StoreMismatch as exc:
-            return [self._fail(CLOSE_STORE, f"StoreMismatch: {exc}")]
+        # (one name per clause: compiled, a name reused across clauses keeps its first type)
+        except DecodeError as undecodable:
+            return [self._fail(CLOSE_PROTOCOL, f"{type(undecodable).__name__}: {undecodable}")]
+        except ClockSkewError as skewed:
+            return [self._fail(CLOSE_CLOCK, f"ClockSkewError: {skewed}")]
+        except StoreMismatch as mismatched:
+            return [self._fail(CLOSE_STORE, f"StoreMismatch: {mismatched}")]
 
     def _on_challenge(self, message: Challenge, now: float) -> list[Event]:
         if len(message.nonce) != NONCE_BYTES:

@@ -274,14 +274,15 @@ def execute(client: Client, args: Command) -> bytes:
     else:
         try:
             reply = command.handler(client, args)
-        except ReplyError as exc:
-            reply = exc.reply
-        except WrongType as exc:
-            reply = encode_error(f"WRONGTYPE {exc}")
+        # (one name per clause: compiled, a name reused across clauses keeps its first type)
+        except ReplyError as refused:
+            reply = refused.reply
+        except WrongType as wrong:
+            reply = encode_error(f"WRONGTYPE {wrong}")
         except StoreClosed:
             reply = encode_error("ERR the store is closed")
-        except CrdtKvError as exc:
-            reply = encode_error(f"ERR {exc}")
+        except CrdtKvError as failed:
+            reply = encode_error(f"ERR {failed}")
     if reply[0] == 45:  # "-": an error reply, counted by its code (ERR, WRONGTYPE, NOAUTH, ...)
         client.face.operation("resp", command.kind, reply[1 : reply.find(b" ")].decode("ascii", "replace"))
     else:
