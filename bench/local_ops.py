@@ -159,6 +159,57 @@ def local_ops(o: Options) -> list[Row]:
     ]
 
 
+def same_loops(plain: dict[str, Any], store: KvStore, counters: KvStore, sample: list[str]) -> list[Variant]:
+    """local-ops' get, overwrite and incr loops, and their baselines, over ``sample``."""
+    method, over, ones = Method(plain), ["w"] * len(sample), [1] * len(sample)
+    return [
+        Variant("raw get", lambda _: raw_get(plain, sample)),
+        Variant("get", lambda _: call1(store.get, sample)),
+        Variant("method overwrite", lambda _: call2(method.put, sample, over)),
+        Variant("overwrite", lambda _: call2(store.put, sample, over)),
+        Variant("incr", lambda _: call2(counters.incr, sample, ones)),
+    ]
+
+
+@case("local-scale", "get / put / incr per operation at 1,000 and 1M keys: what a big store costs in memory")
+def local_scale(o: Options) -> list[Row]:
+    """The same loops as local-ops on a small store (it stays in the CPU caches) and a big one.
+
+    What a big store adds to both sides is memory traffic, which no change to
+    the Python (or compiled) code removes: it shows what bounds the local-ops
+    ratios.
+    """
+    sizes, ops, reps = o.size((1_000, 1_000_000), (1_000, 20_000)), o.size(200_000, 20_000), o.reps(5)
+    per_op: dict[int, dict[str, float]] = {}
+    for n in sizes:
+        keys = [key_of(i) for i in range(n)]
+        store, counters = filled(KvStore.open("bench"), keys, ["v"] * n), counted(KvStore.open("c"), keys)
+        plain = dict.fromkeys(keys, "v")
+        sample = random.Random(1).choices(keys, k=ops)
+        progress(f"{n:,} keys: {ops:,} operations per run, median of {reps}")
+        got = race(same_loops(plain, store, counters, sample), reps, warm=True)
+        if failures(got.values()):
+            return [Row("9", "per-operation cost by store size", "ERROR", notes=failures(got.values()))]
+        per_op[n] = {name: v.seconds / ops for name, v in got.items()}
+    small, big = sizes
+
+    def at(name: str) -> str:
+        return f"{per_op[small][name] * 1e9:,.0f} ns / {per_op[big][name] * 1e9:,.0f} ns"
+
+    def ratios(name: str, base: str) -> str:
+        return " / ".join(fmt_ratio(per_op[n][base] / per_op[n][name]) for n in sizes)
+
+    sized = f"{small:,} / {big:,} keys"
+    return [
+        Row("9a", f"`get`, {sized}", at("get"), "raw `d[k]`", at("raw get"), ratios("get", "raw get")),
+        Row("9b", f"`put`, overwrite, {sized}", at("overwrite"), "method overwrite", at("method overwrite"),
+            ratios("overwrite", "method overwrite")),
+        Row("9c", f"`incr`, existing counter, {sized}", at("incr"), "method dict overwrite",
+            at("method overwrite"), ratios("incr", "method overwrite"),
+            notes="per operation and ratio at each size: a small store shows the fixed cost of the call"),
+    ]  # fmt: skip
+
+
 @case("local-merge", "merges: catch-up after 1,000 changes in 1M keys, a 200,000-entry merge, from bytes")
 def local_merge(o: Options) -> list[Row]:
     n, m, reps = o.size(1_000_000, 20_000), o.size(200_000, 20_000), o.reps(5)

@@ -23,6 +23,7 @@ RUNNER = ROOT / "bench" / "run.py"
 #: every case of the runner's table, in its order
 CASES = [
     "local-ops",
+    "local-scale",
     "local-merge",
     "local-size",
     "replication-throughput",
