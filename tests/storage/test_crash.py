@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from crdtkv.storage.sqlite import SqliteStorage
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 20
 HANG_GUARD = 60.0  # seconds; only a guard against a hung child, never a timing assertion
+ChildProcess = subprocess.Popen[str]
 
 
 def run_and_kill(
@@ -32,8 +34,28 @@ def run_and_kill(
     acknowledged writes however slow the machine is; the short seeded
     ``delay`` moves the kill to an arbitrary point of the write loop.
     """
+    with child_lines("tests.storage.crash_child", str(path), mode, str(start)) as (child, lines):
+        ready = lines.get(timeout=HANG_GUARD)
+        assert ready is not None and ready.startswith("ready "), (ready, stderr_of(child))
+        acks: list[tuple[int, int]] = []
+        while len(acks) < acks_first:
+            line = lines.get(timeout=HANG_GUARD)
+            assert line is not None, f"the writer exited: {stderr_of(child)}"
+            acks.append(parse_ack(line))
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=HANG_GUARD) == -signal.SIGKILL  # killed while writing, not exited
+        while (line := lines.get(timeout=HANG_GUARD)) is not None:
+            if line.endswith("\n"):  # a line cut by the kill is not an ack
+                acks.append(parse_ack(line))
+    return ready.split()[1], acks
+
+
+@contextmanager
+def child_lines(module: str, *args: str) -> Iterator[tuple[ChildProcess, queue.Queue[str | None]]]:
+    """Run ``python -m module args`` with its stdout lines fed to a queue (None at its end); reap it after."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.storage.crash_child", str(path), mode, str(start)],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -44,19 +66,7 @@ def run_and_kill(
     reader = threading.Thread(target=pump, args=(child.stdout, lines), daemon=True)
     reader.start()
     try:
-        ready = lines.get(timeout=HANG_GUARD)
-        assert ready is not None and ready.startswith("ready "), (ready, child.stderr.read())
-        acks: list[tuple[int, int]] = []
-        while len(acks) < acks_first:
-            line = lines.get(timeout=HANG_GUARD)
-            assert line is not None, f"the writer exited: {child.stderr.read()}"
-            acks.append(parse_ack(line))
-        time.sleep(delay)
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=HANG_GUARD) == -signal.SIGKILL  # killed while writing, not exited
-        while (line := lines.get(timeout=HANG_GUARD)) is not None:
-            if line.endswith("\n"):  # a line cut by the kill is not an ack
-                acks.append(parse_ack(line))
+        yield child, lines
     finally:
         if child.poll() is None:
             child.kill()
@@ -64,7 +74,12 @@ def run_and_kill(
         reader.join(timeout=HANG_GUARD)
         child.stdout.close()
         child.stderr.close()
-    return ready.split()[1], acks
+
+
+def stderr_of(child: ChildProcess) -> str:
+    """What the child wrote to stderr (read once it has exited)."""
+    assert child.stderr is not None
+    return child.stderr.read()
 
 
 def pump(stream: Iterable[str], lines: queue.Queue[str | None]) -> None:

@@ -6,12 +6,9 @@ crashes are real SIGKILLs of a child process.
 
 from __future__ import annotations
 
-import queue
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from crdtkv.storage import MemoryStorage
 from crdtkv.storage.rows import decode_rows
 from crdtkv.storage.sqlite import SqliteStorage
 
-from .test_crash import HANG_GUARD, ROOT, pump
+from .test_crash import HANG_GUARD, child_lines, stderr_of
 
 NEVER = 3600.0  # a commit window that does not end during a test: only flush() commits
 
@@ -192,34 +189,16 @@ def test_commits_racing_the_writer_keep_every_change(tmp_path: Path) -> None:
 
 def run_child(path: Path, mode: str, until: str | None, acks: int = 0) -> list[str]:
     """Run the journal child until it prints ``until`` (or ``acks`` acks), SIGKILL it; return its lines."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.storage.journal_child", str(path), mode],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None and child.stderr is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=pump, args=(child.stdout, lines), daemon=True)
-    reader.start()
     seen: list[str] = []
-    try:
+    with child_lines("tests.storage.journal_child", str(path), mode) as (child, lines):
         while True:
             line = lines.get(timeout=HANG_GUARD)
-            assert line is not None, f"the child exited: {child.stderr.read()}"
+            assert line is not None, f"the child exited: {stderr_of(child)}"
             seen.append(line)
             if line.strip() == until or (acks and sum(each.startswith("ack") for each in seen) >= acks):
                 break
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=HANG_GUARD) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        reader.join(timeout=HANG_GUARD)
-        child.stdout.close()
-        child.stderr.close()
     return seen
 
 
