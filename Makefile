@@ -21,7 +21,7 @@ $(READY): pyproject.toml setup.py
 
 # Rebuilt whenever a module of the package changes, so no stale compiled module runs old code
 # (tests/test_build.py fails on one).
-$(COMPILED): $(READY) $(wildcard crdtkv/*.py crdtkv/core/*.py crdtkv/storage/*.py)
+$(COMPILED): $(READY) setup.py $(wildcard crdtkv/*.py crdtkv/*/*.py)
 	find crdtkv -name '*.so' -delete  # none left over from a longer list of compiled modules
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -c 'import crdtkv, sys; sys.exit(crdtkv.BUILD != "compiled")' || \
