@@ -13,19 +13,9 @@ against what this replica holds when the command runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import CrdtKvError, StoreClosed, WrongType
-from .resp_protocol import (
-    Command,
-    Status,
-    encode,
-    encode_error,
-    encode_integer,
-)
-
-if TYPE_CHECKING:
-    pass
 from .resp_connection import (
     cmd_auth,
     cmd_client,
@@ -58,6 +48,13 @@ from .resp_keyspace import (
     cmd_setnx,
     cmd_ttl,
     cmd_type,
+)
+from .resp_protocol import (
+    Command,
+    Status,
+    encode,
+    encode_error,
+    encode_integer,
 )
 from .resp_state import (
     NOAUTH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..version import __version__
 from .resp_protocol import (
@@ -18,9 +18,6 @@ from .resp_protocol import (
     encode_integer,
     null,
 )
-
-if TYPE_CHECKING:
-    pass
 from .resp_state import (
     REDIS_VERSION,
     SYNTAX,

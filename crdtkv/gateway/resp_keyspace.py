@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..cursor import MAX_PAGE, encode_cursor
 from ..errors import WrongType
@@ -19,9 +19,6 @@ from .resp_protocol import (
     encode_integer,
     null,
 )
-
-if TYPE_CHECKING:
-    pass
 from .resp_state import (
     INT64_MAX,
     INT64_MIN,
