@@ -21,7 +21,7 @@ from .checks import (  # noqa: F401 (moved, importable here)
     expiry_ms,
 )
 from .core.bulk import collector_paused
-from .core.entry import TOMBSTONE, Kind, resolve
+from .core.entry import Kind, resolve
 from .core.feed import Cause
 from .core.hlc import HybridClock, stamp_ms
 from .core.limits import DEFAULT_LIMITS, Limits
@@ -301,14 +301,7 @@ class KvStore:
         state = self._open_state  # (the _state property inlined: hot path)
         if state is None:
             raise StoreClosed("the store is closed")
-        entry = state.entries.get(key)
-        if entry is not None and entry.counter is None and entry.doc is None and entry.expires is None:
-            # a plain register that never expires: what ReplicaState.lookup reads, one call sooner
-            stored = entry.value
-            if stored is TOMBSTONE:
-                return default
-        else:
-            stored = state.lookup(key, default)
+        stored = state.lookup(key, default)
         if type(stored) is Packed:
             return unpack_value(stored)
         return stored
