@@ -67,8 +67,9 @@ MESH_MAX = 30
 #: the one-put target: bytes on each link, deltas plus acknowledgements
 PUT_GOAL = 150
 VALUE = "0123456789"  # the 10-byte value of the quiet put
-#: how long every link must stay silent for the cluster to count as quiet (seconds)
-QUIET = 0.3
+#: how long every link must stay silent for the cluster to count as quiet (seconds): longer
+#: than acks and haves gather (a quarter of the 2 s long hold), so none is left out of a count
+QUIET = 1.0
 #: increments of the shared counter per replica in the counter check
 INCRS = 3
 #: seconds the idle cluster is watched to learn its CPU cost (taken off the steady phase's)

@@ -620,8 +620,8 @@ class Node:
             now = time.monotonic()
             origins = self.store.replica.merged_origins  # noted by the merge that publishes this
             for link in self._links:
-                link.session.local_changed(now, forwarded=True, origins=origins)
-                link.poke()
+                if link.session.local_changed(now, forwarded=True, origins=origins):
+                    link.poke()
             return
         now = 0.0  # a write: the clock is read only if a link has no batch scheduled yet
         for link in self._links:
@@ -762,6 +762,9 @@ class Node:
             del self._peer_links[origin]
             del self.connected[origin]
             self._peers_moved()
+        for other in self._links:  # routes set back to the hold go out now
+            if other.session.wants_send:
+                other.poke()
 
     def _close(self, link: Link, code: int, reason: str) -> None:
         """Close a link from the node's side (the send loop sends the close and logs it)."""

@@ -1,26 +1,41 @@
-"""Holding back forwarded changes, so each change crosses each link once.
+"""Routing and holding back forwarded changes, so each change crosses each link once.
 
 A node forwards what it merged from one peer to its other peers: that is
 how a change reaches PoPs with no direct link to its writer. In a mesh, or
 where a PoP has two hubs, most peers already hold the change, or will in a
-moment from a better-placed node. So a change merged from a peer is held
-back from forwarding for a while, per origin, while the peers that received
-it tell everyone they hold it (an :class:`~.messages.Ack` listing the
-origins that moved). Once the hold ends, a peer that still lacks the change
-gets it, through whatever path survives: holding only delays forwarding, it
-never drops it, so convergence never depends on it.
+moment from a better-placed node. The receiving side steers who sends it
+what, per origin, with :class:`~.messages.Route`:
 
-The receiving side steers it. A node asks the peer that first brought it a
-change of an origin to forward that origin's changes at once
-(:class:`~.messages.Route`): that peer is on its quickest path from the
-origin, so in steady state each change travels the quickest tree without
-any hold. Every other link holds. How long is chosen by the receiving side
-too: each node ranks its
-replication links (0 for the first it opened) and sends the rank
-(:class:`~.messages.Prefer`); a sender holds ``forward_delay * (1 + 3 * rank)``
-(rank at most 3). A PoP's first hub forwards after one delay, its second
-after four, by which time the PoP has told the second hub it holds the
-change.
+* **At once** (``ROUTE_AT_ONCE``): a node asks the peer that first brought
+  it a change of an origin to forward that origin's changes at once. That
+  peer is on its quickest path from the origin, so in steady state each
+  change travels the quickest tree, with no hold.
+* **Elsewhere** (``ROUTE_ELSEWHERE``): every other link of that node is
+  told that it gets the origin's changes another way, and so is every link
+  for the origins it is linked to directly (their writer sends them). Such a
+  link holds the origin's changes for the long hold, ``forward_delay *
+  ELSEWHERE_FACTOR`` (2 s at the defaults), while the node tells it what it
+  holds (haves, gathered for a quarter of that). In steady state the haves
+  always come first and nothing is sent twice, however loaded the node:
+  an event loop would have to lag by more than 1.5 s for a duplicate.
+* **Hold** (``ROUTE_HOLD``, the default): an origin with no route yet (its
+  first change, or its route just closed) is held by the link's rank. Each
+  node ranks its replication links (0 for the first it opened) and sends
+  the rank (:class:`~.messages.Prefer`); a sender holds ``forward_delay *
+  (1 + 3 * rank)`` (rank at most 3), so a PoP's first hub forwards after
+  one delay and its second after four, by which time the PoP has told it
+  that it holds the change.
+
+When a route's link closes, or the link to an origin's writer, the node
+sets the origin back to the rank's hold on every other link, and the next
+link that brings it becomes its route.
+
+Why it is safe: every mode only delays forwarding, never drops it. A link
+still forwards whatever its peer does not demonstrably hold once the
+longest hold ends, and what a peer holds (``sent``) only grows from what the
+peer itself said (hello, acks, haves, route stamps) or from batches it will
+adopt. So a change reaches everyone through any surviving path, even when
+a route message is lost or a route's peer stops receiving the origin.
 
 Own writes are never held: they go to every peer after the batching window.
 
@@ -31,8 +46,10 @@ passed in.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Final, Protocol
+
+from .messages import ROUTE_AT_ONCE, ROUTE_ELSEWHERE, ROUTE_HOLD
 
 #: Ranks beyond this hold no longer than it: a hub ranks hundreds of links.
 MAX_RANK: Final = 3
@@ -40,32 +57,42 @@ MAX_RANK: Final = 3
 #: path that the PoP's "I hold it" arrives first, even when the backup heard of the change
 #: a hop earlier.
 BACKUP_FACTOR: Final = 3
+#: A link whose peer gets an origin elsewhere holds its changes this many delays: the
+#: fallback when that other way fails without closing, long enough that the peer's haves
+#: come first even from a saturated event loop.
+ELSEWHERE_FACTOR: Final = 40
+#: A link wakes to release held changes at most this many times per hold.
+RELEASES_PER_HOLD: Final = 4
 
 
 class Routed(Protocol):
-    """A link an origin's changes are routed through (a session)."""
+    """A replication link the routes are told to (a session)."""
 
-    def unroute(self, origins: list[str]) -> None:
-        """Ask the peer to hold these origins' changes again, like the others'."""
+    def tell_route(self, mode: int, origins: Iterable[str]) -> None:
+        """Tell the peer how to forward these origins' changes to this side from now on."""
 
 
 class Holds:
-    """Per origin: when its changes were merged, and from which stamp on."""
+    """Per origin: when its changes were merged, and which link brings them (the routes)."""
 
-    __slots__ = ("_longest", "delay", "merges", "neighbours", "routes")
+    __slots__ = ("_longest", "delay", "elsewhere_hold", "links", "merges", "neighbours", "routes")
 
     def __init__(self, delay: float) -> None:
         #: the hold of rank 0, in seconds (``SyncSettings.forward_delay``)
         self.delay = delay
+        #: the hold of an origin the peer gets elsewhere
+        self.elsewhere_hold = delay * ELSEWHERE_FACTOR
         #: origin -> (time of a merge, the origin's stamp here just before it), oldest first
         self.merges: dict[str, deque[tuple[float, int]]] = {}
-        self._longest = delay * (1 + BACKUP_FACTOR * MAX_RANK)
+        self._longest = max(delay * (1 + BACKUP_FACTOR * MAX_RANK), self.elsewhere_hold)
         #: origin -> the link that first brought one of its changes; that link's peer was
         #: asked to forward the origin's changes at once
         self.routes: dict[str, Routed] = {}
-        #: origins of the peers this replica has a replication link with: their own changes
-        #: come straight from them, so they are never routed through a third node
+        #: origins of the peers this replica has a replication link with (-> how many links):
+        #: their own changes come straight from them, so they are never routed through a third node
         self.neighbours: dict[str, int] = {}
+        #: the replication links open, oldest first
+        self.links: list[Routed] = []
 
     def merged(self, now: float, before: dict[str, int]) -> None:
         """Changes of these origins were merged; ``before`` holds each one's stamp until then."""
@@ -78,68 +105,131 @@ class Holds:
                 queue.append((now, stamp))
 
     def hold_for(self, rank: int) -> float:
-        """How long a link whose peer gave it ``rank`` holds merged changes."""
+        """How long a link whose peer gave it ``rank`` holds merged changes of unrouted origins."""
         return self.delay * (1 + BACKUP_FACTOR * min(rank, MAX_RANK))
 
-    def limits(self, now: float, hold: float) -> dict[str, int]:
-        """Origin -> the stamp up to which a link holding ``hold`` seconds may forward now.
+    def limit(self, origin: str, now: float, hold: float) -> int | None:
+        """The stamp up to which a link holding ``hold`` seconds may forward ``origin`` now.
 
         That is the origin's stamp before its first merge of the last ``hold``
-        seconds. Origins not named may be forwarded in full.
+        seconds; None if it may be forwarded in full.
+        """
+        queue = self.merges.get(origin)
+        if queue is None:
+            return None
+        forgotten = now - self._longest
+        while queue and queue[0][0] <= forgotten:
+            queue.popleft()
+        if not queue:
+            del self.merges[origin]
+            return None
+        ripe = now - hold
+        for merged_at, stamp in queue:
+            if merged_at > ripe:
+                return stamp
+        return None
+
+    def release(self, origins: Iterable[str], now: float, hold_of: Callable[[str], float]) -> float | None:
+        """When a link may forward more of ``origins`` (held ``hold_of(origin)`` each), if ever.
+
+        Never sooner than a fraction of the hold from now, so a link holding
+        the changes of many origins wakes a few times per hold, not once per merge.
         """
         merges = self.merges
-        if not merges:
-            return {}
-        forgotten = now - self._longest
-        ripe = now - hold
-        limits: dict[str, int] = {}
-        for origin in list(merges):
-            queue = merges[origin]
-            while queue and queue[0][0] <= forgotten:
-                queue.popleft()
+        earliest: float | None = None
+        for origin in origins:
+            queue = merges.get(origin)
             if not queue:
-                del merges[origin]
                 continue
-            for merged_at, stamp in queue:
+            hold = hold_of(origin)
+            ripe = now - hold
+            for merged_at, _ in queue:
                 if merged_at > ripe:
-                    limits[origin] = stamp
+                    at = max(merged_at + hold, now + hold / RELEASES_PER_HOLD)
+                    if earliest is None or at < earliest:
+                        earliest = at
                     break
-        return limits
+        return earliest
 
-    def release(self, now: float, hold: float) -> float | None:
-        """When a link holding ``hold`` seconds may forward more, if it holds anything now."""
-        ripe = now - hold
-        times = [
-            merged_at + hold for queue in self.merges.values() for merged_at, _ in queue if merged_at > ripe
-        ]
-        return min(times, default=None)
+    def opened(self, link: Routed, origin: str) -> None:
+        """A replication link to the replica writing as ``origin`` opened.
 
-    def route(self, link: Routed, origins: set[str]) -> list[str]:
-        """Origins newly routed through ``link``: those of ``origins`` with no route yet."""
+        The new link hears every origin this replica gets another way; the
+        others hear that ``origin``'s changes now come straight from it.
+        """
+        count = self.neighbours.get(origin, 0)
+        self.neighbours[origin] = count + 1
+        link.tell_route(ROUTE_ELSEWHERE, [o for o in (*self.neighbours, *self.routes) if o != origin])
+        if count == 0:
+            via = self.routes.pop(origin, None)
+            if via is not None:  # the others were told already
+                via.tell_route(ROUTE_ELSEWHERE, [origin])
+            else:
+                for other in self.links:
+                    other.tell_route(ROUTE_ELSEWHERE, [origin])
+        self.links.append(link)
+
+    def closed(self, link: Routed, origin: str | None) -> None:
+        """``link`` closed (``origin``: its peer's, if it was a replication link).
+
+        Its routes, and ``origin`` if no other link reaches it, go back to the
+        rank's hold on every other link: the next link that brings one of
+        their changes becomes its route.
+        """
+        if link in self.links:
+            self.links.remove(link)
+        routes = self.routes
+        lost = [o for o, via in routes.items() if via is link]
+        for o in lost:
+            del routes[o]
+        if origin is not None and origin in self.neighbours:
+            count = self.neighbours[origin] - 1
+            if count > 0:
+                self.neighbours[origin] = count
+            else:
+                del self.neighbours[origin]
+                lost.append(origin)
+        if lost:
+            for other in self.links:
+                other.tell_route(ROUTE_HOLD, lost)
+
+    def route(self, link: Routed, origins: Collection[str]) -> None:
+        """Changes of ``origins`` came on ``link``: route through it those with no route yet."""
         routes = self.routes
         neighbours = self.neighbours
         new = [origin for origin in origins if origin not in routes and origin not in neighbours]
+        if not new:
+            return
         for origin in new:
             routes[origin] = link
-        return new
+        link.tell_route(ROUTE_AT_ONCE, new)
+        for other in self.links:
+            if other is not link:
+                other.tell_route(ROUTE_ELSEWHERE, new)
 
-    def linked(self, origin: str, up: bool) -> None:
-        """A replication link to the replica writing as ``origin`` opened (``up``) or closed."""
-        count = self.neighbours.get(origin, 0) + (1 if up else -1)
-        if count > 0:
-            self.neighbours[origin] = count
-        else:
-            self.neighbours.pop(origin, None)
-        if up:
-            via = self.routes.pop(origin, None)  # it comes straight from its writer now
-            if via is not None:
-                via.unroute([origin])
+    def announced(self, link: Routed, origins: Collection[str]) -> None:
+        """``link``'s peer gets ``origins`` another way: route through it those with no route yet.
 
-    def forget(self, link: Routed) -> None:
-        """``link`` closed: its origins get a route again from the next link that brings them."""
+        The peer told this side it holds a route for them (or a link to their
+        writer) that is not this side, so the route leads away from here and
+        never loops back. Routes so spread from each writer outwards as links
+        open, before its first change: that change travels at once.
+        """
+        self.route(link, origins)
+
+    def withdrawn(self, link: Routed, origins: Collection[str]) -> None:
+        """``link``'s peer has no route for ``origins`` now, or routes them through this side.
+
+        A route through it is given up: every link holds them by rank again,
+        and the next link that brings one of their changes becomes its route.
+        """
         routes = self.routes
-        for origin in [origin for origin, via in routes.items() if via is link]:
+        lost = [origin for origin in origins if routes.get(origin) is link]
+        for origin in lost:
             del routes[origin]
+        if lost:
+            for other in self.links:
+                other.tell_route(ROUTE_HOLD, lost)
 
     def forget_origins(self, origins: Collection[str]) -> None:
         """Drop what is kept about ``origins`` (retired and pruned: they never write again)."""

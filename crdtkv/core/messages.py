@@ -14,12 +14,12 @@ from typing import Any, Final
 
 import cbor2
 
-from .cbor import as_origin, fail, load_bounded
+from .cbor import fail, load_bounded
 from .hlc import MAX_STAMP
 from .limits import Limits
 from .vv import VersionVector, read_rows, write_rows
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 NONCE_BYTES: Final = 32
 MAX_REASON_CHARS: Final = 200
 
@@ -116,18 +116,31 @@ class Prefer:
     rank: int
 
 
+#: :class:`Route` modes: how the peer forwards an origin's changes to the sender.
+#: Hold them back by the link's rank, like any origin with no route yet (the default).
+ROUTE_HOLD: Final = 0
+#: Forward them at once: this link is on the sender's quickest path from the origin.
+ROUTE_AT_ONCE: Final = 1
+#: The sender gets them another way (another link, or straight from their writer):
+#: forward only what it still lacks after the long hold, a fallback that never fires
+#: while its haves arrive.
+ROUTE_ELSEWHERE: Final = 2
+ROUTE_MODES: Final = (ROUTE_HOLD, ROUTE_AT_ONCE, ROUTE_ELSEWHERE)
+
+
 @dataclass(frozen=True)
 class Route:
-    """Forward changes of these origins to the sender at once (or, with ``at_once`` false, no longer).
+    """How to forward changes of these origins to the sender from now on (``mode``).
 
-    A node asks it of the peer that first brought it a change of an origin:
-    that peer is on its quickest path from the origin. It takes it back when
-    it links to the origin itself, or when that link to the peer closes (see
-    :mod:`.forwarding`).
+    A node asks the peer that first brought it a change of an origin to
+    forward that origin's changes at once, and tells every other link that
+    it gets them elsewhere; it sets them back to the rank's hold when that
+    route closes (see :mod:`.forwarding`). Each origin comes with the
+    sender's stamp of it, which the peer records as held, like a have.
     """
 
-    origins: list[str]
-    at_once: bool = True
+    mode: int
+    origins: VersionVector
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,8 @@ def _message_fields(message: Message) -> list[Any]:
         ]
     if isinstance(message, Ack):
         return [message.batch, message.missing, write_rows(message.have)]
+    if isinstance(message, Route):
+        return [message.mode, write_rows(message.origins)]
     if isinstance(message, Close):
         return [message.code, message.reason[:MAX_REASON_CHARS]]
     return [getattr(message, name.name) for name in fields(message)]
@@ -246,8 +261,11 @@ def _ack(body: list[Any]) -> Ack:
     )
 
 
-def _origins(item: object) -> list[str]:
-    return [as_origin(origin) for origin in _typed(item, list, "a list of origins")]
+def _route(body: list[Any]) -> Route:
+    mode = _uint(body[0], "a route mode", 2**16)
+    if mode not in ROUTE_MODES:
+        fail(f"unknown route mode {mode}")
+    return Route(mode, read_rows(body[1], "route stamps", zero=True))
 
 
 def _close(body: list[Any]) -> Close:
@@ -287,9 +305,7 @@ REGISTRY: Final = (
     MessageType(8, Request, 3, _request),
     MessageType(9, Response, 3, _response),
     MessageType(10, Prefer, 1, lambda body: Prefer(_uint(body[0], "a rank", 2**16))),
-    MessageType(
-        11, Route, 2, lambda body: Route(_origins(body[0]), _typed(body[1], bool, "the at-once flag"))
-    ),
+    MessageType(11, Route, 2, _route),
 )
 _REGISTRY_BY_CODE: Final = {row.code: row for row in REGISTRY}
 _REGISTRY_BY_TYPE: Final = {row.cls: row for row in REGISTRY}

@@ -78,7 +78,7 @@ import cbor2
 
 from ..errors import ClockSkewError, DecodeError, StoreMismatch
 from .entry import dots
-from .forwarding import Holds
+from .forwarding import RELEASES_PER_HOLD, Holds
 from .messages import (
     CLOSE_AUTH,
     CLOSE_CLOCK,
@@ -94,6 +94,9 @@ from .messages import (
     PROTOCOL_VERSION,
     ROLE_CLIENT,
     ROLE_PEER,
+    ROUTE_AT_ONCE,
+    ROUTE_ELSEWHERE,
+    ROUTE_HOLD,
     Ack,
     Challenge,
     Close,
@@ -318,6 +321,8 @@ class Session:
         self._release_at: float | None = None
         #: when a have-only ack was first due (a change merged from another link), if one is
         self._have_since: float | None = None
+        #: a have is due for an origin the peer holds back only by the link's rank (not the long hold)
+        self._have_urgent = False
         #: batches adopted and not yet acknowledged, and when the first of them was adopted
         self._acks_owed = 0
         self._ack_since: float | None = None
@@ -327,6 +332,8 @@ class Session:
         self._base = 0
         #: origins whose stamp here may have moved past ``sent`` (None: any may have)
         self._moved: set[str] | None = None
+        #: origins held back from the peer, looked at again only once the hold releases them
+        self._waiting: set[str] = set()
         #: origins whose stamp here may have moved past ``told`` (None: any may have)
         self._have_moved: set[str] | None = set()
         #: (number, moves) of batches sent and not yet acknowledged, oldest first
@@ -341,6 +348,13 @@ class Session:
         self.rank = 0
         #: origins whose changes the peer asked to get at once (see :class:`~.messages.Route`)
         self.routed: set[str] = set()
+        #: origins whose changes the peer gets another way: held for the long hold
+        self.elsewhere: set[str] = set()
+        #: route modes to tell the peer (origin -> mode), sent with the next control messages
+        self._route_out: dict[str, int] = {}
+        #: origins this side told the peer a route for (at once or elsewhere): the peer never
+        #: forwards them before the long hold, so their haves may wait longer
+        self._told_routed: set[str] = set()
         self._reopened = False
         # -- what comes in
         #: the number of the last batch adopted from the peer
@@ -406,7 +420,7 @@ class Session:
 
         The shell wakes its sender only then, not for every message received.
         """
-        return bool(self._outbox) or self._reopened or self.phase is Phase.CLOSED
+        return bool(self._outbox or self._route_out) or self._reopened or self.phase is Phase.CLOSED
 
     @property
     def caught_up(self) -> bool:
@@ -533,14 +547,14 @@ class Session:
         if not self.dialer:
             self._send(self._hello(ROLE_PEER))
         self.phase = Phase.OPEN
-        if self.holds is not None and hello.role == ROLE_PEER:
-            self.holds.linked(hello.origin, True)
         self.sent = dict(hello.vv)
         self.known = dict(hello.vv)
         self._catch_up = dict(hello.vv)
         self._dirty = True
         self._dirty_since = now - self.settings.batch_window  # catch up at once
         self._progress_at = now
+        if self.holds is not None and self.replicating:
+            self.holds.opened(self, hello.origin)
         return [Opened(hello.origin, hello.role)]
 
     def _on_ping(self, message: Ping, now: float) -> list[Event]:
@@ -555,17 +569,60 @@ class Session:
         return []
 
     def _on_route(self, message: Route, now: float) -> list[Event]:
-        if not message.at_once:
-            self.routed.difference_update(message.origins)
+        """The peer says how to forward these origins' changes to it, and what it holds of them."""
+        stamps = message.origins
+        if not stamps:
             return []
-        room = MAX_ROUTED_ORIGINS - len(self.routed)
-        self.routed.update(message.origins[: max(0, room)])
+        self.state.clock.check(max(stamps.values()))
+        join_into(self.sent, stamps)
+        join_into(self.known, stamps)
+        origins = [origin for origin in stamps if origin != self.state.origin]
+        routed, elsewhere = self.routed, self.elsewhere
+        routed.difference_update(origins)
+        elsewhere.difference_update(origins)
+        holds = self.holds
+        if message.mode == ROUTE_ELSEWHERE:
+            elsewhere.update(origins[: max(0, MAX_ROUTED_ORIGINS - len(elsewhere))])
+            if holds is not None:
+                holds.announced(self, origins)
+            return []
+        if message.mode == ROUTE_AT_ONCE:
+            routed.update(origins[: max(0, MAX_ROUTED_ORIGINS - len(routed))])
+        if holds is not None:
+            holds.withdrawn(self, origins)
+        # what the peer still lacks of them goes out with the next batch (held as the mode says)
+        if self._moved is not None:
+            self._moved.update(origins)
+        if not self._dirty:
+            self._dirty = True
+            self._dirty_since = now
+            self._reopened = True
         return []
 
-    def unroute(self, origins: list[str]) -> None:
-        """Ask the peer to hold these origins' changes again (they now arrive another way)."""
-        if self.replicating and origins:
-            self._send(Route(origins, False))
+    def tell_route(self, mode: int, origins: Iterable[str]) -> None:
+        """Tell the peer how to forward these origins' changes to this side (see :mod:`.forwarding`)."""
+        if self.replicating:
+            peer = self.peer_origin
+            out = self._route_out
+            for origin in origins:
+                if origin != peer:
+                    out[origin] = mode
+
+    def _send_routes(self) -> None:
+        """One :class:`~.messages.Route` per mode for what :meth:`tell_route` gathered."""
+        by_mode: dict[int, VersionVector] = {}
+        vv = self.state.vv
+        told_routed = self._told_routed
+        for origin, mode in self._route_out.items():
+            by_mode.setdefault(mode, {})[origin] = vv.get(origin, 0)
+            if mode != ROUTE_HOLD:
+                told_routed.add(origin)
+            else:
+                told_routed.discard(origin)
+        self._route_out = {}
+        for mode, stamps in by_mode.items():
+            join_into(self.told, stamps)  # the stamps are a have
+            self._send(Route(mode, stamps))
 
     def _on_request(self, message: Request, now: float) -> list[Event]:
         if self.dialer or self.peer_role != ROLE_CLIENT:
@@ -634,9 +691,7 @@ class Session:
             # merging): held back from the other links, and routed through this one if new
             merged = {origin: before.get(origin, vv.get(origin, 0)) for origin in state.merged_origins}
             holds.merged(now, merged)
-            routed = holds.route(self, {origin for origin in merged if origin != self.peer_origin})
-            if routed:
-                self._send(Route(routed))
+            holds.route(self, [origin for origin in merged if origin != self.peer_origin])
         self.stats["entries_received"] += len(delta.entries)
         if adopt is not None:
             assert incoming is not None
@@ -663,16 +718,21 @@ class Session:
     def _ack_window(self) -> float:
         """How long acks and haves gather before one message carries them.
 
-        Half of how long the peer holds back what it forwards to this side
-        (which follows the rank this side gave the link): short enough that
-        a have reaches the peer before it would forward what this side holds,
-        long enough that a busy node sends one message per link for many
-        changes (a hub to its PoPs: one per 250 ms at the defaults).
+        While a have is due for an origin the peer holds back by the link's
+        rank: half of that hold, so the have reaches the peer before it would
+        forward what this side holds. Otherwise a quarter of the long hold
+        (0.5 s at the defaults): the peer needs acks only to free its window
+        of unacknowledged batches (an ack goes at once when half of it is
+        used) and to know where a resend would start, so a link carries a
+        couple of acks a second however many changes cross it.
         """
         settings = self.settings
-        if self.holds is None:
+        holds = self.holds
+        if holds is None:
             return max(settings.batch_window, settings.forward_delay / 4)
-        return max(settings.batch_window, self.holds.hold_for(self.rank) / 2)
+        if self._have_urgent:
+            return max(settings.batch_window, holds.hold_for(self.rank) / 2)
+        return max(settings.batch_window, holds.elsewhere_hold / RELEASES_PER_HOLD)
 
     def _send_ack(self, missing: bool) -> None:
         """Send what is owed: an ack of the batches adopted, and what this side newly holds.
@@ -686,10 +746,12 @@ class Session:
             self.stats["haves_sent"] += 1
         else:
             self._have_since = None
+            self._have_urgent = False
             return
         self._send(Ack(self._adopted, missing, have))
         self._acks_owed = 0
         self._ack_since = self._have_since = None
+        self._have_urgent = False
 
     def _have(self) -> VersionVector:
         """The origins of this replica's vector that moved since the peer was last told."""
@@ -710,13 +772,15 @@ class Session:
 
     def local_changed(
         self, now: float, forwarded: bool = False, origins: Iterable[str] | None = None
-    ) -> None:
-        """The store changed: schedule a batch for the peer.
+    ) -> bool:
+        """The store changed: schedule a batch for the peer; True if the sender must wake for it.
 
         ``forwarded`` changes were merged from a peer: this side tells the
-        peer it holds them (after ``batch_window``) and forwards what the peer
-        still lacks once the forwarding hold ends. ``origins`` names the
-        origins that moved, if known: the session then looks at those only.
+        peer it holds them and forwards what the peer still lacks once the
+        hold its route mode sets ends (see :mod:`.forwarding`). ``origins``
+        names the origins that moved, if known: the session then looks at
+        those only. Nothing is due sooner than before (a hub merging a
+        hundred changes a second for a PoP that gets them elsewhere): False.
         """
         if not forwarded:
             if self._moved is not None:
@@ -724,36 +788,69 @@ class Session:
             if not self._dirty:
                 self._dirty = True
                 self._dirty_since = now
-            return
+                return True
+            return False
+        holds = self.holds
         if origins is None:
             self._moved = self._have_moved = None
         else:
-            if self._moved is not None:
-                self._moved.update(origins)
             if self._have_moved is not None:
                 self._have_moved.update(origins)
-        if self.holds is None:
+            if holds is None and self._moved is not None:
+                self._moved.update(origins)
+        if holds is None:
             if not self._dirty:
                 self._dirty = True
                 self._dirty_since = now
-            return
+                return True
+            return False
+        wake = False
+        at_once = held = lazy = urgent = False
+        if origins is None:
+            held = urgent = True
+        else:
+            routed, elsewhere, told_routed = self.routed, self.elsewhere, self._told_routed
+            moved, waiting = self._moved, self._waiting
+            for origin in origins:
+                if origin in routed:
+                    at_once = True
+                    if moved is not None:
+                        moved.add(origin)
+                else:
+                    if origin in elsewhere:
+                        lazy = True
+                    else:
+                        held = True
+                    waiting.add(origin)  # looked at when the hold releases it
+                if origin not in told_routed:
+                    urgent = True
         if self._have_since is None:
             self._have_since = now
-        routed = self.routed
-        if routed and (origins is None or not routed.isdisjoint(origins)) and not self._dirty:
+            wake = True
+        if urgent and not self._have_urgent:
+            self._have_urgent = wake = True
+        if at_once and not self._dirty:
             # the peer asked for these at once: the next batch goes after the batch window
             self._dirty = True
             self._dirty_since = now
-        release = now + self.holds.hold_for(self.peer_rank)
-        if self._release_at is None or release < self._release_at:
-            self._release_at = release
+            wake = True
+        if held or lazy:
+            release = now + (holds.hold_for(self.peer_rank) if held else holds.elsewhere_hold)
+            if self._release_at is None or release < self._release_at:
+                self._release_at = release
+                wake = True
+        return wake
 
     def forget_origins(self, origins: Collection[str]) -> None:
         """Drop what this link keeps about ``origins`` (retired and pruned here)."""
         for vector in (self.sent, self.known, self.told):
             for origin in origins:
                 vector.pop(origin, None)
-        self.routed.difference_update(origins)
+        for modes in (self.routed, self.elsewhere, self._told_routed):
+            modes.difference_update(origins)
+        for origin in origins:
+            self._route_out.pop(origin, None)
+        self._waiting.difference_update(origins)
         for moved in (self._moved, self._have_moved):
             if moved is not None:
                 moved.difference_update(origins)
@@ -770,6 +867,8 @@ class Session:
         if self.phase is not Phase.CLOSED:
             self._check_timers(now)
         if self.replicating:
+            if self._route_out:
+                self._send_routes()
             due = self._ack_deadline()
             if due is not None and now >= due:
                 self._send_ack(False)
@@ -894,37 +993,63 @@ class Session:
         self._dirty = False
         state = self.state
         sent = self.sent
-        held: dict[str, int] = {}
-        self._release_at = None
-        if self.holds is not None:
-            hold = self.holds.hold_for(self.peer_rank)
-            held = self.holds.limits(now, hold)
-            for origin in self.routed.intersection(held) if held else ():
-                del held[origin]  # the peer asked for them at once
-            if held:
-                self._release_at = self.holds.release(now, hold)
+        vv = state.vv
+        own = state.origin
+        holds = self.holds
+        # this replica's own origin is always looked at: a write schedules a batch once, and
+        # writes after it (before the batch is cut) are in it too; origins held back are looked
+        # at again once their hold may have ended
+        waiting = self._waiting
+        if self._moved is None:
+            candidates: Collection[str] = vv
+            waiting.clear()
+        elif released:
+            candidates = self._moved | waiting | {own}
+            waiting.clear()
+        else:
+            candidates = self._moved | {own}
+        if released:
+            self._release_at = None
         # the moves: each origin that may have moved, up to what this side holds (held
         # origins up to their hold) where that is more than the peer holds
-        vv = state.vv
-        # this replica's own origin is always looked at: a write schedules a batch once, and
-        # writes after it (before the batch is cut) are in it too
-        candidates = vv if self._moved is None else self._moved | {state.origin}
         moves: VersionVector = {}
-        for origin in candidates:
-            stamp = vv.get(origin, 0)
-            limit = held.get(origin)
-            if limit is not None and stamp > limit:
-                stamp = limit
-            if stamp > sent.get(origin, 0):
+        held: dict[str, int] = {}
+        if holds is None:
+            for origin in candidates:
+                stamp = vv.get(origin, 0)
+                if stamp > sent.get(origin, 0):
+                    moves[origin] = stamp
+        else:
+            hold = holds.hold_for(self.peer_rank)
+            lazy = holds.elsewhere_hold
+            routed, elsewhere = self.routed, self.elsewhere
+            for origin in candidates:
+                waiting.discard(origin)  # looked at now: waits again below if still held
+                stamp = vv.get(origin, 0)
+                if stamp <= sent.get(origin, 0):
+                    continue
+                if origin != own and origin not in routed:
+                    limit = holds.limit(origin, now, lazy if origin in elsewhere else hold)
+                    if limit is not None and limit < stamp:
+                        held[origin] = limit
+                        if limit <= sent.get(origin, 0):
+                            continue
+                        stamp = limit
                 moves[origin] = stamp
-        # held origins are looked at again once released
-        self._moved = {origin for origin, limit in held.items() if vv.get(origin, 0) > limit}
+            if held:
+                waiting.update(held)
+                release = holds.release(held, now, lambda origin: lazy if origin in elsewhere else hold)
+                if release is not None and (self._release_at is None or release < self._release_at):
+                    self._release_at = release
+        self._moved = set()
         if not moves:
             return None
         keys = list(state.changed_keys_since(sent, moves))
-        if held:
+        if held or waiting:
             entries = state.entries
-            keys = [key for key in keys if key in entries and _sendable(dots(entries[key]), sent, held)]
+            keys = [
+                key for key in keys if key in entries and _sendable(dots(entries[key]), sent, held, waiting)
+            ]
         self._batch_number += 1
         batch = self._batch = _Batch(self._batch_number, self._base, keys, moves)
         return batch
@@ -1006,9 +1131,8 @@ class Session:
         self.close_code, self.close_reason = code, reason
         self._batch = None
         if self.holds is not None:
-            self.holds.forget(self)  # its origins get a route through the next link that brings them
-            if was_replicating and self.peer_origin is not None:
-                self.holds.linked(self.peer_origin, False)
+            # its origins get a route through the next link that brings them
+            self.holds.closed(self, self.peer_origin if was_replicating else None)
 
     def _fail(self, code: int, reason: str) -> Closed:
         authenticated = self._peer_verified
@@ -1027,12 +1151,21 @@ class Session:
         self.stats["bytes_sent"] += len(data)
 
 
-def _sendable(entry_dots: dict[str, int], sent: VersionVector, held: dict[str, int]) -> bool:
-    """True if an entry has a change the peer lacks from an origin not held (or below its hold)."""
+def _sendable(
+    entry_dots: dict[str, int], sent: VersionVector, held: dict[str, int], waiting: set[str]
+) -> bool:
+    """True if an entry has a change the peer lacks from an origin not held (or below its hold).
+
+    ``held`` maps the origins held back in this batch to their limits;
+    ``waiting`` holds every origin held back, this batch or before.
+    """
     for origin, stamp in entry_dots.items():
         if stamp > sent.get(origin, 0):
             floor = held.get(origin)
-            if floor is None or stamp <= floor:
+            if floor is None:
+                if origin not in waiting:
+                    return True
+            elif stamp <= floor:
                 return True
     return False
 

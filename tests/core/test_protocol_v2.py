@@ -82,17 +82,18 @@ def test_one_put_costs_the_same_at_3_and_300_origins_and_at_most_150_bytes() -> 
     assert large <= 150
 
 
-def test_a_peer_of_another_protocol_version_is_refused_with_a_reason_that_says_so() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_peer_of_another_protocol_version_is_refused_with_a_reason_that_says_so(version: int) -> None:
     _a, _b, dialer, listener = pair(secret_a=None, secret_b=None)
     challenge = listener.outgoing(0.0)
     dialer.receive(challenge[0], 0.0)
     [hello_bytes] = dialer.outgoing(0.0)
     hello = decode_message(hello_bytes, listener.limits)
-    assert isinstance(hello, Hello) and hello.version == PROTOCOL_VERSION == 2
-    old = Hello(1, hello.store, hello.origin, ROLE_PEER, hello.nonce, b"", hello.vv)
+    assert isinstance(hello, Hello) and hello.version == PROTOCOL_VERSION == 3
+    old = Hello(version, hello.store, hello.origin, ROLE_PEER, hello.nonce, b"", hello.vv)
     [event] = listener.receive(encode_message(old), 0.0)
     assert isinstance(event, Closed) and event.code == CLOSE_VERSION
-    assert "protocol version 1" in event.reason and "2" in event.reason
+    assert f"protocol version {version}" in event.reason and "3" in event.reason
 
 
 def test_the_registry_and_the_transition_table_are_one_row_per_message_and_phase() -> None:
