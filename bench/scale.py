@@ -64,6 +64,10 @@ STORE = "bench-scale"
 TOPOLOGIES = ("mesh", "star", "tree", "ring")
 #: a full mesh has N (N - 1) / 2 links: above this N it is not run
 MESH_MAX = 30
+#: deliveries per second (writes times the replicas each reaches) at most: every node shares this
+#: process and one core, so above 100 nodes each writes less than once a second, for the same
+#: replication work as 100 nodes writing once a second each (a PoP in production has its own process)
+DELIVERIES = 100 * 99
 #: the one-put target: bytes on each link, deltas plus acknowledgements
 PUT_GOAL = 150
 VALUE = "0123456789"  # the 10-byte value of the quiet put
@@ -472,7 +476,7 @@ def rows(num: int, r: Result) -> list[Row]:
     per_replica = r.steady_bytes / writes / (s.n - 1)
     lost = f"; {r.links_lost} links closed during it" if r.links_lost else ""
     cpu = f"CPU {fmt_time(r.cpu / writes)} per write (all {s.n} nodes, idle cost taken off){lost}"
-    what = f"{head}: steady writes ({s.rate:g}/s at each replica, {s.seconds:g} s): redundancy"
+    what = f"{head}: steady writes ({s.rate:.3g}/s at each replica, {s.seconds:g} s): redundancy"
     steady = Row(f"{num}b", what,
                  f"{redundancy:.2f}", goal="-" if goal is None else f"<= {goal:g}",
                  met=met(None if goal is None else redundancy <= goal),
@@ -494,10 +498,20 @@ def rows(num: int, r: Result) -> list[Row]:
     return [put, steady, visible]
 
 
+def steady_rate(n: int) -> float:
+    """Writes per second at each of ``n`` replicas: 1, or less above 100 (see ``DELIVERIES``)."""
+    return min(1.0, DELIVERIES / (n * (n - 1)))
+
+
 def specs(o: Options) -> list[Spec]:
     if o.quick:
         return [Spec(10, "mesh", seconds=2, timeout=60), Spec(30, "tree", seconds=2, timeout=60)]
-    memory = [Spec(n, t) for n in (10, 30, 100, 300) for t in TOPOLOGIES if t != "mesh" or n <= MESH_MAX]
+    memory = [
+        Spec(n, t, rate=steady_rate(n))
+        for n in (10, 30, 100, 300)
+        for t in TOPOLOGIES
+        if t != "mesh" or n <= MESH_MAX
+    ]
     return memory + [Spec(n, t, "ws") for n in (10, 30) for t in TOPOLOGIES]
 
 
@@ -525,11 +539,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, required=True, help="replicas")
     parser.add_argument("--topology", choices=TOPOLOGIES, action="append", help="default: every one")
     parser.add_argument("--transport", choices=("memory", "ws"), default="memory")
-    parser.add_argument("--rate", type=float, default=1.0, help="writes per second at every replica")
+    parser.add_argument(
+        "--rate", type=float, help="writes per second at every replica (default: 1, less above N = 100)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="of steady writes")
     parser.add_argument("--timeout", type=float, default=90.0, help="for each wait (seconds)")
     args = parser.parse_args(argv)
-    chosen = [Spec(args.n, t, args.transport, args.rate, args.seconds, args.timeout)
+    rate = steady_rate(args.n) if args.rate is None else args.rate
+    chosen = [Spec(args.n, t, args.transport, rate, args.seconds, args.timeout)
               for t in args.topology or TOPOLOGIES]  # fmt: skip
     print(
         f"crdtkv from {crdtkv.__file__}; `{' '.join(['python', 'bench/scale.py', *(argv or sys.argv[1:])])}`"

@@ -48,6 +48,11 @@ class Link:
     flight: list[tuple[float, int, bool, bytes]] = field(default_factory=list)
     reconnect_at: float = 0.0
     opened: int = 0
+    #: drops everything while true, without closing: a link that stopped delivering
+    blocked: bool = False
+    #: when the last message each way arrives (to the dialer, to the listener): a link
+    #: delivers in order, as a real one does, unless a reorder fault says otherwise
+    last: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
 
 class Simulation:
@@ -60,6 +65,7 @@ class Simulation:
         skews: list[float] | None = None,
         topology: str = "mesh",
         secret: bytes | None = None,
+        settings: SyncSettings = SETTINGS,
     ) -> None:
         self.rnd = random.Random(seed)
         self.faults = faults or Faults()
@@ -70,8 +76,9 @@ class Simulation:
             KvStore.open("sim", replica_id=f"pop{i}", clock=clock) for i, clock in enumerate(self.clocks)
         ]
         self.secret = secret
+        self.settings = settings
         #: each replica's forwarding holds, shared by its sessions as a Node shares them
-        self.holds = [Holds(SETTINGS.forward_delay) for _ in self.stores]
+        self.holds = [Holds(settings.forward_delay) for _ in self.stores]
         pairs = [(a, b) for a in range(replicas) for b in range(a + 1, replicas)]
         if topology == "chain":
             pairs = [(i, i + 1) for i in range(replicas - 1)]
@@ -85,14 +92,18 @@ class Simulation:
             store._state.feed.subscribe(self._changed_callback(index), Stage.REPLICATION)
 
     def _changed_callback(self, index: int) -> Subscriber:
+
         def changed(keys: Sequence[str], cause: Cause) -> None:
             if cause is Cause.COLLECTION:
                 return
+            merged = cause is Cause.MERGE
+            # as a Node does: a merge names the origins it moved
+            origins = self.stores[index]._state.merged_origins if merged else None
             for link in self.links:
                 if index in (link.a, link.b):
                     for session in (link.dialer, link.listener):
                         if session is not None:
-                            session.local_changed(self.now, forwarded=cause is Cause.MERGE)
+                            session.local_changed(self.now, forwarded=merged, origins=origins)
 
         return changed
 
@@ -108,7 +119,7 @@ class Simulation:
             dialer=True,
             now=self.now,
             secret=self.secret,
-            settings=SETTINGS,
+            settings=self.settings,
             random_bytes=rnd_bytes,
             holds=self.holds[link.a],
         )
@@ -117,24 +128,27 @@ class Simulation:
             dialer=False,
             now=self.now,
             secret=self.secret,
-            settings=SETTINGS,
+            settings=self.settings,
             random_bytes=rnd_bytes,
             holds=self.holds[link.b],
         )
         link.flight = []
+        link.last = [0.0, 0.0]
         link.opened += 1
 
     def _transmit(self, link: Link, to_listener: bool, data: bytes) -> None:
         faults, rnd = self.faults, self.rnd
-        if self._partitioned(link) or rnd.random() < faults.drop:
+        if link.blocked or self._partitioned(link) or rnd.random() < faults.drop:
             return
         copies = 2 if rnd.random() < faults.duplicate else 1
         for _ in range(copies):
-            delay = rnd.uniform(*faults.delay)
+            at = max(self.now + rnd.uniform(*faults.delay), link.last[to_listener])
             if rnd.random() < faults.reorder:
-                delay += rnd.uniform(0.005, 0.05)
+                at += rnd.uniform(0.005, 0.05)
+            else:
+                link.last[to_listener] = at
             self.sequence += 1
-            link.flight.append((self.now + delay, self.sequence, to_listener, data))
+            link.flight.append((at, self.sequence, to_listener, data))
 
     def step(self, dt: float = 0.001) -> None:
         self.now += dt
@@ -144,6 +158,9 @@ class Simulation:
             if link.dialer is None or link.dialer.closed or link.listener is None or link.listener.closed:
                 if link.dialer is not None:
                     self._drain(link)  # the Close message, if any
+                    for session in (link.dialer, link.listener):
+                        if session is not None:  # as a transport tells both ends
+                            session.connection_lost("the link closed")
                     link.dialer = link.listener = None
                     link.reconnect_at = self.now + self.rnd.uniform(0.01, 0.1)
                 if self.now >= link.reconnect_at:

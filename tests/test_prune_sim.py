@@ -6,6 +6,7 @@ import pytest
 
 from crdtkv import KvStore, Limits
 from crdtkv.core.entry import RETIRED
+from crdtkv.core.forwarding import Holds
 from crdtkv.core.feed import Stage
 
 from .sim import Faults, Simulation
@@ -25,8 +26,12 @@ def open_replica(sim: Simulation, index: int) -> KvStore:
 def restart(sim: Simulation, index: int) -> None:
     sim.stores[index].close()
     sim.stores[index] = open_replica(sim, index)
+    sim.holds[index] = Holds(sim.settings.forward_delay)  # a new process: new routes
     for link in sim.links:
         if index in (link.a, link.b):
+            for session in (link.dialer, link.listener):
+                if session is not None:  # both ends learn the link is gone, as from a transport
+                    session.connection_lost("restarted")
             link.dialer = link.listener = None
             link.flight = []
             link.reconnect_at = sim.now

@@ -135,13 +135,17 @@ class SyncSettings:
     #: Close the link if the handshake is not done within this.
     handshake_timeout: float = 10.0
     #: Resend from the last acknowledged batch after this long without any ack while
-    #: batches are outstanding (doubling on each resend that brings none).
+    #: batches are outstanding (doubling on each resend that brings none). A peer
+    #: gathers acks for up to ``forward_delay * 10`` (0.5 s), so keep this well above
+    #: that plus a round trip.
     resync_after: float = 5.0
     #: Keys per delta part before size-based splitting.
     keys_per_part: int = 4096
     #: Hold changes merged from a peer this long (times one plus the rank the receiving
     #: peer gave the link) before forwarding them, so peers that already hold them can
-    #: say so: longer than one hop's latency plus ``batch_window`` (see :mod:`.forwarding`).
+    #: say so: longer than one hop's latency plus ``batch_window``. A peer that gets an
+    #: origin's changes another way is held 40 times this, and acks and haves gather for
+    #: 10 times this (see :mod:`.forwarding`).
     forward_delay: float = 0.05
     #: Batches sent and not yet acknowledged at most; a busy peer gets larger batches.
     max_unacked_batches: int = 64
