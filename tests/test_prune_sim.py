@@ -6,8 +6,8 @@ import pytest
 
 from crdtkv import KvStore, Limits
 from crdtkv.core.entry import RETIRED
-from crdtkv.core.forwarding import Holds
 from crdtkv.core.feed import Stage
+from crdtkv.core.forwarding import Holds
 
 from .sim import Faults, Simulation
 

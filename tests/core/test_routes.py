@@ -63,7 +63,7 @@ def test_a_route_withdrawn_upstream_goes_back_to_the_hold_on_every_link() -> Non
     assert up.modes["writer"] == other.modes["writer"] == ROUTE_HOLD
 
 
-def test_routes_spread_from_each_writer_before_its_first_change_so_first_writes_cross_each_link_once() -> None:
+def test_routes_spread_from_each_writer_before_its_first_change_so_it_crosses_each_link_once() -> None:
     sim = Simulation(14, 14)
     two_hub_tree(sim, 4)
     opened(sim)
