@@ -63,6 +63,9 @@ BACKUP_FACTOR: Final = 3
 ELSEWHERE_FACTOR: Final = 40
 #: A link wakes to release held changes at most this many times per hold.
 RELEASES_PER_HOLD: Final = 4
+#: Routes a replica keeps at most: peers announce origins before their first change, so a
+#: peer with the secret could name made-up ones; past this, origins go unrouted (held by rank).
+MAX_ROUTES: Final = 65_536
 
 
 class Routed(Protocol):
@@ -198,6 +201,7 @@ class Holds:
         routes = self.routes
         neighbours = self.neighbours
         new = [origin for origin in origins if origin not in routes and origin not in neighbours]
+        del new[max(0, MAX_ROUTES - len(routes)) :]
         if not new:
             return
         for origin in new:

@@ -6,7 +6,7 @@ import dataclasses
 import random
 from collections.abc import Iterable
 
-from crdtkv.core.forwarding import Holds
+from crdtkv.core.forwarding import MAX_ROUTES, Holds
 from crdtkv.core.messages import ROUTE_AT_ONCE, ROUTE_ELSEWHERE, ROUTE_HOLD
 from crdtkv.core.sync import Session
 
@@ -147,3 +147,13 @@ def test_a_lost_upstream_moves_the_route_downstream_to_a_link_that_still_brings_
         assert sim.stores[2].get("k") == sim.stores[relay].get("k") == value
     assert _route_of(sim, 2, writer).a == other
     assert _route_of(sim, relay, writer).b == 2  # the relay now hears of 0 through 2
+
+
+def test_routes_are_capped_whatever_a_peer_announces() -> None:
+    holds = Holds(0.05)
+    peer, other = Told(), Told()
+    holds.opened(peer, "p")
+    holds.opened(other, "o")
+    holds.announced(peer, [f"made-up-{i}" for i in range(MAX_ROUTES + 10)])
+    assert len(holds.routes) == MAX_ROUTES
+    assert len(other.modes) == MAX_ROUTES + 1  # its own announcement of "p", and the routes
