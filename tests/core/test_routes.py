@@ -105,16 +105,22 @@ def _route_of(sim: Simulation, at: int, origin: str) -> Link:
     return link
 
 
-def test_a_route_that_stops_delivering_without_closing_is_covered_by_the_long_hold() -> None:
-    # 0 writes; 1 and 3 are linked to it; 2 hears of 0 through one of them
-    sim = Simulation(4, 5)
+def _diamond(seed: int) -> tuple[Simulation, int, Link]:
+    """0 writes; 1 and 3 are linked to it; 2 hears of 0 through one of them, the relay.
+
+    Returns the simulation, the relay and the relay's link to 0.
+    """
+    sim = Simulation(4, seed)
     sim.links = [Link(0, 1), Link(0, 3), Link(1, 2), Link(3, 2)]
     opened(sim)
     sim.run(0.3)
-    writer = sim.stores[0].origin
-    route = _route_of(sim, 2, writer)
-    relay = route.a  # 1 or 3
+    relay = _route_of(sim, 2, sim.stores[0].origin).a
     [upstream] = [link for link in sim.links if {link.a, link.b} == {0, relay}]
+    return sim, relay, upstream
+
+
+def test_a_route_that_stops_delivering_without_closing_is_covered_by_the_long_hold() -> None:
+    sim, _relay, upstream = _diamond(5)
     upstream.blocked = True  # the relay hears nothing more from 0, and its link stays open
     sim.stores[0].put("k", "late")
     began = sim.now
@@ -126,14 +132,9 @@ def test_a_route_that_stops_delivering_without_closing_is_covered_by_the_long_ho
 
 
 def test_a_lost_upstream_moves_the_route_downstream_to_a_link_that_still_brings_changes() -> None:
-    sim = Simulation(4, 6)
-    sim.links = [Link(0, 1), Link(0, 3), Link(1, 2), Link(3, 2)]
-    opened(sim)
-    sim.run(0.3)
+    sim, relay, upstream = _diamond(6)
     writer = sim.stores[0].origin
-    relay = _route_of(sim, 2, writer).a
     other = 4 - relay  # the other relay: 1 <-> 3
-    [upstream] = [link for link in sim.links if {link.a, link.b} == {0, relay}]
     session = upstream.dialer
     assert isinstance(session, Session)
     session.close()
