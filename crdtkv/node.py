@@ -620,7 +620,8 @@ class Node:
             now = time.monotonic()
             origins = self.store.replica.merged_origins  # noted by the merge that publishes this
             for link in self._links:
-                if link.session.local_changed(now, forwarded=True, origins=origins):
+                session = link.session
+                if session.local_changed(now, forwarded=True, origins=origins) or session.wants_send:
                     link.poke()
             return
         now = 0.0  # a write: the clock is read only if a link has no batch scheduled yet
@@ -762,9 +763,13 @@ class Node:
             del self._peer_links[origin]
             del self.connected[origin]
             self._peers_moved()
-        for other in self._links:  # routes set back to the hold go out now
-            if other.session.wants_send:
-                other.poke()
+        self._wake_routed()  # routes set back to the hold go out now
+
+    def _wake_routed(self) -> None:
+        """Wake every link with something to send: route modes told to it (see crdtkv.core.forwarding)."""
+        for link in self._links:
+            if link.session.wants_send:
+                link.poke()
 
     def _close(self, link: Link, code: int, reason: str) -> None:
         """Close a link from the node's side (the send loop sends the close and logs it)."""
@@ -773,6 +778,7 @@ class Node:
 
     async def _receive_loop(self, link: Link, scope: anyio.CancelScope) -> None:
         session = link.session
+        holds = self._holds
         budget = self.settings.max_unsent_bytes
         try:
             while not session.closed:
@@ -782,10 +788,13 @@ class Node:
                     await link.drained.wait()
                 link.reading_paused = False
                 data = await link.connection.receive()
+                told = holds.told
                 self._handle(link, session.receive(data, time.monotonic()))
                 if session.wants_send:  # a reply or an ack to send: not for an ack received
                     link._note()
                     link.poke()
+                if holds.told != told:  # routes changed: the links told of them send it now
+                    self._wake_routed()
         except LinkClosed as exc:
             self._handle(link, session.connection_lost(exc.reason))
             scope.cancel()
@@ -869,9 +878,6 @@ class Node:
         link.session.prefer(len(self._peer_links))
         self._peer_links[origin] = link
         self.connected[origin] = link.label
-        for other in self._links:  # a route given up for the new link goes out now
-            if other is not link and other.session.wants_send:
-                other.poke()
         self._peers_moved()
         log.info("replicating with %s (%s)", origin, link.label)
 

@@ -78,7 +78,7 @@ class Routed(Protocol):
 class Holds:
     """Per origin: when its changes were merged, and which link brings them (the routes)."""
 
-    __slots__ = ("_longest", "delay", "elsewhere_hold", "links", "merges", "neighbours", "routes")
+    __slots__ = ("_longest", "delay", "elsewhere_hold", "links", "merges", "neighbours", "routes", "told")
 
     def __init__(self, delay: float) -> None:
         #: the hold of rank 0, in seconds (``SyncSettings.forward_delay``)
@@ -96,6 +96,13 @@ class Holds:
         self.neighbours: dict[str, int] = {}
         #: the replication links open, oldest first
         self.links: list[Routed] = []
+        #: route modes told to links so far: a shell that sees it move wakes the links it told
+        self.told = 0
+
+    def _tell(self, link: Routed, mode: int, origins: list[str]) -> None:
+        if origins:
+            link.tell_route(mode, origins)
+            self.told += 1
 
     def merged(self, now: float, before: dict[str, int]) -> None:
         """Changes of these origins were merged; ``before`` holds each one's stamp until then."""
@@ -162,14 +169,14 @@ class Holds:
         """
         count = self.neighbours.get(origin, 0)
         self.neighbours[origin] = count + 1
-        link.tell_route(ROUTE_ELSEWHERE, [o for o in (*self.neighbours, *self.routes) if o != origin])
+        self._tell(link, ROUTE_ELSEWHERE, [o for o in (*self.neighbours, *self.routes) if o != origin])
         if count == 0:
             via = self.routes.pop(origin, None)
             if via is not None:  # the others were told already
-                via.tell_route(ROUTE_ELSEWHERE, [origin])
+                self._tell(via, ROUTE_ELSEWHERE, [origin])
             else:
                 for other in self.links:
-                    other.tell_route(ROUTE_ELSEWHERE, [origin])
+                    self._tell(other, ROUTE_ELSEWHERE, [origin])
         self.links.append(link)
 
     def closed(self, link: Routed, origin: str | None) -> None:
@@ -194,7 +201,7 @@ class Holds:
                 lost.append(origin)
         if lost:
             for other in self.links:
-                other.tell_route(ROUTE_HOLD, lost)
+                self._tell(other, ROUTE_HOLD, lost)
 
     def route(self, link: Routed, origins: Collection[str]) -> None:
         """Changes of ``origins`` came on ``link``: route through it those with no route yet."""
@@ -206,10 +213,10 @@ class Holds:
             return
         for origin in new:
             routes[origin] = link
-        link.tell_route(ROUTE_AT_ONCE, new)
+        self._tell(link, ROUTE_AT_ONCE, new)
         for other in self.links:
             if other is not link:
-                other.tell_route(ROUTE_ELSEWHERE, new)
+                self._tell(other, ROUTE_ELSEWHERE, new)
 
     def announced(self, link: Routed, origins: Collection[str]) -> None:
         """``link``'s peer gets ``origins`` another way: route through it those with no route yet.
@@ -233,7 +240,7 @@ class Holds:
             del routes[origin]
         if lost:
             for other in self.links:
-                other.tell_route(ROUTE_HOLD, lost)
+                self._tell(other, ROUTE_HOLD, lost)
 
     def forget_origins(self, origins: Collection[str]) -> None:
         """Drop what is kept about ``origins`` (retired and pruned: they never write again)."""

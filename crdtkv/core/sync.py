@@ -658,7 +658,7 @@ class Session:
         if progressed:
             self._progress_at = now
             self._backoff = 1
-            if full and self._dirty:
+            if full and (self._dirty or self._release_at is not None):
                 self._reopened = True  # the window opened with a batch waiting: wake the sender
         if ack.missing and unacked and self._rewound_to != ack.batch:
             self._rewind(now, ack.batch)
