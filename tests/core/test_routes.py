@@ -6,12 +6,15 @@ import dataclasses
 import random
 from collections.abc import Iterable
 
+from crdtkv import KvStore
 from crdtkv.core.forwarding import MAX_ROUTES, Holds
 from crdtkv.core.messages import ROUTE_AT_ONCE, ROUTE_ELSEWHERE, ROUTE_HOLD
 from crdtkv.core.sync import Session
 
+from ..helpers import FakeClock
 from ..sim import SETTINGS, Faults, Link, Simulation
 from .test_protocol_v2 import opened, redundancy, steady_writes, two_hub_tree
+from .test_sync import shuttle
 
 
 class Told:
@@ -158,3 +161,37 @@ def test_routes_are_capped_whatever_a_peer_announces() -> None:
     holds.announced(peer, [f"made-up-{i}" for i in range(MAX_ROUTES + 10)])
     assert len(holds.routes) == MAX_ROUTES
     assert len(other.modes) == MAX_ROUTES + 1  # its own announcement of "p", and the routes
+
+
+def _linked_pair(**settings: float) -> tuple[KvStore, KvStore, Session, Session]:
+    """Two sessions with forwarding holds, the handshake done."""
+    a = KvStore.open("sim", replica_id="a", clock=FakeClock())
+    b = KvStore.open("sim", replica_id="b", clock=FakeClock())
+    chosen = dataclasses.replace(SETTINGS, **settings)
+    dialer = Session(a._state, dialer=True, now=0.0, settings=chosen, holds=Holds(chosen.forward_delay))
+    listener = Session(b._state, dialer=False, now=0.0, settings=chosen, holds=Holds(chosen.forward_delay))
+    shuttle(dialer, listener)
+    return a, b, dialer, listener
+
+
+def test_a_merge_wakes_a_link_only_when_something_is_due_sooner() -> None:
+    _a, _b, dialer, listener = _linked_pair()
+    listener.tell_route(ROUTE_ELSEWHERE, ["x"])  # the peer gets x's changes another way
+    shuttle(dialer, listener, 0.5)
+    assert "x" in dialer.elsewhere
+    assert dialer.local_changed(1.0, forwarded=True, origins={"x"})  # a have and the long hold start
+    assert not dialer.local_changed(1.01, forwarded=True, origins={"x"})  # nothing sooner
+    assert dialer.local_changed(1.02, forwarded=True, origins={"y"})  # no route: the rank's hold
+
+
+def test_an_ack_that_opens_a_full_window_wakes_the_sender_for_held_changes() -> None:
+    a, _b, dialer, listener = _linked_pair(max_unacked_batches=1)
+    a.put("k", 1)
+    dialer.local_changed(0.1)
+    [part] = dialer.outgoing(0.2)  # the one batch the window allows
+    dialer.local_changed(0.2, forwarded=True, origins={"x"})  # held: released later
+    listener.receive(part, 0.2)
+    for data in listener.outgoing(0.3):  # the ack (and nothing the sender must answer)
+        dialer.receive(data, 0.3)
+    assert dialer.waiting_since is None  # the batch is acknowledged
+    assert dialer.wants_send  # the held changes may go now that the window is open
