@@ -1,4 +1,4 @@
-"""The replication protocol (version 2) as a sans-I/O state machine, one per link.
+"""The replication protocol (version 3) as a sans-I/O state machine, one per link.
 
 A :class:`Session` is fed the messages that arrive on a link
 (:meth:`Session.receive`) and asked for the messages to send
@@ -39,11 +39,15 @@ other knows it holds (``told``), and sends only what changed:
   from the acknowledged batch), and list the origins of the receiver's own
   vector that moved since it last told the sender ("have"). A node sends a
   have-only ack to every peer after it merged a change, so no peer forwards
-  it what it holds.
-* **Forwarding** of changes merged from other peers is held back (see
-  :mod:`.forwarding`), so in a mesh, or with two hubs per PoP, each change
-  crosses each link once; a peer still lacking a change when the hold ends
-  gets it through any surviving path.
+  it what it holds. Acks and haves gather for up to a quarter of the long
+  hold (0.5 s at the defaults).
+* **Routes** (:class:`~.messages.Route`): the receiving side tells each
+  link, per origin, whether it wants that origin's changes at once (its
+  route), gets them elsewhere (held for the long hold), or has no route
+  yet (held by the link's rank). Routes spread from each writer as links
+  open, so each change crosses each link once in any topology; a peer
+  still lacking a change when a hold ends gets it through any surviving
+  path (see :mod:`.forwarding`).
 * **Resends** happen on a gap flag at once, or when no ack has come for
   ``resync_after`` while batches are outstanding, with that wait doubling on
   every resend that brings no ack (up to 16 times). At most

@@ -1,4 +1,4 @@
-"""Protocol version 2: per-link state, acks by batch number, resends by need, forwarding holds."""
+"""Protocol versions 2 and 3: per-link state, acks by batch number, resends by need, forwarding holds."""
 
 from __future__ import annotations
 
