@@ -44,6 +44,7 @@ COMPILED = [
     "crdtkv/gateway/resp_keyspace.py",
     "crdtkv/gateway/resp_connection.py",
     "crdtkv/gateway/resp_commands.py",
+    "crdtkv/gateway/resp_protocol.py",
 ]
 
 #: The extension group's shared library is ``crdtkv/compiled__mypyc``: inside the package,

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import anyio.abc
@@ -78,6 +78,9 @@ from .version import __version__
 from .watch import OVERFLOW, ChangeQueue, Follower
 
 log = logging.getLogger("crdtkv.node")
+
+_MERGE: Final = Cause.MERGE
+_COLLECTION: Final = Cause.COLLECTION
 
 T = TypeVar("T")
 
@@ -613,9 +616,11 @@ class Node:
     # -- change notification ---------------------------------------------------------
 
     def _store_changed(self, keys: Sequence[str], cause: Cause) -> None:
-        if cause is Cause.COLLECTION:  # collections are not replicated
+        # (called on every write: a node with no link returns at once, and the causes are
+        # module constants, which cost less than an enum's class attribute)
+        if not self._links or cause is _COLLECTION:  # collections are not replicated
             return
-        if cause is Cause.MERGE:
+        if cause is _MERGE:
             # every peer hears that this node holds it; the others get it once the hold ends
             now = time.monotonic()
             origins = self.store.replica.merged_origins  # noted by the merge that publishes this

@@ -32,7 +32,7 @@ import anyio
 import anyio.abc
 
 from ..errors import ListenFailed
-from .resp_commands import execute
+from .resp_commands import execute, execute_batch
 from .resp_protocol import Command, CommandReader, encode_error
 from .resp_state import Client, FaceState
 from .settings import RespSettings
@@ -134,24 +134,15 @@ class RespConnection(asyncio.Protocol):
         if type(commands) is list and len(commands) == 1:  # the common case: one command, one reply
             self.write(execute(client, commands[0]))
         else:
-            replies: list[bytes] = []
-            size = 0
             flush_at = self.flush_at
             queue = commands if isinstance(commands, deque) else deque(commands)
             while queue:
-                reply = execute(client, queue.popleft())
-                replies.append(reply)
-                size += len(reply)
+                self.write(execute_batch(client, queue, flush_at))
                 if client.closing:
                     break
-                if size >= flush_at:
-                    self.write(b"".join(replies))
-                    replies, size = [], 0
-                    if self.blocked_since:  # over the budget: the rest waits for the client
-                        self.pending = queue
-                        return
-            if replies:
-                self.write(b"".join(replies))
+                if self.blocked_since and queue:  # over the budget: the rest waits for the client
+                    self.pending = queue
+                    return
         if client.closing:
             transport.close()
         elif self.reader.failure is not None and not self.pending:
@@ -182,11 +173,9 @@ class RespFace:
     """
 
     def __init__(self, node: Node, settings: RespSettings | None = None) -> None:
-        from ..metrics import node_metrics
-
         self.node = node
         self.settings = settings or RespSettings()
-        self.state = FaceState(node, self.settings, node_metrics(node).operation)
+        self.state = FaceState(node, self.settings)
         #: the most reply bytes that ever waited for one client in the node
         self.peak_reply_bytes = 0
         #: connections closed for a malformed or oversized frame

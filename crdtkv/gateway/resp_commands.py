@@ -13,6 +13,7 @@ against what this replica holds when the command runs.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from ..errors import CrdtKvError, StoreClosed, WrongType
@@ -261,7 +262,7 @@ def execute(client: Client, args: Command) -> bytes:
     if command is None:
         command = COMMANDS.get(args[0].upper())
         if command is None:
-            client.face.operation("resp", "unknown", "ERR")
+            client.face.count("unknown", "ERR")
             return unknown_command(args)
     arity = command.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
@@ -281,10 +282,24 @@ def execute(client: Client, args: Command) -> bytes:
         except CrdtKvError as failed:
             reply = encode_error(f"ERR {failed}")
     if reply[0] == 45:  # "-": an error reply, counted by its code (ERR, WRONGTYPE, NOAUTH, ...)
-        client.face.operation("resp", command.kind, reply[1 : reply.find(b" ")].decode("ascii", "replace"))
+        client.face.count(command.kind, reply[1 : reply.find(b" ")].decode("ascii", "replace"))
     else:
-        client.face.operation("resp", command.kind, "ok")
+        client.face.count_key(command.ok)
     return reply
 
 
-__all__ = ["COMMANDS", "command_docs", "command_info", "execute"]
+def execute_batch(client: Client, queue: deque[Command], flush_at: int) -> bytes:
+    """Run commands from ``queue`` until their replies reach ``flush_at`` bytes, the queue is
+    empty or the client quits; their replies, joined (compiled: one call per batch of commands)."""
+    replies: list[bytes] = []
+    size = 0
+    while queue:
+        reply = execute(client, queue.popleft())
+        replies.append(reply)
+        size += len(reply)
+        if client.closing or size >= flush_at:
+            break
+    return b"".join(replies)
+
+
+__all__ = ["COMMANDS", "command_docs", "command_info", "execute", "execute_batch"]

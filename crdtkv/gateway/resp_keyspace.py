@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+from ..core.values import check_key
 from ..cursor import MAX_PAGE, encode_cursor
 from ..errors import WrongType
 from .resp_protocol import (
@@ -276,8 +277,12 @@ def incr_by(client: Client, raw_key: bytes, by: int) -> bytes:
     """Add ``by`` to the counter at the key; a result outside Redis's 64-bit range is taken back."""
     store = client.store
     key = text(raw_key)
+    if not (key.isascii() and 0 < len(key) <= client.face.max_key_bytes):
+        key = check_key(key, store.limits)
     try:
-        value = store.incr(key, by)
+        # KvStore.incr's checks are above: its replica directly (this module runs compiled,
+        # the store does not; the replica raises StoreClosed once the store is closed)
+        value = store.replica.incr(key, by)
     except WrongType:
         if store.kind(key) == "register":
             raise ReplyError(

@@ -13,6 +13,7 @@ from typing import Any
 import hiredis
 
 from ..errors import MalformedRequest, RequestTooLarge
+from .resp_status import Status
 
 #: A command as received: its name and arguments, each a byte string.
 Command = list[bytes]
@@ -26,12 +27,6 @@ ZERO = b":0\r\n"
 ONE = b":1\r\n"
 #: Integer replies of small values, encoded once.
 SMALL_INTEGERS = [b":%d\r\n" % n for n in range(-2, 1024)]
-
-
-class Status(str):
-    """A string sent as a RESP simple string (``+text``) rather than a bulk string."""
-
-    __slots__ = ()
 
 
 class CommandReader:

@@ -43,15 +43,15 @@ class ReplyError(GatewayError):
 class FaceState:
     """What every connection of one RESP face shares: the node, the secret, counters and SCAN cursors."""
 
-    def __init__(
-        self, node: Node, settings: RespSettings, operation: Callable[[str, str, str], None]
-    ) -> None:
+    def __init__(self, node: Node, settings: RespSettings) -> None:
         self.node = node
         self.store: KvStore = node.store
+        #: the longest key, in bytes (the store's limits never change)
+        self.max_key_bytes = node.store.limits.max_key_bytes
         self.secret = node.secret
         self.settings = settings
-        #: counts one command: ``operation(face, kind, result)`` (the node's metrics)
-        self.operation = operation
+        #: the node's operation counts, (face, kind, result) -> count (exported as metrics)
+        self.operations = node.operations
         self.started = time.monotonic()
         self.port = 0
         #: connections open now
@@ -60,6 +60,15 @@ class FaceState:
         #: SCAN cursor number -> the key the next page starts after (oldest first, bounded)
         self.scan_cursors: OrderedDict[int, str] = OrderedDict()
         self.next_scan_cursor = 1
+
+    def count(self, kind: str, result: str) -> None:
+        """Count one command of ``kind`` that ended in ``result`` (``ok`` or an error code)."""
+        self.count_key(("resp", kind, result))
+
+    def count_key(self, key: tuple[str, str, str]) -> None:
+        """Count one command under its metrics key ``("resp", kind, result)``."""
+        operations = self.operations
+        operations[key] = operations.get(key, 0) + 1
 
     def new_client(self) -> Client:
         client = Client(self, self.next_client_id)
@@ -101,6 +110,7 @@ class CommandSpec:
         "last_key",
         "name",
         "noauth",
+        "ok",
         "summary"
     )  # fmt: skip
 
@@ -118,6 +128,8 @@ class CommandSpec:
         self.name = name
         #: what the node's metrics count it as: the lower-case name
         self.kind = name.lower()
+        #: its count key when it succeeds, built once (it is counted on every call)
+        self.ok = ("resp", self.kind, "ok")
         self.handler = handler
         self.arity = arity
         self.flags = flags
