@@ -163,11 +163,13 @@ def test_routes_are_capped_whatever_a_peer_announces() -> None:
     assert len(other.modes) == MAX_ROUTES + 1  # its own announcement of "p", and the routes
 
 
-def _linked_pair(**settings: float) -> tuple[KvStore, KvStore, Session, Session]:
+def _linked_pair(
+    max_unacked_batches: int = SETTINGS.max_unacked_batches,
+) -> tuple[KvStore, KvStore, Session, Session]:
     """Two sessions with forwarding holds, the handshake done."""
     a = KvStore.open("sim", replica_id="a", clock=FakeClock())
     b = KvStore.open("sim", replica_id="b", clock=FakeClock())
-    chosen = dataclasses.replace(SETTINGS, **settings)
+    chosen = dataclasses.replace(SETTINGS, max_unacked_batches=max_unacked_batches)
     dialer = Session(a._state, dialer=True, now=0.0, settings=chosen, holds=Holds(chosen.forward_delay))
     listener = Session(b._state, dialer=False, now=0.0, settings=chosen, holds=Holds(chosen.forward_delay))
     shuttle(dialer, listener)
