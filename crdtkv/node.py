@@ -625,8 +625,8 @@ class Node:
             now = time.monotonic()
             origins = self.store.replica.merged_origins  # noted by the merge that publishes this
             for link in self._links:
-                session = link.session
-                if session.local_changed(now, forwarded=True, origins=origins) or session.wants_send:
+                # (route modes this merge told other links are sent by the receive loop's wake)
+                if link.session.local_changed(now, forwarded=True, origins=origins):
                     link.poke()
             return
         now = 0.0  # a write: the clock is read only if a link has no batch scheduled yet

@@ -46,7 +46,7 @@ passed in.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from typing import Final, Protocol
 
 from .messages import ROUTE_AT_ONCE, ROUTE_ELSEWHERE, ROUTE_HOLD
@@ -118,11 +118,14 @@ class Holds:
         """How long a link whose peer gave it ``rank`` holds merged changes of unrouted origins."""
         return self.delay * (1 + BACKUP_FACTOR * min(rank, MAX_RANK))
 
-    def limit(self, origin: str, now: float, hold: float) -> int | None:
-        """The stamp up to which a link holding ``hold`` seconds may forward ``origin`` now.
+    def held(self, origin: str, now: float, hold: float) -> tuple[int, float] | None:
+        """What a link holding ``hold`` seconds holds back of ``origin`` now; None if nothing.
 
-        That is the origin's stamp before its first merge of the last ``hold``
-        seconds; None if it may be forwarded in full.
+        The stamp up to which it may forward the origin (its stamp before its
+        first merge of the last ``hold`` seconds), and when it may forward
+        more: never sooner than a fraction of the hold from now, so a link
+        holding the changes of many origins wakes a few times per hold, not
+        once per merge.
         """
         queue = self.merges.get(origin)
         if queue is None:
@@ -136,30 +139,8 @@ class Holds:
         ripe = now - hold
         for merged_at, stamp in queue:
             if merged_at > ripe:
-                return stamp
+                return stamp, max(merged_at + hold, now + hold / RELEASES_PER_HOLD)
         return None
-
-    def release(self, origins: Iterable[str], now: float, hold_of: Callable[[str], float]) -> float | None:
-        """When a link may forward more of ``origins`` (held ``hold_of(origin)`` each), if ever.
-
-        Never sooner than a fraction of the hold from now, so a link holding
-        the changes of many origins wakes a few times per hold, not once per merge.
-        """
-        merges = self.merges
-        earliest: float | None = None
-        for origin in origins:
-            queue = merges.get(origin)
-            if not queue:
-                continue
-            hold = hold_of(origin)
-            ripe = now - hold
-            for merged_at, _ in queue:
-                if merged_at > ripe:
-                    at = max(merged_at + hold, now + hold / RELEASES_PER_HOLD)
-                    if earliest is None or at < earliest:
-                        earliest = at
-                    break
-        return earliest
 
     def opened(self, link: Routed, origin: str) -> None:
         """A replication link to the replica writing as ``origin`` opened.
@@ -188,10 +169,7 @@ class Holds:
         """
         if link in self.links:
             self.links.remove(link)
-        routes = self.routes
-        lost = [o for o, via in routes.items() if via is link]
-        for o in lost:
-            del routes[o]
+        lost = [o for o, via in self.routes.items() if via is link]
         if origin is not None and origin in self.neighbours:
             count = self.neighbours[origin] - 1
             if count > 0:
@@ -199,12 +177,26 @@ class Holds:
             else:
                 del self.neighbours[origin]
                 lost.append(origin)
-        if lost:
+        self._lose(lost)
+
+    def _lose(self, origins: list[str]) -> None:
+        """``origins`` have no route now: every link holds them by rank again."""
+        for origin in origins:
+            self.routes.pop(origin, None)
+        if origins:
             for other in self.links:
-                self._tell(other, ROUTE_HOLD, lost)
+                self._tell(other, ROUTE_HOLD, origins)
 
     def route(self, link: Routed, origins: Collection[str]) -> None:
-        """Changes of ``origins`` came on ``link``: route through it those with no route yet."""
+        """Route through ``link`` those of ``origins`` with no route yet.
+
+        Called when changes of them came on ``link``, and when its peer
+        announced them (told this side it gets them elsewhere): it holds a
+        route for them, or a link to their writer, that is not this side, so
+        the route leads away from here and never loops back. Routes so spread
+        from each writer outwards as links open, before its first change:
+        that change travels at once.
+        """
         routes = self.routes
         neighbours = self.neighbours
         new = [origin for origin in origins if origin not in routes and origin not in neighbours]
@@ -218,16 +210,6 @@ class Holds:
             if other is not link:
                 self._tell(other, ROUTE_ELSEWHERE, new)
 
-    def announced(self, link: Routed, origins: Collection[str]) -> None:
-        """``link``'s peer gets ``origins`` another way: route through it those with no route yet.
-
-        The peer told this side it holds a route for them (or a link to their
-        writer) that is not this side, so the route leads away from here and
-        never loops back. Routes so spread from each writer outwards as links
-        open, before its first change: that change travels at once.
-        """
-        self.route(link, origins)
-
     def withdrawn(self, link: Routed, origins: Collection[str]) -> None:
         """``link``'s peer has no route for ``origins`` now, or routes them through this side.
 
@@ -235,12 +217,7 @@ class Holds:
         and the next link that brings one of their changes becomes its route.
         """
         routes = self.routes
-        lost = [origin for origin in origins if routes.get(origin) is link]
-        for origin in lost:
-            del routes[origin]
-        if lost:
-            for other in self.links:
-                self._tell(other, ROUTE_HOLD, lost)
+        self._lose([origin for origin in origins if routes.get(origin) is link])
 
     def forget_origins(self, origins: Collection[str]) -> None:
         """Drop what is kept about ``origins`` (retired and pruned: they never write again)."""

@@ -592,7 +592,7 @@ class Session:
         if message.mode == ROUTE_ELSEWHERE:
             elsewhere.update(origins[: max(0, MAX_ROUTED_ORIGINS - len(elsewhere))])
             if holds is not None:
-                holds.announced(self, origins)
+                holds.route(self, origins)  # an announcement: the peer reaches them
             return []
         if message.mode == ROUTE_AT_ONCE:
             routed.update(origins[: max(0, MAX_ROUTED_ORIGINS - len(routed))])
@@ -1031,24 +1031,25 @@ class Session:
             hold = holds.hold_for(self.peer_rank)
             lazy = holds.elsewhere_hold
             routed, elsewhere = self.routed, self.elsewhere
+            release = self._release_at
             for origin in candidates:
                 waiting.discard(origin)  # looked at now: waits again below if still held
                 stamp = vv.get(origin, 0)
                 if stamp <= sent.get(origin, 0):
                     continue
                 if origin != own and origin not in routed:
-                    limit = holds.limit(origin, now, lazy if origin in elsewhere else hold)
-                    if limit is not None and limit < stamp:
+                    found = holds.held(origin, now, lazy if origin in elsewhere else hold)
+                    if found is not None and found[0] < stamp:
+                        limit, at = found
                         held[origin] = limit
+                        if release is None or at < release:
+                            release = at
                         if limit <= sent.get(origin, 0):
                             continue
                         stamp = limit
                 moves[origin] = stamp
-            if held:
-                waiting.update(held)
-                release = holds.release(held, now, lambda origin: lazy if origin in elsewhere else hold)
-                if release is not None and (self._release_at is None or release < self._release_at):
-                    self._release_at = release
+            waiting.update(held)
+            self._release_at = release
         self._moved = set()
         if not moves:
             return None

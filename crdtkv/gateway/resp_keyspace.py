@@ -277,12 +277,10 @@ def incr_by(client: Client, raw_key: bytes, by: int) -> bytes:
     """Add ``by`` to the counter at the key; a result outside Redis's 64-bit range is taken back."""
     store = client.store
     key = text(raw_key)
-    if not (key.isascii() and 0 < len(key) <= client.face.max_key_bytes):
-        key = check_key(key, store.limits)
     try:
-        # KvStore.incr's checks are above: its replica directly (this module runs compiled,
-        # the store does not; the replica raises StoreClosed once the store is closed)
-        value = store.replica.incr(key, by)
+        # KvStore.incr is the same two calls, interpreted: this module runs compiled (the
+        # replica raises StoreClosed once the store is closed, as the store would)
+        value = store.replica.incr(check_key(key, store.limits), by)
     except WrongType:
         if store.kind(key) == "register":
             raise ReplyError(

@@ -46,8 +46,6 @@ class FaceState:
     def __init__(self, node: Node, settings: RespSettings) -> None:
         self.node = node
         self.store: KvStore = node.store
-        #: the longest key, in bytes (the store's limits never change)
-        self.max_key_bytes = node.store.limits.max_key_bytes
         self.secret = node.secret
         self.settings = settings
         #: the node's operation counts, (face, kind, result) -> count (exported as metrics)

@@ -46,8 +46,8 @@ def test_an_announced_origin_is_routed_through_the_first_link_that_announces_it(
     up, other, down = Told(), Told(), Told()
     for link, origin in ((up, "u"), (other, "o"), (down, "d")):
         holds.opened(link, origin)
-    holds.announced(up, ["writer"])
-    holds.announced(other, ["writer"])  # a second announcement changes nothing
+    holds.route(up, ["writer"])
+    holds.route(other, ["writer"])  # a second announcement changes nothing
     assert holds.routes["writer"] is up
     assert up.modes["writer"] == ROUTE_AT_ONCE
     assert other.modes["writer"] == down.modes["writer"] == ROUTE_ELSEWHERE
@@ -58,7 +58,7 @@ def test_a_route_withdrawn_upstream_goes_back_to_the_hold_on_every_link() -> Non
     up, other = Told(), Told()
     holds.opened(up, "u")
     holds.opened(other, "o")
-    holds.announced(up, ["writer"])
+    holds.route(up, ["writer"])
     holds.withdrawn(other, ["writer"])  # from a link that is not the route: nothing happens
     assert holds.routes["writer"] is up
     holds.withdrawn(up, ["writer"])
@@ -158,7 +158,7 @@ def test_routes_are_capped_whatever_a_peer_announces() -> None:
     peer, other = Told(), Told()
     holds.opened(peer, "p")
     holds.opened(other, "o")
-    holds.announced(peer, [f"made-up-{i}" for i in range(MAX_ROUTES + 10)])
+    holds.route(peer, [f"made-up-{i}" for i in range(MAX_ROUTES + 10)])
     assert len(holds.routes) == MAX_ROUTES
     assert len(other.modes) == MAX_ROUTES + 1  # its own announcement of "p", and the routes
 
